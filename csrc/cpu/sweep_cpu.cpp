@@ -1,0 +1,145 @@
+// OpenMP driver of the fused sweep on the CPU. The arithmetic lives in genni/ops.h.
+//
+// The probe set is cut into tiles of kLanes samples, transposed once per chunk of tiles
+// into the feature-major layout the ops read. Work items are (grid point, group of tiles);
+// each thread builds the parameters of its current grid point once and keeps them while
+// its consecutive items share that point. Partial sums land in fixed slots and are added
+// in a fixed order, so the result does not depend on the number of threads.
+#include <algorithm>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../genni/ops.h"
+#include "../genni/sweep.h"
+
+namespace genni {
+namespace {
+
+constexpr int kLanes = 16;
+// Bytes of transposed inputs and first-layer responses shared by all grid points of a chunk.
+constexpr int64_t kChunkBytes = int64_t(64) << 20;
+// Below this many grid points, the tiles of a chunk are split into groups for parallelism.
+constexpr int64_t kSplitBelowPoints = 64;
+constexpr int64_t kMaxGroups = 64;
+
+template <typename S>
+void build_params(const SweepArgs<S>& a, int64_t g, S* params) {
+  const S* c = a.coeffs + g * a.m;
+  std::copy(a.center, a.center + a.num_params, params);
+  for (int i = 0; i < a.m; ++i) {
+    const S ci = c[i];
+    const S* d = a.directions + i * a.num_params;
+#pragma omp simd
+    for (int64_t k = 0; k < a.num_params; ++k) params[k] += ci * d[k];
+  }
+}
+
+int resolve_threads(int requested) {
+#ifdef _OPENMP
+  return requested > 0 ? requested : omp_get_max_threads();
+#else
+  (void)requested;
+  return 1;
+#endif
+}
+
+}  // namespace
+
+template <typename S>
+void sweep_cpu(const Program& program, const SweepArgs<S>& a, double* loss, int num_threads) {
+  const int threads = resolve_threads(num_threads);
+  const Op& first = program.ops[0];
+  const bool affine = a.affine_first && first.parametric();
+  const int in_size = first.in_size();
+  const int first_out = first.out_size();
+  const int out_size = program.ops[program.n_ops - 1].out_size();
+  const int64_t G = a.num_points, N = a.num_samples, m = a.m;
+  const int64_t tiles_total = (N + kLanes - 1) / kLanes;
+
+  const int64_t tile_bytes =
+      int64_t(in_size + (affine ? (m + 1) * first_out : 0)) * kLanes * int64_t(sizeof(S));
+  const int64_t chunk_tiles = std::max<int64_t>(1, std::min(tiles_total, kChunkBytes / tile_bytes));
+  const int64_t groups = G >= kSplitBelowPoints ? 1 : std::min(chunk_tiles, kMaxGroups);
+  std::vector<double> partial(G * groups, 0.0);
+  std::vector<S> tiled(chunk_tiles * in_size * kLanes);
+  std::vector<S> responses(affine ? (m + 1) * chunk_tiles * first_out * kLanes : 0);
+
+  for (int64_t start = 0; start < tiles_total; start += chunk_tiles) {
+    const int64_t nt = std::min(chunk_tiles, tiles_total - start);
+
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t t = 0; t < nt; ++t) {
+      S* dst = tiled.data() + t * in_size * kLanes;
+      for (int l = 0; l < kLanes; ++l) {
+        const int64_t n = (start + t) * kLanes + l;
+        const S* src = a.inputs + n * in_size;
+        for (int f = 0; f < in_size; ++f) dst[f * kLanes + l] = n < N ? src[f] : S(0);
+      }
+    }
+
+    const int64_t part = nt * first_out * kLanes;  // scalars between two responses
+    if (affine) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (int64_t item = 0; item < (m + 1) * nt; ++item) {
+        const int64_t j = item / nt, t = item % nt;
+        const S* params = j == 0 ? a.center : a.directions + (j - 1) * a.num_params;
+        run_op<S, kLanes>(first, params, tiled.data() + t * in_size * kLanes, kLanes,
+                          responses.data() + j * part + t * first_out * kLanes, kLanes);
+      }
+    }
+
+#pragma omp parallel num_threads(threads)
+    {
+      std::vector<S> params(a.num_params);
+      std::vector<S> buf_a(int64_t(program.max_activation) * kLanes);
+      std::vector<S> buf_b(int64_t(program.max_activation) * kLanes);
+      int64_t built = -1;
+#pragma omp for schedule(static)
+      for (int64_t item = 0; item < G * groups; ++item) {
+        const int64_t g = item / groups, k = item % groups;
+        if (g != built) {
+          build_params(a, g, params.data());
+          built = g;
+        }
+        double sum = 0.0;
+        for (int64_t t = k * nt / groups; t < (k + 1) * nt / groups; ++t) {
+          const S* x = tiled.data() + t * in_size * kLanes;
+          int first_op = 0;
+          if (affine) {
+            combine_affine<S, kLanes>(responses.data() + t * first_out * kLanes, part, kLanes,
+                                      a.coeffs + g * m, static_cast<int>(m), first_out,
+                                      buf_a.data(), kLanes);
+            x = buf_a.data();
+            first_op = 1;
+          }
+          const S* y = run_program<S, kLanes>(program, first_op, params.data(), x, kLanes,
+                                              buf_a.data(), buf_b.data(), kLanes);
+          for (int l = 0; l < kLanes; ++l) {
+            const int64_t n = (start + t) * kLanes + l;
+            if (n >= N) break;
+            const S* target = a.targets + n * out_size;
+            for (int o = 0; o < out_size; ++o) {
+              const double d = double(y[o * kLanes + l]) - double(target[o]);
+              sum += d * d;
+            }
+          }
+        }
+        partial[item] += sum;
+      }
+    }
+  }
+
+  for (int64_t g = 0; g < G; ++g) {
+    double total = 0.0;
+    for (int64_t k = 0; k < groups; ++k) total += partial[g * groups + k];
+    loss[g] = total / double(N);
+  }
+}
+
+template void sweep_cpu<float>(const Program&, const SweepArgs<float>&, double*, int);
+template void sweep_cpu<double>(const Program&, const SweepArgs<double>&, double*, int);
+
+}  // namespace genni

@@ -1,0 +1,264 @@
+// Per-op arithmetic of the fused sweep, shared by the OpenMP CPU loop and the CUDA kernel.
+//
+// Activations are stored feature-major with samples innermost: feature f of lane l lives at
+// buf[f * stride + l]. The CPU runs L = 16 lanes (a tile of samples, the SIMD dimension) per
+// call with stride L; a CUDA thread runs L = 1 lane with the stride of its block, so every op
+// is "scalar weight times a vector of samples" on both.
+#pragma once
+
+#include <cmath>
+
+#include "program.h"
+
+#if defined(__CUDA_ARCH__)
+#define GENNI_SIMD
+#else
+#define GENNI_SIMD _Pragma("omp simd")
+#endif
+
+namespace genni {
+
+GENNI_HD float fast_tanh(float v) { return tanhf(v); }
+GENNI_HD double fast_tanh(double v) { return tanh(v); }
+GENNI_HD float fast_exp(float v) { return expf(v); }
+GENNI_HD double fast_exp(double v) { return exp(v); }
+
+template <typename S>
+GENNI_HD S activate(int kind, S v, S slope) {
+  switch (kind) {
+    case kRelu:
+      return v > S(0) ? v : S(0);
+    case kLeakyRelu:
+      return v > S(0) ? v : v * slope;
+    case kTanh:
+      return fast_tanh(v);
+    default:  // kSigmoid
+      return S(1) / (S(1) + fast_exp(-v));
+  }
+}
+
+template <typename S, int L>
+GENNI_HD void activation_op(const Op& op, const S* in, int in_stride, S* out, int out_stride) {
+  const int n = op.in_size();
+  const S slope = static_cast<S>(op.slope);
+  for (int f = 0; f < n; ++f) {
+    const S* x = in + static_cast<long>(f) * in_stride;
+    S* y = out + static_cast<long>(f) * out_stride;
+    switch (op.kind) {  // hoisted out of the lane loop so that it vectorises
+      case kRelu:
+        GENNI_SIMD for (int l = 0; l < L; ++l) y[l] = x[l] > S(0) ? x[l] : S(0);
+        break;
+      case kLeakyRelu:
+        GENNI_SIMD for (int l = 0; l < L; ++l) y[l] = x[l] > S(0) ? x[l] : x[l] * slope;
+        break;
+      default:
+        for (int l = 0; l < L; ++l) y[l] = activate(op.kind, x[l], slope);
+    }
+  }
+}
+
+// OB outputs of a Linear layer at once: each input row is loaded once for OB weights.
+template <typename S, int L, int OB>
+GENNI_HD void linear_block(int o, int n_in, const S* weight, const S* bias, const S* in,
+                           int in_stride, S* out, int out_stride) {
+  S acc[OB][L];
+  for (int k = 0; k < OB; ++k) {
+    const S b = bias ? bias[o + k] : S(0);
+    for (int l = 0; l < L; ++l) acc[k][l] = b;
+  }
+  const S* w = weight + static_cast<long>(o) * n_in;
+  for (int i = 0; i < n_in; ++i) {
+    const S* x = in + static_cast<long>(i) * in_stride;
+    for (int k = 0; k < OB; ++k) {
+      const S wk = w[static_cast<long>(k) * n_in + i];
+      GENNI_SIMD for (int l = 0; l < L; ++l) acc[k][l] += wk * x[l];
+    }
+  }
+  for (int k = 0; k < OB; ++k)
+    for (int l = 0; l < L; ++l) out[static_cast<long>(o + k) * out_stride + l] = acc[k][l];
+}
+
+template <typename S, int L>
+GENNI_HD void linear_op(const Op& op, const S* params, const S* in, int in_stride, S* out,
+                        int out_stride) {
+  const int n_in = op.in_size(), n_out = op.out_c;
+  const S* weight = params + op.weight;
+  const S* bias = op.bias >= 0 ? params + op.bias : nullptr;
+  int o = 0;
+  for (; o + 4 <= n_out; o += 4)
+    linear_block<S, L, 4>(o, n_in, weight, bias, in, in_stride, out, out_stride);
+  switch (n_out - o) {
+    case 3:
+      linear_block<S, L, 3>(o, n_in, weight, bias, in, in_stride, out, out_stride);
+      break;
+    case 2:
+      linear_block<S, L, 2>(o, n_in, weight, bias, in, in_stride, out, out_stride);
+      break;
+    case 1:
+      linear_block<S, L, 1>(o, n_in, weight, bias, in, in_stride, out, out_stride);
+      break;
+    default:
+      break;
+  }
+}
+
+// OB output channels of a Conv2d at one output pixel; the window is clipped to the input,
+// which is the same as zero padding.
+template <typename S, int L, int OB>
+GENNI_HD void conv_block(const Op& op, int oc, int oy, int ox, const S* weight, const S* bias,
+                         const S* in, int in_stride, S* out, int out_stride) {
+  const int iy0 = oy * op.stride_h - op.pad_h, ix0 = ox * op.stride_w - op.pad_w;
+  const int ky_lo = iy0 < 0 ? -iy0 : 0;
+  const int ky_hi = op.in_h - iy0 < op.kernel_h ? op.in_h - iy0 : op.kernel_h;
+  const int kx_lo = ix0 < 0 ? -ix0 : 0;
+  const int kx_hi = op.in_w - ix0 < op.kernel_w ? op.in_w - ix0 : op.kernel_w;
+  const long taps = static_cast<long>(op.kernel_h) * op.kernel_w;
+  const long filter = taps * op.in_c;
+  S acc[OB][L];
+  for (int k = 0; k < OB; ++k) {
+    const S b = bias ? bias[oc + k] : S(0);
+    for (int l = 0; l < L; ++l) acc[k][l] = b;
+  }
+  for (int ic = 0; ic < op.in_c; ++ic) {
+    for (int ky = ky_lo; ky < ky_hi; ++ky) {
+      const long row = (static_cast<long>(ic) * op.in_h + iy0 + ky) * op.in_w + ix0;
+      const S* w = weight + static_cast<long>(oc) * filter + ic * taps + ky * op.kernel_w;
+      for (int kx = kx_lo; kx < kx_hi; ++kx) {
+        const S* x = in + (row + kx) * in_stride;
+        for (int k = 0; k < OB; ++k) {
+          const S wk = w[k * filter + kx];
+          GENNI_SIMD for (int l = 0; l < L; ++l) acc[k][l] += wk * x[l];
+        }
+      }
+    }
+  }
+  const long plane = static_cast<long>(op.out_h) * op.out_w;
+  const long pixel = static_cast<long>(oy) * op.out_w + ox;
+  for (int k = 0; k < OB; ++k)
+    for (int l = 0; l < L; ++l) out[((oc + k) * plane + pixel) * out_stride + l] = acc[k][l];
+}
+
+template <typename S, int L>
+GENNI_HD void conv_op(const Op& op, const S* params, const S* in, int in_stride, S* out,
+                      int out_stride) {
+  const S* weight = params + op.weight;
+  const S* bias = op.bias >= 0 ? params + op.bias : nullptr;
+  for (int oy = 0; oy < op.out_h; ++oy) {
+    for (int ox = 0; ox < op.out_w; ++ox) {
+      int oc = 0;
+      for (; oc + 4 <= op.out_c; oc += 4)
+        conv_block<S, L, 4>(op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
+      switch (op.out_c - oc) {
+        case 3:
+          conv_block<S, L, 3>(op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
+          break;
+        case 2:
+          conv_block<S, L, 2>(op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
+          break;
+        case 1:
+          conv_block<S, L, 1>(op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+}
+
+// MaxPool2d (padding never wins the max) and AvgPool2d (padding counts as zeros when
+// count_include_pad, as in torch).
+template <typename S, int L>
+GENNI_HD void pool_op(const Op& op, const S* in, int in_stride, S* out, int out_stride) {
+  const bool is_max = op.kind == kMaxPool2d;
+  for (int c = 0; c < op.out_c; ++c) {
+    for (int oy = 0; oy < op.out_h; ++oy) {
+      for (int ox = 0; ox < op.out_w; ++ox) {
+        const int iy0 = oy * op.stride_h - op.pad_h, ix0 = ox * op.stride_w - op.pad_w;
+        S acc[L];
+        bool first = true;
+        int count = 0;
+        for (int ky = 0; ky < op.kernel_h; ++ky) {
+          const int iy = iy0 + ky;
+          if (iy < 0 || iy >= op.in_h) continue;
+          for (int kx = 0; kx < op.kernel_w; ++kx) {
+            const int ix = ix0 + kx;
+            if (ix < 0 || ix >= op.in_w) continue;
+            const S* x = in + ((static_cast<long>(c) * op.in_h + iy) * op.in_w + ix) * in_stride;
+            if (first) {
+              for (int l = 0; l < L; ++l) acc[l] = x[l];
+              first = false;
+            } else if (is_max) {
+              GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] = x[l] > acc[l] ? x[l] : acc[l];
+            } else {
+              GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] += x[l];
+            }
+            ++count;
+          }
+        }
+        const S scale = is_max ? S(1) : S(1) / S(op.flag ? op.kernel_h * op.kernel_w : count);
+        S* y = out + ((static_cast<long>(c) * op.out_h + oy) * op.out_w + ox) * out_stride;
+        for (int l = 0; l < L; ++l) y[l] = acc[l] * scale;
+      }
+    }
+  }
+}
+
+template <typename S, int L>
+GENNI_HD void run_op(const Op& op, const S* params, const S* in, int in_stride, S* out,
+                     int out_stride) {
+  switch (op.kind) {
+    case kLinear:
+      linear_op<S, L>(op, params, in, in_stride, out, out_stride);
+      break;
+    case kConv2d:
+      conv_op<S, L>(op, params, in, in_stride, out, out_stride);
+      break;
+    case kMaxPool2d:
+    case kAvgPool2d:
+      pool_op<S, L>(op, in, in_stride, out, out_stride);
+      break;
+    default:
+      activation_op<S, L>(op, in, in_stride, out, out_stride);
+  }
+}
+
+// Runs ops [first, n_ops) on `in` using two scratch buffers of max_activation * stride
+// scalars each; returns the buffer that holds the output (stride `stride`).
+template <typename S, int L>
+GENNI_HD const S* run_program(const Program& program, int first, const S* params, const S* in,
+                              int in_stride, S* buf_a, S* buf_b, int stride) {
+  const S* cur = in;
+  int cur_stride = in_stride;
+  for (int i = first; i < program.n_ops; ++i) {
+    const Op& op = program.ops[i];
+    // Activations work in place once the data is in scratch; other ops change shape.
+    const bool reshapes = op.parametric() || op.kind == kMaxPool2d || op.kind == kAvgPool2d;
+    S* dst = (cur == buf_a)   ? (reshapes ? buf_b : buf_a)
+             : (cur == buf_b) ? (reshapes ? buf_a : buf_b)
+                              : buf_a;
+    run_op<S, L>(op, params, cur, cur_stride, dst, stride);
+    cur = dst;
+    cur_stride = stride;
+  }
+  return cur;
+}
+
+// out = base[0] + sum_i c[i] * base[i + 1] for n features, with the m + 1 responses of the
+// affine first layer `part` scalars apart.
+template <typename S, int L>
+GENNI_HD void combine_affine(const S* base, long part, int base_stride, const S* c, int m, int n,
+                             S* out, int out_stride) {
+  for (int f = 0; f < n; ++f) {
+    const S* z = base + static_cast<long>(f) * base_stride;
+    S acc[L];
+    for (int l = 0; l < L; ++l) acc[l] = z[l];
+    for (int i = 0; i < m; ++i) {
+      const S ci = c[i];
+      const S* zi = z + (i + 1) * part;
+      GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] += ci * zi[l];
+    }
+    for (int l = 0; l < L; ++l) out[static_cast<long>(f) * out_stride + l] = acc[l];
+  }
+}
+
+}  // namespace genni

@@ -1,0 +1,312 @@
+"""Lowering of a PyTorch model to the fused engine's flat op program.
+
+The fused engine (csrc/) knows no ``nn.Module``: it runs a list of ops, each a row of
+integers that gives the op kind, its input and output shapes and the offsets of its
+weight and bias in the flat parameter vector (the order of
+``torch.nn.utils.parameters_to_vector(model.parameters())``).
+
+Supported, in any nesting of plain ``nn.Sequential``: Linear, Conv2d (groups 1,
+dilation 1, zero padding), MaxPool2d, AvgPool2d, ReLU, LeakyReLU, Tanh, Sigmoid,
+Identity and Flatten. Identity and Flatten lower to nothing: activations are stored
+channel-major (C, H, W) per sample, which is already the order ``flatten`` gives.
+Anything else raises :class:`~genni_ext.errors.LoweringError` naming the layer, and
+``backend="auto"`` then uses the torch.func fallback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import LoweringError
+
+# Op kinds; keep in step with csrc/genni/program.h.
+LINEAR, CONV2D, MAXPOOL2D, AVGPOOL2D, RELU, LEAKY_RELU, TANH, SIGMOID = range(8)
+OP_NAMES = ("linear", "conv2d", "maxpool2d", "avgpool2d", "relu", "leaky_relu", "tanh", "sigmoid")
+
+# Columns of one op row; keep in step with csrc/genni/program.h.
+(
+    F_KIND,
+    F_IN_C,
+    F_IN_H,
+    F_IN_W,
+    F_OUT_C,
+    F_OUT_H,
+    F_OUT_W,
+    F_KERNEL_H,
+    F_KERNEL_W,
+    F_STRIDE_H,
+    F_STRIDE_W,
+    F_PAD_H,
+    F_PAD_W,
+    F_WEIGHT,
+    F_BIAS,
+    F_FLAG,
+) = range(16)
+OP_FIELDS = 16
+
+_ACTIVATIONS: dict[type[nn.Module], int] = {
+    nn.ReLU: RELU,
+    nn.LeakyReLU: LEAKY_RELU,
+    nn.Tanh: TANH,
+    nn.Sigmoid: SIGMOID,
+}
+
+
+@dataclass(frozen=True)
+class Program:
+    """A model lowered for the fused engine.
+
+    ``ops`` is int64 ``[n_ops, OP_FIELDS]``; ``slopes`` is float64 ``[n_ops]`` (the
+    negative slope of LeakyReLU ops, 0 elsewhere). Sizes count scalars per sample.
+    """
+
+    ops: torch.Tensor
+    slopes: torch.Tensor
+    input_shape: tuple[int, ...]
+    output_size: int
+    max_activation: int
+    num_params: int
+    flops_per_sample: int
+    first_fan_in: int
+
+    @property
+    def input_size(self) -> int:
+        return math.prod(self.input_shape)
+
+    @property
+    def first_is_parametric(self) -> bool:
+        """Whether the first op is Linear or Conv2d (so its response is affine in c)."""
+        return int(self.ops[0, F_KIND]) in (LINEAR, CONV2D)
+
+    def describe(self) -> str:
+        """One line per op, for logs and ``explain_backend``."""
+        lines = []
+        for row in self.ops.tolist():
+            kind = OP_NAMES[row[F_KIND]]
+            lines.append(
+                f"{kind}: ({row[F_IN_C]}, {row[F_IN_H]}, {row[F_IN_W]}) -> "
+                f"({row[F_OUT_C]}, {row[F_OUT_H]}, {row[F_OUT_W]})"
+            )
+        return "\n".join(lines)
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    first, second = value
+    return int(first), int(second)
+
+
+def _walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+    """Yield the leaf layers of nested plain Sequentials in execution order."""
+    if module._forward_hooks or module._forward_pre_hooks:
+        raise LoweringError(prefix, "it has forward hooks, which only the torch path runs")
+    if isinstance(module, nn.Sequential):
+        if type(module).forward is not nn.Sequential.forward:
+            raise LoweringError(prefix, f"{type(module).__name__} overrides forward()")
+        for name, child in module.named_children():
+            yield from _walk(child, f"{prefix}.{name}" if prefix else name)
+        return
+    yield prefix, module
+
+
+def _check_plain(path: str, layer: nn.Module) -> None:
+    base = next(
+        (
+            cls
+            for cls in (
+                *_ACTIVATIONS,
+                nn.Linear,
+                nn.Conv2d,
+                nn.MaxPool2d,
+                nn.AvgPool2d,
+                nn.Identity,
+                nn.Flatten,
+            )
+            if isinstance(layer, cls)
+        ),
+        None,
+    )
+    if base is None:
+        raise LoweringError(
+            path,
+            f"{type(layer).__name__} is not supported (supported: Linear, Conv2d, MaxPool2d, "
+            "AvgPool2d, ReLU, LeakyReLU, Tanh, Sigmoid, Identity, Flatten in nn.Sequential)",
+        )
+    if type(layer).forward is not base.forward:
+        raise LoweringError(path, f"{type(layer).__name__} overrides forward()")
+
+
+def check_lowerable(model: nn.Module) -> None:
+    """Raise LoweringError if the model's layer types cannot be lowered (no shapes needed)."""
+    for path, layer in _walk(model, ""):
+        _check_plain(path, layer)
+
+
+def lower(model: nn.Module, input_shape: Sequence[int]) -> Program:
+    """Lower ``model`` for per-sample inputs of shape ``input_shape`` (no batch dimension).
+
+    Raises LoweringError naming the first layer that cannot run on the fused engine.
+    """
+    offsets: dict[int, int] = {}
+    total = 0
+    for parameter in model.parameters():
+        offsets[id(parameter)] = total
+        total += parameter.numel()
+
+    def offset_of(path: str, tensor: torch.Tensor | None) -> int:
+        if tensor is None:
+            return -1
+        if id(tensor) not in offsets:
+            raise LoweringError(path, "its weight is not a plain parameter of the model")
+        return offsets[id(tensor)]
+
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) not in (1, 3):
+        raise LoweringError(
+            "",
+            f"per-sample input shape {shape} is neither (features,) nor (channels, height, width)",
+        )
+    rows: list[list[int]] = []
+    slopes: list[float] = []
+    flops = 0
+    max_activation = math.prod(shape)
+    first_fan_in = 0
+
+    def emit(kind: int, out_shape: tuple[int, ...], *, slope: float = 0.0, **fields: int) -> None:
+        row = [0] * OP_FIELDS
+        row[F_KIND] = kind
+        in3 = shape if len(shape) == 3 else (shape[0], 1, 1)
+        out3 = out_shape if len(out_shape) == 3 else (out_shape[0], 1, 1)
+        row[F_IN_C], row[F_IN_H], row[F_IN_W] = in3
+        row[F_OUT_C], row[F_OUT_H], row[F_OUT_W] = out3
+        row[F_WEIGHT] = row[F_BIAS] = -1
+        for key, value in fields.items():
+            row[globals()[f"F_{key.upper()}"]] = value
+        rows.append(row)
+        slopes.append(slope)
+
+    for path, layer in _walk(model, ""):
+        _check_plain(path, layer)
+        if isinstance(layer, nn.Identity):
+            continue
+        if isinstance(layer, nn.Flatten):
+            if layer.start_dim != 1 or layer.end_dim != -1:
+                raise LoweringError(path, "only Flatten(start_dim=1, end_dim=-1) is supported")
+            shape = (math.prod(shape),)
+            continue
+        if isinstance(layer, tuple(_ACTIVATIONS)):
+            kind = _ACTIVATIONS[next(c for c in _ACTIVATIONS if isinstance(layer, c))]
+            slope = float(layer.negative_slope) if isinstance(layer, nn.LeakyReLU) else 0.0
+            emit(kind, shape, slope=slope)
+            continue
+        if isinstance(layer, nn.Linear):
+            if len(shape) != 1:
+                raise LoweringError(
+                    path, f"Linear receives a {shape} activation; add nn.Flatten() before it"
+                )
+            if shape[0] != layer.in_features:
+                raise LoweringError(
+                    path, f"expects {layer.in_features} input features but receives {shape[0]}"
+                )
+            out = (layer.out_features,)
+            if not rows:
+                first_fan_in = layer.in_features
+            emit(
+                LINEAR,
+                out,
+                weight=offset_of(path, layer.weight),
+                bias=offset_of(path, layer.bias),
+            )
+            flops += 2 * layer.in_features * layer.out_features
+            shape = out
+        elif isinstance(layer, nn.Conv2d):
+            if len(shape) != 3:
+                raise LoweringError(path, f"Conv2d receives a flat {shape} activation")
+            if layer.groups != 1 or _pair(layer.dilation) != (1, 1):
+                raise LoweringError(path, "only groups=1 and dilation=1 are supported")
+            if layer.padding_mode != "zeros":
+                raise LoweringError(path, f"padding_mode='{layer.padding_mode}' is not supported")
+            if isinstance(layer.padding, str):
+                if layer.padding != "valid":
+                    raise LoweringError(path, "padding='same' is not supported; give it as ints")
+                pad = (0, 0)
+            else:
+                pad = _pair(layer.padding)
+            if shape[0] != layer.in_channels:
+                raise LoweringError(
+                    path, f"expects {layer.in_channels} input channels but receives {shape[0]}"
+                )
+            kernel, stride = _pair(layer.kernel_size), _pair(layer.stride)
+            out_h = (shape[1] + 2 * pad[0] - kernel[0]) // stride[0] + 1
+            out_w = (shape[2] + 2 * pad[1] - kernel[1]) // stride[1] + 1
+            if out_h < 1 or out_w < 1:
+                raise LoweringError(path, f"a {shape[1:]} input is smaller than the kernel")
+            out = (layer.out_channels, out_h, out_w)
+            fan_in = layer.in_channels * kernel[0] * kernel[1]
+            if not rows:
+                first_fan_in = fan_in
+            emit(
+                CONV2D,
+                out,
+                kernel_h=kernel[0],
+                kernel_w=kernel[1],
+                stride_h=stride[0],
+                stride_w=stride[1],
+                pad_h=pad[0],
+                pad_w=pad[1],
+                weight=offset_of(path, layer.weight),
+                bias=offset_of(path, layer.bias),
+            )
+            flops += 2 * fan_in * math.prod(out)
+            shape = out
+        else:
+            assert isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d))
+            if len(shape) != 3:
+                raise LoweringError(path, f"{type(layer).__name__} receives a flat activation")
+            if layer.ceil_mode:
+                raise LoweringError(path, "ceil_mode=True is not supported")
+            is_max = isinstance(layer, nn.MaxPool2d)
+            if is_max and (_pair(layer.dilation) != (1, 1) or layer.return_indices):
+                raise LoweringError(path, "only dilation=1 without return_indices is supported")
+            if not is_max and layer.divisor_override is not None:
+                raise LoweringError(path, "divisor_override is not supported")
+            kernel = _pair(layer.kernel_size)
+            stride = _pair(layer.stride if layer.stride is not None else layer.kernel_size)
+            pad = _pair(layer.padding)
+            out_h = (shape[1] + 2 * pad[0] - kernel[0]) // stride[0] + 1
+            out_w = (shape[2] + 2 * pad[1] - kernel[1]) // stride[1] + 1
+            if out_h < 1 or out_w < 1:
+                raise LoweringError(path, f"a {shape[1:]} input is smaller than the window")
+            out = (shape[0], out_h, out_w)
+            emit(
+                MAXPOOL2D if is_max else AVGPOOL2D,
+                out,
+                kernel_h=kernel[0],
+                kernel_w=kernel[1],
+                stride_h=stride[0],
+                stride_w=stride[1],
+                pad_h=pad[0],
+                pad_w=pad[1],
+                flag=0 if is_max else int(layer.count_include_pad),
+            )
+            shape = out
+        max_activation = max(max_activation, math.prod(shape))
+
+    if not rows:
+        raise LoweringError("", "the model has no layer the fused engine computes")
+    return Program(
+        ops=torch.tensor(rows, dtype=torch.int64),
+        slopes=torch.tensor(slopes, dtype=torch.float64),
+        input_shape=tuple(int(s) for s in input_shape),
+        output_size=math.prod(shape),
+        max_activation=max_activation,
+        num_params=total,
+        flops_per_sample=flops,
+        first_fan_in=first_fan_in,
+    )
