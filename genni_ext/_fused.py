@@ -10,6 +10,7 @@ allocates scratch with torch's caching allocator and launches on the current str
 from __future__ import annotations
 
 import math
+from types import ModuleType
 from typing import Literal
 
 import torch
@@ -25,7 +26,7 @@ FirstLayer = Literal["auto", "affine", "direct"]
 _FLOPS_PER_CHUNK = 2e9
 
 
-def _extension():  # noqa: ANN202 - the compiled module has no stub
+def _extension() -> ModuleType:
     try:
         from . import _C
     except ImportError as error:  # pragma: no cover - only without a build
@@ -148,7 +149,7 @@ def fused_sweep(
 
 
 def _sweep_cuda_chunk(
-    ext,  # noqa: ANN001 - the compiled module
+    ext: ModuleType,
     rows: list[list[int]],
     slopes: list[float],
     dtype_name: str,

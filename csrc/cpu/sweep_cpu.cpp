@@ -65,6 +65,7 @@ void sweep_cpu(const Program& program, const SweepArgs<S>& a, double* loss, int 
   const int64_t groups = G >= kSplitBelowPoints ? 1 : std::min(chunk_tiles, kMaxGroups);
   std::vector<double> partial(G * groups, 0.0);
   std::vector<S> tiled(chunk_tiles * in_size * kLanes);
+  std::vector<S> tiled_targets(chunk_tiles * out_size * kLanes);
   std::vector<S> responses(affine ? (m + 1) * chunk_tiles * first_out * kLanes : 0);
 
   for (int64_t start = 0; start < tiles_total; start += chunk_tiles) {
@@ -73,10 +74,13 @@ void sweep_cpu(const Program& program, const SweepArgs<S>& a, double* loss, int 
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t t = 0; t < nt; ++t) {
       S* dst = tiled.data() + t * in_size * kLanes;
+      S* target = tiled_targets.data() + t * out_size * kLanes;
       for (int l = 0; l < kLanes; ++l) {
         const int64_t n = (start + t) * kLanes + l;
-        const S* src = a.inputs + n * in_size;
-        for (int f = 0; f < in_size; ++f) dst[f * kLanes + l] = n < N ? src[f] : S(0);
+        for (int f = 0; f < in_size; ++f)
+          dst[f * kLanes + l] = n < N ? a.inputs[n * in_size + f] : S(0);
+        for (int o = 0; o < out_size; ++o)
+          target[o * kLanes + l] = n < N ? a.targets[n * out_size + o] : S(0);
       }
     }
 
@@ -117,15 +121,9 @@ void sweep_cpu(const Program& program, const SweepArgs<S>& a, double* loss, int 
           }
           const S* y = run_program<S, kLanes>(program, first_op, params.data(), x, kLanes,
                                               buf_a.data(), buf_b.data(), kLanes);
-          for (int l = 0; l < kLanes; ++l) {
-            const int64_t n = (start + t) * kLanes + l;
-            if (n >= N) break;
-            const S* target = a.targets + n * out_size;
-            for (int o = 0; o < out_size; ++o) {
-              const double d = double(y[o * kLanes + l]) - double(target[o]);
-              sum += d * d;
-            }
-          }
+          const int valid = static_cast<int>(std::min<int64_t>(kLanes, N - (start + t) * kLanes));
+          sum += squared_error<S, kLanes>(y, kLanes, tiled_targets.data() + t * out_size * kLanes,
+                                          kLanes, out_size, valid);
         }
         partial[item] += sum;
       }

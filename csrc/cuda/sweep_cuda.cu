@@ -86,11 +86,7 @@ __global__ void sweep_kernel(Program program, SweepArgs<S> a, int64_t sample_blo
       }
       const S* y = run_program<S, 1>(program, first_op, params, x, in_stride, buf_a + lane,
                                      buf_b + lane, kCudaLanes);
-      const S* target = a.targets + n * out_size;
-      for (int o = 0; o < out_size; ++o) {
-        const double d = double(y[o * kCudaLanes]) - double(target[o]);
-        sum += d * d;
-      }
+      sum = squared_error<S, 1>(y, kCudaLanes, a.targets + n * out_size, 1, out_size, 1);
     }
     sums[lane] = sum;
     __syncthreads();

@@ -12,8 +12,11 @@
 
 #if defined(__CUDA_ARCH__)
 #define GENNI_SIMD
+#define GENNI_SIMD_SUM(var)
 #else
 #define GENNI_SIMD _Pragma("omp simd")
+#define GENNI_PRAGMA(text) _Pragma(#text)
+#define GENNI_SIMD_SUM(var) GENNI_PRAGMA(omp simd reduction(+ : var))
 #endif
 
 namespace genni {
@@ -78,28 +81,49 @@ GENNI_HD void linear_block(int o, int n_in, const S* weight, const S* bias, cons
     for (int l = 0; l < L; ++l) out[static_cast<long>(o + k) * out_stride + l] = acc[k][l];
 }
 
+// Output blocks of kOutBlock, then 4, 2 and 1: more independent accumulators hide the
+// FMA latency, and each input vector is loaded once per block.
+#if defined(__AVX512F__) || defined(__CUDA_ARCH__)
+constexpr int kOutBlock = 8;
+#else
+constexpr int kOutBlock = 4;
+#endif
+
+template <typename Block>
+GENNI_HD void for_output_blocks(int n, Block&& block) {
+  int o = 0;
+  for (; o + kOutBlock <= n; o += kOutBlock) block.template run<kOutBlock>(o);
+  if (n - o >= 4) {
+    block.template run<4>(o);
+    o += 4;
+  }
+  if (n - o >= 2) {
+    block.template run<2>(o);
+    o += 2;
+  }
+  if (n - o >= 1) block.template run<1>(o);
+}
+
+template <typename S, int L>
+struct LinearBlocks {
+  int n_in;
+  const S *weight, *bias, *in;
+  int in_stride;
+  S* out;
+  int out_stride;
+  template <int OB>
+  GENNI_HD void run(int o) const {
+    linear_block<S, L, OB>(o, n_in, weight, bias, in, in_stride, out, out_stride);
+  }
+};
+
 template <typename S, int L>
 GENNI_HD void linear_op(const Op& op, const S* params, const S* in, int in_stride, S* out,
                         int out_stride) {
-  const int n_in = op.in_size(), n_out = op.out_c;
-  const S* weight = params + op.weight;
-  const S* bias = op.bias >= 0 ? params + op.bias : nullptr;
-  int o = 0;
-  for (; o + 4 <= n_out; o += 4)
-    linear_block<S, L, 4>(o, n_in, weight, bias, in, in_stride, out, out_stride);
-  switch (n_out - o) {
-    case 3:
-      linear_block<S, L, 3>(o, n_in, weight, bias, in, in_stride, out, out_stride);
-      break;
-    case 2:
-      linear_block<S, L, 2>(o, n_in, weight, bias, in, in_stride, out, out_stride);
-      break;
-    case 1:
-      linear_block<S, L, 1>(o, n_in, weight, bias, in, in_stride, out, out_stride);
-      break;
-    default:
-      break;
-  }
+  const LinearBlocks<S, L> blocks{
+      op.in_size(), params + op.weight, op.bias >= 0 ? params + op.bias : nullptr, in, in_stride,
+      out,          out_stride};
+  for_output_blocks(op.out_c, blocks);
 }
 
 // OB output channels of a Conv2d at one output pixel; the window is clipped to the input,
@@ -139,30 +163,27 @@ GENNI_HD void conv_block(const Op& op, int oc, int oy, int ox, const S* weight, 
 }
 
 template <typename S, int L>
+struct ConvBlocks {
+  const Op* op;
+  int oy, ox;
+  const S *weight, *bias, *in;
+  int in_stride;
+  S* out;
+  int out_stride;
+  template <int OB>
+  GENNI_HD void run(int oc) const {
+    conv_block<S, L, OB>(*op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
+  }
+};
+
+template <typename S, int L>
 GENNI_HD void conv_op(const Op& op, const S* params, const S* in, int in_stride, S* out,
                       int out_stride) {
-  const S* weight = params + op.weight;
-  const S* bias = op.bias >= 0 ? params + op.bias : nullptr;
-  for (int oy = 0; oy < op.out_h; ++oy) {
-    for (int ox = 0; ox < op.out_w; ++ox) {
-      int oc = 0;
-      for (; oc + 4 <= op.out_c; oc += 4)
-        conv_block<S, L, 4>(op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
-      switch (op.out_c - oc) {
-        case 3:
-          conv_block<S, L, 3>(op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
-          break;
-        case 2:
-          conv_block<S, L, 2>(op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
-          break;
-        case 1:
-          conv_block<S, L, 1>(op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
-          break;
-        default:
-          break;
-      }
-    }
-  }
+  ConvBlocks<S, L> blocks{
+      &op, 0,         0,   params + op.weight, op.bias >= 0 ? params + op.bias : nullptr,
+      in,  in_stride, out, out_stride};
+  for (blocks.oy = 0; blocks.oy < op.out_h; ++blocks.oy)
+    for (blocks.ox = 0; blocks.ox < op.out_w; ++blocks.ox) for_output_blocks(op.out_c, blocks);
 }
 
 // MaxPool2d (padding never wins the max) and AvgPool2d (padding counts as zeros when
@@ -259,6 +280,29 @@ GENNI_HD void combine_affine(const S* base, long part, int base_stride, const S*
     }
     for (int l = 0; l < L; ++l) out[static_cast<long>(f) * out_stride + l] = acc[l];
   }
+}
+
+// Sum over the first `valid` lanes of the squared error of n outputs, in double.
+template <typename S, int L>
+GENNI_HD double squared_error(const S* y, int y_stride, const S* target, int target_stride, int n,
+                              int valid) {
+  double sum = 0.0;
+  for (int o = 0; o < n; ++o) {
+    const S* yo = y + static_cast<long>(o) * y_stride;
+    const S* to = target + static_cast<long>(o) * target_stride;
+    if (valid == L) {
+      GENNI_SIMD_SUM(sum) for (int l = 0; l < L; ++l) {
+        const double d = double(yo[l]) - double(to[l]);
+        sum += d * d;
+      }
+    } else {
+      for (int l = 0; l < valid; ++l) {
+        const double d = double(yo[l]) - double(to[l]);
+        sum += d * d;
+      }
+    }
+  }
+  return sum;
 }
 
 }  // namespace genni

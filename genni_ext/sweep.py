@@ -1,0 +1,318 @@
+"""The sweep: the auxiliary loss J at every point of a grid in a parameter subspace.
+
+For a centre θ₀ ([P]), directions θ̃ ([m, P]) and coefficients c ([G, m]),
+``sweep`` returns J(θ₀ + c @ θ̃) = 1/N Σₙ ‖φ(xₙ; θ) - yₙ‖² for every row of c, as float64
+[G]. Two backends compute it: the fused engine (csrc/, for models that
+:mod:`genni_ext.lowering` can lower) and the torch.func fallback (any ``nn.Module``).
+``backend="auto"`` takes the fused engine where it can and says in a log line (logger
+``genni_ext``, level INFO) which backend it used and why; :func:`explain_backend` gives
+the same line without running anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ._checks import positive_int
+from .errors import BackendUnavailableError, InputError, LoweringError
+from .fallback import torch_sweep
+from .lowering import Program, check_lowerable, lower
+from .models import num_params
+
+logger = logging.getLogger("genni_ext")
+
+BACKENDS = ("auto", "fused", "torch")
+_DTYPES = (torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What ``auto`` picks: the one-line reason, and the lowered program if fused (else None)."""
+
+    explanation: str
+    program: Program | None
+
+
+def _fused_unavailable_reason(device: torch.device) -> str | None:
+    """Why the fused engine cannot run on ``device``, or None if it can."""
+    try:
+        from . import _fused
+    except ImportError as error:
+        return f"the fused extension genni_ext._fused cannot be imported ({error})"
+    return _fused.fused_unavailable_reason(device)
+
+
+def _lowering_explanation(error: LoweringError) -> str:
+    where = f"layer '{error.layer}'" if error.layer else "the model"
+    return f"torch: {where} cannot be lowered: {error.reason}"
+
+
+def _check_output_size(program: Program, targets: torch.Tensor) -> None:
+    if program.output_size != targets.shape[1]:
+        raise InputError(
+            f"targets has {targets.shape[1]} values per probe but the model outputs "
+            f"{program.output_size}; compute targets with the same model "
+            "(targets = model(inputs).reshape(N, -1))"
+        )
+
+
+def _choose(model: nn.Module, input_shape: tuple[int, ...] | None, device: torch.device) -> _Choice:
+    """What ``backend="auto"`` does; without ``input_shape`` only layer types are checked."""
+    name = type(model).__name__
+    program = None
+    try:
+        if input_shape is None:
+            check_lowerable(model)
+        else:
+            program = lower(model, input_shape)
+    except LoweringError as error:
+        return _Choice(_lowering_explanation(error), None)
+    reason = _fused_unavailable_reason(device)
+    if reason is not None:
+        return _Choice(f"torch: the fused backend cannot run on {device}: {reason}", None)
+    if program is None:
+        explanation = (
+            f"fused ({device.type}): the layer types of {name} lower; "
+            "the input shape is checked at sweep time"
+        )
+    else:
+        explanation = f"fused ({device.type}): {program.ops.shape[0]} ops lowered from {name}"
+    return _Choice(explanation, program)
+
+
+def explain_backend(model: nn.Module, inputs: torch.Tensor | None = None) -> str:
+    """One line: which backend ``sweep(..., backend="auto")`` uses for ``model`` and why.
+
+    With ``inputs`` ([N, ...]) the model is lowered for their per-sample shape on their
+    device; without, only its layer types are checked, for the CPU.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if inputs is None:
+        return _choose(model, None, torch.device("cpu")).explanation
+    if not isinstance(inputs, torch.Tensor):
+        raise InputError(f"inputs must be a torch.Tensor or None, got {type(inputs).__name__}")
+    if inputs.ndim < 2:
+        raise InputError(f"inputs must have shape [N, ...], got {list(inputs.shape)}")
+    return _choose(model, tuple(inputs.shape[1:]), inputs.device).explanation
+
+
+def _check_kind(name: str, value: object) -> torch.Tensor:
+    """Reject what is not a dense real float32/float64 tensor with data."""
+    if not isinstance(value, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.layout != torch.strided:
+        raise InputError(f"{name} is a {value.layout} tensor; pass a dense one ({name}.to_dense())")
+    if value.is_quantized:
+        raise InputError(f"{name} is quantized; pass {name}.dequantize()")
+    if value.is_complex():
+        raise InputError(f"{name} is complex ({value.dtype}); the sweep needs real values")
+    if value.dtype not in _DTYPES:
+        raise InputError(
+            f"{name} has dtype {value.dtype}; use float32 or float64 "
+            f"({name}.float() or {name}.double())"
+        )
+    if value.device.type == "meta":
+        raise InputError(f"{name} is on the meta device and has no values")
+    return value.detach()
+
+
+def _check_ndim(name: str, tensor: torch.Tensor, expected: str, ok: bool) -> None:
+    if not ok:
+        raise InputError(f"{name} must have shape {expected}, got {list(tensor.shape)}")
+
+
+def _check_layout(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """Reject broadcast views, make other strided tensors contiguous, reject NaN/Inf."""
+    for dim, (size, stride) in enumerate(zip(tensor.shape, tensor.stride(), strict=True)):
+        if stride == 0 and size > 1:
+            raise InputError(
+                f"{name} is an expanded view (stride 0 in dimension {dim} of size {size}), so "
+                f"its entries repeat; if that is intended, pass {name}.contiguous() or "
+                f"{name}.clone()"
+            )
+    tensor = tensor.contiguous()
+    if not bool(torch.isfinite(tensor).all()):
+        kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
+        raise InputError(f"{name} contains {kind}; every value must be finite")
+    return tensor
+
+
+def _validate(
+    model: object,
+    center: object,
+    directions: object,
+    coeffs: object,
+    inputs: object,
+    targets: object,
+) -> tuple[torch.Tensor, ...]:
+    """Check the sweep's arguments; return the five tensors detached and contiguous."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    count = num_params(model)
+    if count == 0:
+        raise InputError(f"model ({type(model).__name__}) has no parameters to sweep over")
+    named = {
+        "center": _check_kind("center", center),
+        "directions": _check_kind("directions", directions),
+        "coeffs": _check_kind("coeffs", coeffs),
+        "inputs": _check_kind("inputs", inputs),
+        "targets": _check_kind("targets", targets),
+    }
+    c, d, k, x, y = named.values()
+    _check_ndim("center", c, "[P] (a flat parameter vector)", c.ndim == 1)
+    _check_ndim("directions", d, "[m, P] (one direction per row)", d.ndim == 2)
+    _check_ndim("coeffs", k, "[G, m] (one grid point per row)", k.ndim == 2)
+    _check_ndim("inputs", x, "[N, ...] (one probe input per row)", x.ndim >= 2)
+    _check_ndim("targets", y, "[N, outputs] (model(inputs).reshape(N, -1))", y.ndim == 2)
+    if c.shape[0] != count:
+        raise InputError(
+            f"center has {c.shape[0]} values but the model has {count} parameters; pass a flat "
+            "parameter vector in parameters_to_vector order (genni_ext.models.flatten_params)"
+        )
+    if d.shape[0] == 0:
+        raise InputError("directions has no rows (m = 0); pass at least one direction")
+    if d.shape[1] != c.shape[0]:
+        raise InputError(
+            f"directions has rows of {d.shape[1]} values but center has {c.shape[0]}; each "
+            "direction must be a flat parameter vector like center"
+        )
+    if k.shape[0] == 0:
+        raise InputError("coeffs is an empty grid (G = 0); pass at least one grid point")
+    if k.shape[1] != d.shape[0]:
+        raise InputError(
+            f"coeffs has {k.shape[1]} columns but directions has {d.shape[0]} rows (m); "
+            "pass one coefficient per direction"
+        )
+    if x.shape[0] == 0:
+        raise InputError("inputs is an empty probe set (N = 0); pass at least one probe")
+    if y.shape[0] != x.shape[0]:
+        raise InputError(
+            f"targets has {y.shape[0]} rows but inputs has {x.shape[0]} probes; "
+            "pass one target row per probe input"
+        )
+    for name, tensor in named.items():
+        if tensor.dtype != c.dtype:
+            raise InputError(
+                f"{name} is {tensor.dtype} but center is {c.dtype}; give all five tensors one "
+                "dtype (.float() or .double())"
+            )
+        if tensor.device != c.device:
+            raise InputError(
+                f"{name} is on {tensor.device} but center is on {c.device}; move all five "
+                "tensors to one device"
+            )
+    return tuple(_check_layout(name, tensor) for name, tensor in named.items())
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads: int | None, device: torch.device) -> Iterator[None]:
+    """Use ``num_threads`` intra-op threads for CPU work inside the block, then restore."""
+    if num_threads is None or device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def sweep(
+    model: nn.Module,
+    center: torch.Tensor,
+    directions: torch.Tensor,
+    coeffs: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    backend: str = "auto",
+    num_threads: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """J(center + c @ directions) for every row c of ``coeffs``, as float64 [G].
+
+    Shapes: ``center`` [P] (flat parameters in ``parameters_to_vector`` order),
+    ``directions`` [m, P], ``coeffs`` [G, m], ``inputs`` [N, ...], ``targets`` [N, outputs].
+    All five must be float32 or float64 of one dtype, on one device, finite; the model
+    computes in that dtype on that device and the result lies there too. The model's own
+    parameter values are not used (its buffers are), and it runs in its current mode:
+    call ``model.eval()`` first if it has BatchNorm or Dropout.
+
+    Layout: tensors that need grad are detached and non-contiguous ones are copied to
+    contiguous memory, since a copy of the caller's data is cheap next to the sweep.
+    Expanded views (stride 0 along a dimension of size > 1, as ``expand`` makes) raise
+    InputError instead: their entries repeat, which is nearly always a mistake (a probe
+    set of copies of one sample), and copying them could allocate far more memory than
+    the caller holds. Pass ``.contiguous()`` explicitly if it is intended.
+
+    ``backend`` is "fused" (the csrc engine; raises LoweringError naming the layer it
+    cannot run and BackendUnavailableError where it is not built or cannot run on the
+    device), "torch" (torch.func fallback, any model) or "auto" (fused where possible,
+    else torch; logs which and why). ``num_threads`` caps CPU threads (for the torch
+    backend, torch's intra-op threads during the call); ``chunk_size`` is the number of
+    grid points evaluated at once (default: from a memory budget); ``progress`` shows a
+    progress bar.
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
+    if num_threads is not None:
+        positive_int(num_threads, "num_threads")
+    if chunk_size is not None:
+        positive_int(chunk_size, "chunk_size")
+    if not isinstance(progress, bool):
+        raise InputError(f"progress must be True or False, got {progress!r}")
+    center, directions, coeffs, inputs, targets = _validate(
+        model, center, directions, coeffs, inputs, targets
+    )
+    device = inputs.device
+    input_shape = tuple(inputs.shape[1:])
+
+    program: Program | None = None
+    if backend == "fused":
+        program = lower(model, input_shape)
+    elif backend == "auto":
+        choice = _choose(model, input_shape, device)
+        logger.info("sweep backend: %s", choice.explanation)
+        program = choice.program
+
+    if program is None:
+        with _torch_threads(num_threads, device):
+            return torch_sweep(
+                model,
+                center,
+                directions,
+                coeffs,
+                inputs,
+                targets,
+                chunk_size=chunk_size,
+                progress=progress,
+            )
+    _check_output_size(program, targets)
+    if backend == "fused":
+        reason = _fused_unavailable_reason(device)
+        if reason is not None:
+            raise BackendUnavailableError(
+                f"backend='fused' cannot run on {device}: {reason}; use backend='auto' or 'torch'"
+            )
+    from . import _fused
+
+    return _fused.fused_sweep(
+        program,
+        center,
+        directions,
+        coeffs,
+        inputs,
+        targets,
+        num_threads=num_threads,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
