@@ -18,9 +18,14 @@
 namespace genni {
 namespace {
 
-constexpr int kLanes = 16;
+// Samples per tile: the SIMD dimension. Small networks use wide tiles, which spread the
+// per-op loop overhead over more samples; large ones narrow tiles, whose activations stay
+// in the L2 cache.
+constexpr int kNarrowLanes = 16;
+constexpr int kWideLanes = 64;
+constexpr int64_t kWideScratchBytes = int64_t(256) << 10;
 // Bytes of transposed inputs and first-layer responses shared by all grid points of a chunk.
-constexpr int64_t kChunkBytes = int64_t(64) << 20;
+constexpr int64_t kChunkBytes = int64_t(512) << 10;
 // Below this many grid points, the tiles of a chunk are split into groups for parallelism.
 constexpr int64_t kSplitBelowPoints = 64;
 constexpr int64_t kMaxGroups = 64;
@@ -48,9 +53,8 @@ int resolve_threads(int requested) {
 
 }  // namespace
 
-template <typename S>
-void sweep_cpu(const Program& program, const SweepArgs<S>& a, double* loss, int num_threads) {
-  const int threads = resolve_threads(num_threads);
+template <typename S, int kLanes>
+void sweep_tiles(const Program& program, const SweepArgs<S>& a, double* loss, int threads) {
   const Op& first = program.ops[0];
   const bool affine = a.affine_first && first.parametric();
   const int in_size = first.in_size();
@@ -135,6 +139,16 @@ void sweep_cpu(const Program& program, const SweepArgs<S>& a, double* loss, int 
     for (int64_t k = 0; k < groups; ++k) total += partial[g * groups + k];
     loss[g] = total / double(N);
   }
+}
+
+template <typename S>
+void sweep_cpu(const Program& program, const SweepArgs<S>& args, double* loss, int num_threads) {
+  const int threads = resolve_threads(num_threads);
+  const int64_t wide_scratch = int64_t(2) * program.max_activation * kWideLanes * sizeof(S);
+  if (wide_scratch <= kWideScratchBytes)
+    sweep_tiles<S, kWideLanes>(program, args, loss, threads);
+  else
+    sweep_tiles<S, kNarrowLanes>(program, args, loss, threads);
 }
 
 template void sweep_cpu<float>(const Program&, const SweepArgs<float>&, double*, int);

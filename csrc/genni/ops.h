@@ -81,27 +81,38 @@ GENNI_HD void linear_block(int o, int n_in, const S* weight, const S* bias, cons
     for (int l = 0; l < L; ++l) out[static_cast<long>(o + k) * out_stride + l] = acc[k][l];
 }
 
-// Output blocks of kOutBlock, then 4, 2 and 1: more independent accumulators hide the
-// FMA latency, and each input vector is loaded once per block.
-#if defined(__AVX512F__) || defined(__CUDA_ARCH__)
-constexpr int kOutBlock = 8;
+// Outputs are computed in blocks (as many as the accumulators that fit the vector register
+// file, at most 8, then 4, 2, 1): independent accumulators hide the FMA latency, and each
+// input vector is loaded once per block.
+#if defined(__CUDA_ARCH__)
+constexpr int kAccumulatorBytes = 1 << 30;  // one lane per thread: the cap of 8 applies
+#elif defined(__AVX512F__)
+constexpr int kAccumulatorBytes = 16 * 64;  // half of the 32 zmm registers
 #else
-constexpr int kOutBlock = 4;
+constexpr int kAccumulatorBytes = 8 * 32;  // half of the 16 ymm registers
 #endif
 
-template <typename Block>
+template <typename S, int L>
+GENNI_HD constexpr int out_block() {
+  return kAccumulatorBytes / int(L * sizeof(S)) >= 8   ? 8
+         : kAccumulatorBytes / int(L * sizeof(S)) >= 4 ? 4
+         : kAccumulatorBytes / int(L * sizeof(S)) >= 2 ? 2
+                                                       : 1;
+}
+
+template <int MaxBlock, typename Block>
 GENNI_HD void for_output_blocks(int n, Block&& block) {
   int o = 0;
-  for (; o + kOutBlock <= n; o += kOutBlock) block.template run<kOutBlock>(o);
-  if (n - o >= 4) {
-    block.template run<4>(o);
+  for (; o + MaxBlock <= n; o += MaxBlock) block.template run<MaxBlock>(o);
+  if (MaxBlock > 4 && n - o >= 4) {
+    block.template run<(MaxBlock > 4 ? 4 : 1)>(o);
     o += 4;
   }
-  if (n - o >= 2) {
-    block.template run<2>(o);
+  if (MaxBlock > 2 && n - o >= 2) {
+    block.template run<(MaxBlock > 2 ? 2 : 1)>(o);
     o += 2;
   }
-  if (n - o >= 1) block.template run<1>(o);
+  while (o < n) block.template run<1>(o++);
 }
 
 template <typename S, int L>
@@ -123,7 +134,7 @@ GENNI_HD void linear_op(const Op& op, const S* params, const S* in, int in_strid
   const LinearBlocks<S, L> blocks{
       op.in_size(), params + op.weight, op.bias >= 0 ? params + op.bias : nullptr, in, in_stride,
       out,          out_stride};
-  for_output_blocks(op.out_c, blocks);
+  for_output_blocks<out_block<S, L>()>(op.out_c, blocks);
 }
 
 // OB output channels of a Conv2d at one output pixel; the window is clipped to the input,
@@ -183,7 +194,8 @@ GENNI_HD void conv_op(const Op& op, const S* params, const S* in, int in_stride,
       &op, 0,         0,   params + op.weight, op.bias >= 0 ? params + op.bias : nullptr,
       in,  in_stride, out, out_stride};
   for (blocks.oy = 0; blocks.oy < op.out_h; ++blocks.oy)
-    for (blocks.ox = 0; blocks.ox < op.out_w; ++blocks.ox) for_output_blocks(op.out_c, blocks);
+    for (blocks.ox = 0; blocks.ox < op.out_w; ++blocks.ox)
+      for_output_blocks<out_block<S, L>()>(op.out_c, blocks);
 }
 
 // MaxPool2d (padding never wins the max) and AvgPool2d (padding counts as zeros when
