@@ -66,7 +66,7 @@ def _activation_numel_per_sample(
         if next(module.children(), None) is None
     ]
     try:
-        output = functional_call(model, (params, buffers), (sample,))
+        output = functional_call(model, (params, buffers), (sample,), tie_weights=False)
     finally:
         for handle in handles:
             handle.remove()
@@ -77,6 +77,24 @@ def _activation_numel_per_sample(
             "compute targets with the same model (targets = model(inputs).reshape(N, -1))"
         )
     return math.ceil(total / sample.shape[0]) + math.prod(sample.shape[1:])
+
+
+def _every_path(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Parameters of ``flat`` named once for every module attribute that holds them.
+
+    A weight tied between two modules is held by two attributes; naming both lets
+    functional_call run with tie_weights=False. A module used twice is named once: torch
+    swaps and restores names in the same order, so a second name for one attribute would
+    restore vmap's BatchedTensor (and tie_weights=True fails the same way,
+    pytorch/pytorch#164759).
+    """
+    views = unflatten_params(model, flat)
+    canonical = {id(parameter): name for name, parameter in model.named_parameters()}
+    return {
+        f"{prefix}.{name}" if prefix else name: views[canonical[id(parameter)]]
+        for prefix, module in model.named_modules()
+        for name, parameter in module.named_parameters(recurse=False)
+    }
 
 
 def torch_sweep(
@@ -112,7 +130,7 @@ def torch_sweep(
     with torch.no_grad():
         buffers = _buffers_for(model, inputs)
         per_sample = _activation_numel_per_sample(
-            model, unflatten_params(model, center), buffers, inputs, flat_targets.shape[1]
+            model, _every_path(model, center), buffers, inputs, flat_targets.shape[1]
         )
         # x2: autograd is off, but a layer's input and output are alive at the same time.
         bytes_per_sample = 2 * per_sample * inputs.element_size()
@@ -122,13 +140,13 @@ def torch_sweep(
         probe_chunk = max(1, min(num_probes, budget // (bytes_per_sample * chunk_size)))
 
         def run(params: dict[str, torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
-            return functional_call(model, (params, buffers), (batch,))
+            return functional_call(model, (params, buffers), (batch,), tie_weights=False)
 
         batched = vmap(run, in_dims=(0, None))
         with tqdm(total=num_points, disable=not progress, unit="point") as bar:
             for start in range(0, num_points, chunk_size):
                 stop = min(start + chunk_size, num_points)
-                params = unflatten_params(model, center + coeffs[start:stop] @ directions)
+                params = _every_path(model, center + coeffs[start:stop] @ directions)
                 squared = torch.zeros(stop - start, dtype=torch.float64, device=inputs.device)
                 for first in range(0, num_probes, probe_chunk):
                     last = min(first + probe_chunk, num_probes)

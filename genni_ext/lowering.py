@@ -48,6 +48,9 @@ OP_NAMES = ("linear", "conv2d", "maxpool2d", "avgpool2d", "relu", "leaky_relu", 
     F_FLAG,
 ) = range(16)
 OP_FIELDS = 16
+# The most ops the engine runs (its CUDA kernel takes the program as a kernel argument);
+# keep in step with kMaxOps in csrc/genni/program.h.
+MAX_OPS = 40
 
 _ACTIVATIONS: dict[type[nn.Module], int] = {
     nn.ReLU: RELU,
@@ -103,16 +106,33 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
 
 
 def _walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
-    """Yield the leaf layers of nested plain Sequentials in execution order."""
+    """Yield the leaf layers of nested plain Sequentials in execution order.
+
+    A module listed twice runs twice, so it is yielded at each place (``named_children``
+    would name it once).
+    """
     if module._forward_hooks or module._forward_pre_hooks:
         raise LoweringError(prefix, "it has forward hooks, which only the torch path runs")
     if isinstance(module, nn.Sequential):
         if type(module).forward is not nn.Sequential.forward:
             raise LoweringError(prefix, f"{type(module).__name__} overrides forward()")
-        for name, child in module.named_children():
-            yield from _walk(child, f"{prefix}.{name}" if prefix else name)
+        for name, child in module._modules.items():
+            if child is not None:
+                yield from _walk(child, f"{prefix}.{name}" if prefix else name)
         return
     yield prefix, module
+
+
+def _check_no_global_hooks() -> None:
+    """Hooks registered for every module run in torch's forward but not in the engine."""
+    hooks = torch.nn.modules.module
+    if any(
+        getattr(hooks, name, None)
+        for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
+    ):
+        raise LoweringError(
+            "", "global forward hooks are registered (register_module_forward_hook)"
+        )
 
 
 def _check_plain(path: str, layer: nn.Module) -> None:
@@ -138,12 +158,14 @@ def _check_plain(path: str, layer: nn.Module) -> None:
             f"{type(layer).__name__} is not supported (supported: Linear, Conv2d, MaxPool2d, "
             "AvgPool2d, ReLU, LeakyReLU, Tanh, Sigmoid, Identity, Flatten in nn.Sequential)",
         )
-    if type(layer).forward is not base.forward:
-        raise LoweringError(path, f"{type(layer).__name__} overrides forward()")
+    for method in ("forward", "_conv_forward"):
+        if getattr(type(layer), method, None) is not getattr(base, method, None):
+            raise LoweringError(path, f"{type(layer).__name__} overrides {method}()")
 
 
 def check_lowerable(model: nn.Module) -> None:
     """Raise LoweringError if the model's layer types cannot be lowered (no shapes needed)."""
+    _check_no_global_hooks()
     for path, layer in _walk(model, ""):
         _check_plain(path, layer)
 
@@ -166,6 +188,7 @@ def lower(model: nn.Module, input_shape: Sequence[int]) -> Program:
             raise LoweringError(path, "its weight is not a plain parameter of the model")
         return offsets[id(tensor)]
 
+    _check_no_global_hooks()
     shape = tuple(int(s) for s in input_shape)
     if len(shape) not in (1, 3):
         raise LoweringError(
@@ -300,6 +323,10 @@ def lower(model: nn.Module, input_shape: Sequence[int]) -> Program:
 
     if not rows:
         raise LoweringError("", "the model has no layer the fused engine computes")
+    if len(rows) > MAX_OPS:
+        raise LoweringError(
+            "", f"it lowers to {len(rows)} ops and the fused engine runs at most {MAX_OPS}"
+        )
     return Program(
         ops=torch.tensor(rows, dtype=torch.int64),
         slopes=torch.tensor(slopes, dtype=torch.float64),
