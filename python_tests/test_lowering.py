@@ -582,3 +582,10 @@ def test_conv_subclass_overriding_conv_forward(make_case: MakeCase, check_j: Che
     model = nn.Sequential(_ScaledConv(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 1))
     case = make_case(model, (1, 6, 6), num_points=4)
     check_j(genni_ext.sweep(*case), genni_ext.sweep(*case, backend="torch"), case)
+
+
+def test_op_limit_matches_the_engine() -> None:
+    """lowering.MAX_OPS must equal the limit compiled into the engine (kMaxOps)."""
+    from genni_ext.lowering import MAX_OPS
+
+    assert genni_ext.build_info()["max_ops"] == MAX_OPS
