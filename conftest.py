@@ -17,7 +17,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not info["compiled"]:
         pytest.exit(
             f"genni_ext was imported from {genni_ext.__file__} without its compiled engine "
-            f"({info['reason']}). Install it with `pip install \".[test]\"` and run `pytest` "
+            f'({info["reason"]}). Install it with `pip install ".[test]"` and run `pytest` '
             "(not `python -m pytest` from the source tree).",
             returncode=4,
         )

@@ -57,15 +57,17 @@ def fused_unavailable_reason(device: torch.device) -> str | None:
 def uses_affine_first_layer(program: Program, m: int, first_layer: FirstLayer = "auto") -> bool:
     """Whether to combine m + 1 precomputed first-layer responses instead of running it.
 
-    Combining costs m multiply-adds per first-layer output; running the layer costs its
-    fan-in. "auto" takes the shortcut when m is below the fan-in (measured in
-    benchmarks/: it pays for LeNet-5's first conv and the MLPs' first Linear).
+    Combining costs m multiply-adds per first-layer output but streams m + 1 stored
+    responses from memory; running the layer costs its fan-in from cache. On the CPU the
+    shortcut paid from a fan-in of about 10 (m + 1) on (1.3x for a 64-input MLP, 4-6x for
+    784 inputs) and tied or lost below (LeNet-5's 25-tap first conv: 0.7-1.0x), so "auto"
+    takes it from there.
     """
     if first_layer == "direct" or not program.first_is_parametric:
         return False
     if first_layer == "affine":
         return True
-    return m < program.first_fan_in
+    return program.first_fan_in >= 10 * (m + 1)
 
 
 def _chunk_points(program: Program, num_samples: int, num_points: int, progress: bool) -> int:

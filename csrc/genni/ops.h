@@ -139,15 +139,18 @@ GENNI_HD void linear_op(const Op& op, const S* params, const S* in, int in_strid
 
 // OB output channels of a Conv2d at one output pixel; the window is clipped to the input,
 // which is the same as zero padding.
-template <typename S, int L, int OB>
+// KW > 0 fixes the kernel width at compile time (unrolled taps); 0 reads it from op.
+template <typename S, int L, int OB, int KW>
 GENNI_HD void conv_block(const Op& op, int oc, int oy, int ox, const S* weight, const S* bias,
                          const S* in, int in_stride, S* out, int out_stride) {
   const int iy0 = oy * op.stride_h - op.pad_h, ix0 = ox * op.stride_w - op.pad_w;
   const int ky_lo = iy0 < 0 ? -iy0 : 0;
   const int ky_hi = op.in_h - iy0 < op.kernel_h ? op.in_h - iy0 : op.kernel_h;
   const int kx_lo = ix0 < 0 ? -ix0 : 0;
-  const int kx_hi = op.in_w - ix0 < op.kernel_w ? op.in_w - ix0 : op.kernel_w;
-  const long taps = static_cast<long>(op.kernel_h) * op.kernel_w;
+  const int kernel_w = KW > 0 ? KW : op.kernel_w;
+  const int kx_hi = op.in_w - ix0 < kernel_w ? op.in_w - ix0 : kernel_w;
+  const bool full_row = kx_lo == 0 && kx_hi == kernel_w;
+  const long taps = static_cast<long>(op.kernel_h) * kernel_w;
   const long filter = taps * op.in_c;
   S acc[OB][L];
   for (int k = 0; k < OB; ++k) {
@@ -157,12 +160,22 @@ GENNI_HD void conv_block(const Op& op, int oc, int oy, int ox, const S* weight, 
   for (int ic = 0; ic < op.in_c; ++ic) {
     for (int ky = ky_lo; ky < ky_hi; ++ky) {
       const long row = (static_cast<long>(ic) * op.in_h + iy0 + ky) * op.in_w + ix0;
-      const S* w = weight + static_cast<long>(oc) * filter + ic * taps + ky * op.kernel_w;
-      for (int kx = kx_lo; kx < kx_hi; ++kx) {
-        const S* x = in + (row + kx) * in_stride;
-        for (int k = 0; k < OB; ++k) {
-          const S wk = w[k * filter + kx];
-          GENNI_SIMD for (int l = 0; l < L; ++l) acc[k][l] += wk * x[l];
+      const S* w = weight + static_cast<long>(oc) * filter + ic * taps + ky * kernel_w;
+      if (KW > 0 && full_row) {
+        for (int kx = 0; kx < KW; ++kx) {
+          const S* x = in + (row + kx) * in_stride;
+          for (int k = 0; k < OB; ++k) {
+            const S wk = w[k * filter + kx];
+            GENNI_SIMD for (int l = 0; l < L; ++l) acc[k][l] += wk * x[l];
+          }
+        }
+      } else {
+        for (int kx = kx_lo; kx < kx_hi; ++kx) {
+          const S* x = in + (row + kx) * in_stride;
+          for (int k = 0; k < OB; ++k) {
+            const S wk = w[k * filter + kx];
+            GENNI_SIMD for (int l = 0; l < L; ++l) acc[k][l] += wk * x[l];
+          }
         }
       }
     }
@@ -173,7 +186,7 @@ GENNI_HD void conv_block(const Op& op, int oc, int oy, int ox, const S* weight, 
     for (int l = 0; l < L; ++l) out[((oc + k) * plane + pixel) * out_stride + l] = acc[k][l];
 }
 
-template <typename S, int L>
+template <typename S, int L, int KW>
 struct ConvBlocks {
   const Op* op;
   int oy, ox;
@@ -183,19 +196,35 @@ struct ConvBlocks {
   int out_stride;
   template <int OB>
   GENNI_HD void run(int oc) const {
-    conv_block<S, L, OB>(*op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
+    conv_block<S, L, OB, KW>(*op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
   }
 };
 
-template <typename S, int L>
-GENNI_HD void conv_op(const Op& op, const S* params, const S* in, int in_stride, S* out,
-                      int out_stride) {
-  ConvBlocks<S, L> blocks{
+template <typename S, int L, int KW>
+GENNI_HD void conv_pixels(const Op& op, const S* params, const S* in, int in_stride, S* out,
+                          int out_stride) {
+  ConvBlocks<S, L, KW> blocks{
       &op, 0,         0,   params + op.weight, op.bias >= 0 ? params + op.bias : nullptr,
       in,  in_stride, out, out_stride};
   for (blocks.oy = 0; blocks.oy < op.out_h; ++blocks.oy)
     for (blocks.ox = 0; blocks.ox < op.out_w; ++blocks.ox)
       for_output_blocks<out_block<S, L>()>(op.out_c, blocks);
+}
+
+// The common kernel widths get unrolled tap loops.
+template <typename S, int L>
+GENNI_HD void conv_op(const Op& op, const S* params, const S* in, int in_stride, S* out,
+                      int out_stride) {
+  switch (op.kernel_w) {
+    case 3:
+      conv_pixels<S, L, 3>(op, params, in, in_stride, out, out_stride);
+      break;
+    case 5:
+      conv_pixels<S, L, 5>(op, params, in, in_stride, out, out_stride);
+      break;
+    default:
+      conv_pixels<S, L, 0>(op, params, in, in_stride, out, out_stride);
+  }
 }
 
 // MaxPool2d (padding never wins the max) and AvgPool2d (padding counts as zeros when

@@ -1,0 +1,397 @@
+"""Speed of the sweep: fused CPU engine vs the torch.func fallback vs a per-point loop.
+
+Each workload is one pytest-benchmark group with these benchmarks:
+
+* ``fused``: ``genni_ext.sweep(..., backend="fused")`` on the full grid;
+* ``torch``: ``genni_ext.sweep(..., backend="torch")`` on the full grid, or on an evenly
+  spaced subset when the full grid would take more than ~20 s (``scaled`` in extra_info);
+* ``loop``: ``genni_ext.testing.loop_sweep`` (θ(c) copied into the model, probes in
+  batches of 256, MSE) on an evenly spaced subset of a few grid points;
+* for (c) and (d) also ``fused-affine`` and ``fused-direct``: ``genni_ext._fused.fused_sweep``
+  with the first layer forced to the affine shortcut or run directly.
+
+A "matmul" group times a 2048x2048 float32 ``torch.matmul``: the practical roofline of the
+machine in the same run. Since some benchmarks time a subset, compare
+``extra_info["seconds_per_point"]`` (the fastest round divided by the grid points that round
+evaluated), not the raw times. ``benchmarks/report.py`` turns the JSON into tables.
+
+Problem set-up (fixed seeds, float32, CPU): θ is the model's default initialisation after
+``torch.manual_seed(0)`` and is also the centre of the grid; the targets are the model's
+outputs at θ; the probes are standard normal (``torch.Generator`` seeded 100). The m
+directions are the differences between m further initialisations (seeds 1..m) and θ,
+orthonormalised by QR: the unit-norm basis that GENNI's Gram-Schmidt of (θᵢ - θ₀) gives,
+so a grid coordinate is a Euclidean distance in parameter space.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+from pytest_benchmark.fixture import BenchmarkFixture
+from torch import nn
+
+import genni_ext
+from genni_ext import _fused
+from genni_ext.lowering import Program, lower
+from genni_ext.models import LeNet5, TwoNeuronNet, flatten_params, mlp
+from genni_ext.testing import loop_sweep
+
+THETA_SEED = 0
+PROBE_SEED = 100
+LOOP_BATCH = 256
+TIMING_STATISTIC = "min"
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """How often pytest-benchmark times one benchmark (ignored under --benchmark-disable)."""
+
+    rounds: int
+    warmup: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One sweep problem and how many grid points each baseline is timed on."""
+
+    key: str
+    title: str
+    model: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    m: int
+    points_per_axis: int
+    bound: float
+    probes: int
+    torch_points: int | None  # None: the full grid
+    loop_points: int
+    fused_rounds: Rounds
+    torch_rounds: Rounds
+    loop_rounds: Rounds
+    first_layer_variants: bool = False
+
+    @property
+    def grid_points(self) -> int:
+        return math.prod([self.points_per_axis] * self.m)
+
+    @property
+    def group(self) -> str:
+        axes = "x".join([str(self.points_per_axis)] * self.m)
+        return f"{self.key}: {self.title}, {axes} grid, {self.probes} probes"
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        key="a",
+        title="TwoNeuronNet 2-D",
+        model=TwoNeuronNet,
+        input_shape=(1,),
+        m=2,
+        points_per_axis=100,
+        bound=2.0,
+        probes=16384,
+        torch_points=None,  # ~3 s for all 10,000 points
+        loop_points=25,
+        fused_rounds=Rounds(7, 2),
+        torch_rounds=Rounds(3, 1),
+        loop_rounds=Rounds(5, 1),
+    ),
+    Workload(
+        key="b",
+        title="TwoNeuronNet 3-D",
+        model=TwoNeuronNet,
+        input_shape=(1,),
+        m=3,
+        points_per_axis=50,
+        bound=2.0,
+        probes=16384,
+        torch_points=10000,  # the full 125,000 points would take ~40 s
+        loop_points=25,
+        fused_rounds=Rounds(3, 1),
+        torch_rounds=Rounds(3, 1),
+        loop_rounds=Rounds(5, 1),
+    ),
+    Workload(
+        key="c",
+        title="mlp([12, 64, 64, 1])",
+        model=functools.partial(mlp, [12, 64, 64, 1]),
+        input_shape=(12,),
+        m=2,
+        points_per_axis=64,
+        bound=2.0,
+        probes=4096,
+        torch_points=None,  # ~9 s for all 4,096 points
+        loop_points=25,
+        fused_rounds=Rounds(5, 1),
+        torch_rounds=Rounds(3, 1),
+        loop_rounds=Rounds(5, 1),
+        first_layer_variants=True,
+    ),
+    Workload(
+        key="d",
+        title="LeNet5() 28x28, one output",
+        model=LeNet5,
+        input_shape=(1, 28, 28),
+        m=2,
+        points_per_axis=10,
+        bound=2.0,
+        probes=1024,
+        torch_points=None,  # ~11 s for all 100 points
+        loop_points=5,
+        fused_rounds=Rounds(5, 1),
+        torch_rounds=Rounds(2, 1),
+        loop_rounds=Rounds(3, 1),
+        first_layer_variants=True,
+    ),
+)
+
+WORKLOADS_BY_KEY = {workload.key: workload for workload in WORKLOADS}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The tensors of one workload, built once per session."""
+
+    model: nn.Module
+    program: Program
+    center: torch.Tensor
+    directions: torch.Tensor
+    coeffs: torch.Tensor
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+    def subset(self, count: int | None) -> torch.Tensor:
+        """``count`` grid points spread evenly over the grid (all of them for None)."""
+        total = self.coeffs.shape[0]
+        if count is None or count >= total:
+            return self.coeffs
+        # Spacing (total - 1) / (count - 1) >= 1, so the rounded indices are distinct.
+        index = torch.linspace(0, total - 1, count).round().long()
+        return self.coeffs[index].contiguous()
+
+
+def _init(workload: Workload, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return workload.model().eval()
+
+
+@functools.cache
+def problem(workload: Workload) -> Problem:
+    """Build θ, the orthonormal directions, the grid, probes and targets (see module doc)."""
+    model = _init(workload, THETA_SEED)
+    theta = flatten_params(model)
+    offsets = [
+        flatten_params(_init(workload, THETA_SEED + 1 + i)) - theta for i in range(workload.m)
+    ]
+    basis, _ = torch.linalg.qr(torch.stack(offsets, dim=1))
+    directions = basis.T.contiguous()
+    axis = torch.linspace(-workload.bound, workload.bound, workload.points_per_axis)
+    grid = torch.meshgrid(*([axis] * workload.m), indexing="ij")
+    coeffs = torch.stack(grid, dim=-1).reshape(-1, workload.m).contiguous()
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    inputs = torch.randn(workload.probes, *workload.input_shape, generator=generator)
+    with torch.no_grad():
+        targets = model(inputs).reshape(workload.probes, -1)
+    return Problem(
+        model=model,
+        program=lower(model, workload.input_shape),
+        center=theta,
+        directions=directions,
+        coeffs=coeffs,
+        inputs=inputs,
+        targets=targets.contiguous(),
+    )
+
+
+class _Timed:
+    """Wraps a call and keeps its wall times (used where pytest-benchmark keeps none)."""
+
+    def __init__(self, call: Callable[[], torch.Tensor]) -> None:
+        self.call = call
+        self.seconds: list[float] = []
+
+    def __call__(self) -> torch.Tensor:
+        start = time.perf_counter()
+        result = self.call()
+        self.seconds.append(time.perf_counter() - start)
+        return result
+
+
+def _run(
+    benchmark: BenchmarkFixture, call: Callable[[], torch.Tensor], rounds: Rounds
+) -> tuple[torch.Tensor, float, float]:
+    """Benchmark ``call``; return its result and the fastest and median seconds per call.
+
+    Under --benchmark-disable the call runs once and that one wall time is returned.
+    """
+    timed = _Timed(call)
+    result: torch.Tensor = benchmark.pedantic(  # type: ignore[no-untyped-call]
+        timed, rounds=rounds.rounds, warmup_rounds=rounds.warmup, iterations=1
+    )
+    stats = benchmark.stats
+    if stats is not None and stats.stats.rounds > 0:
+        return result, float(stats.stats.min), float(stats.stats.median)
+    return result, min(timed.seconds), statistics.median(timed.seconds)
+
+
+def _describe(workload: Workload, data: Problem, method: str) -> dict[str, object]:
+    return {
+        "workload": workload.key,
+        "title": workload.title,
+        "method": method,
+        "model": type(data.model).__name__,
+        "params": data.center.numel(),
+        "m": workload.m,
+        "grid_points": workload.grid_points,
+        "grid": f"[-{workload.bound:g}, {workload.bound:g}]^{workload.m}, "
+        f"{workload.points_per_axis} per axis",
+        "probes": workload.probes,
+        "flops_per_sample": data.program.flops_per_sample,
+        "first_fan_in": data.program.first_fan_in,
+        "dtype": "float32",
+        "torch_threads": torch.get_num_threads(),
+        "center_norm": round(float(data.center.norm()), 4),
+        "directions": "QR-orthonormalised (init seed i) - θ, i = 1..m; unit norm",
+    }
+
+
+def _record(
+    benchmark: BenchmarkFixture,
+    workload: Workload,
+    data: Problem,
+    points: int,
+    fastest: float,
+    median: float,
+) -> None:
+    """Put the per-grid-point time and the useful forward GFLOP/s into extra_info."""
+    scaled = points < workload.grid_points
+    flops = data.program.flops_per_sample * workload.probes * points
+    benchmark.extra_info.update(
+        {
+            "timed_points": points,
+            "scaled": scaled,
+            "timing_statistic": TIMING_STATISTIC,
+            "timed": not benchmark.disabled,
+            "seconds": fastest,
+            "seconds_per_point": fastest / points,
+            "seconds_per_point_median": median / points,
+            "gflops": flops / fastest / 1e9,
+        }
+    )
+    if scaled:
+        benchmark.extra_info["note"] = (
+            f"timed on {points} of {workload.grid_points} grid points (evenly spaced), "
+            "scaled per point"
+        )
+
+
+def _check_against_fused(
+    benchmark: BenchmarkFixture, data: Problem, coeffs: torch.Tensor, values: torch.Tensor
+) -> None:
+    """The baseline computed the same J as the fused engine (else the timing means nothing)."""
+    fused = genni_ext.sweep(
+        data.model, data.center, data.directions, coeffs, data.inputs, data.targets,
+        backend="fused",
+    )  # fmt: skip
+    difference = (values - fused).abs().max().item()
+    benchmark.extra_info["max_abs_diff_vs_fused"] = difference
+    torch.testing.assert_close(values, fused, rtol=1e-3, atol=1e-6)
+
+
+def _cases() -> list[object]:
+    """(workload key, method) in workload-major order: a group's benchmarks run back to back."""
+    cases: list[object] = []
+    for workload in WORKLOADS:
+        methods = ["fused", "torch", "loop"]
+        if workload.first_layer_variants:
+            methods += ["fused-affine", "fused-direct"]
+        cases += [
+            pytest.param(workload.key, method, id=f"{workload.key}-{method}") for method in methods
+        ]
+    return cases
+
+
+def test_matmul(benchmark: BenchmarkFixture) -> None:
+    """A large float32 matmul: the machine's practical GFLOP/s in this run."""
+    size = 2048
+    generator = torch.Generator().manual_seed(0)
+    left = torch.randn(size, size, generator=generator)
+    right = torch.randn(size, size, generator=generator)
+    benchmark.group = "matmul: torch.matmul 2048x2048 float32"
+    _, fastest, median = _run(benchmark, lambda: torch.matmul(left, right), Rounds(10, 2))
+    flops = 2 * size**3
+    benchmark.extra_info.update(
+        {
+            "method": "matmul",
+            "size": size,
+            "flops": flops,
+            "timing_statistic": TIMING_STATISTIC,
+            "timed": not benchmark.disabled,
+            "seconds": fastest,
+            "gflops": flops / fastest / 1e9,
+            "gflops_median": flops / median / 1e9,
+            "torch_threads": torch.get_num_threads(),
+        }
+    )
+
+
+@pytest.mark.parametrize(("key", "method"), _cases())
+def test_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
+    workload = WORKLOADS_BY_KEY[key]
+    data = problem(workload)
+    benchmark.group = workload.group
+    benchmark.extra_info.update(_describe(workload, data, method))
+    args = (data.center, data.directions)
+    probes = (data.inputs, data.targets)
+
+    if method == "fused":
+        coeffs = data.coeffs
+        affine = _fused.uses_affine_first_layer(data.program, workload.m)
+        benchmark.extra_info["first_layer"] = "auto: " + ("affine" if affine else "direct")
+
+        def call() -> torch.Tensor:
+            return genni_ext.sweep(data.model, *args, coeffs, *probes, backend="fused")
+
+        rounds = workload.fused_rounds
+    elif method in ("fused-affine", "fused-direct"):
+        coeffs = data.coeffs
+        first_layer: _fused.FirstLayer = "affine" if method == "fused-affine" else "direct"
+        benchmark.extra_info["first_layer"] = first_layer
+
+        def call() -> torch.Tensor:
+            return _fused.fused_sweep(
+                data.program, *args, coeffs, *probes,
+                num_threads=None, chunk_size=None, progress=False, first_layer=first_layer,
+            )  # fmt: skip
+
+        rounds = workload.fused_rounds
+    elif method == "torch":
+        coeffs = data.subset(workload.torch_points)
+
+        def call() -> torch.Tensor:
+            return genni_ext.sweep(data.model, *args, coeffs, *probes, backend="torch")
+
+        rounds = workload.torch_rounds
+    elif method == "loop":
+        coeffs = data.subset(workload.loop_points)
+        benchmark.extra_info["batch_size"] = LOOP_BATCH
+
+        def call() -> torch.Tensor:
+            return loop_sweep(data.model, *args, coeffs, *probes, batch_size=LOOP_BATCH)
+
+        rounds = workload.loop_rounds
+    else:  # pragma: no cover - _cases() makes only the methods above
+        raise AssertionError(method)
+
+    values, fastest, median = _run(benchmark, call, rounds)
+    _record(benchmark, workload, data, coeffs.shape[0], fastest, median)
+    assert values.shape == (coeffs.shape[0],)
+    assert bool(torch.isfinite(values).all())
+    if method in ("torch", "loop"):
+        _check_against_fused(benchmark, data, coeffs, values)
