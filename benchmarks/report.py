@@ -319,7 +319,8 @@ def first_layer_section(results: Results) -> list[str]:
         "## First layer: affine shortcut vs direct",
         "",
         '`genni_ext._fused.fused_sweep(..., first_layer="affine" | "direct")` on the full '
-        "grid; `sweep()` takes the shortcut when m < the first layer's fan-in.",
+        "grid; `sweep()` takes the shortcut when the first layer's fan-in is at least 10 (m + 1) "
+        "(`genni_ext._fused.uses_affine_first_layer`).",
         "",
     ]
     return lines + table(header, rows)
