@@ -60,35 +60,10 @@ GENNI_HD void activation_op(const Op& op, const S* in, int in_stride, S* out, in
   }
 }
 
-// An activation applied while a Linear or Conv2d output is stored (kind -1: none), which
-// saves the activation's own pass over the buffer.
-struct Epilogue {
-  int kind = -1;
-  double slope = 0.0;
-};
-
-template <typename S, int L>
-GENNI_HD void store_lanes(const S* acc, S* out, const Epilogue& post) {
-  const S slope = static_cast<S>(post.slope);
-  switch (post.kind) {
-    case -1:
-      for (int l = 0; l < L; ++l) out[l] = acc[l];
-      break;
-    case kRelu:
-      GENNI_SIMD for (int l = 0; l < L; ++l) out[l] = acc[l] > S(0) ? acc[l] : S(0);
-      break;
-    case kLeakyRelu:
-      GENNI_SIMD for (int l = 0; l < L; ++l) out[l] = acc[l] > S(0) ? acc[l] : acc[l] * slope;
-      break;
-    default:
-      for (int l = 0; l < L; ++l) out[l] = activate(post.kind, acc[l], slope);
-  }
-}
-
 // OB outputs of a Linear layer at once: each input row is loaded once for OB weights.
 template <typename S, int L, int OB>
 GENNI_HD void linear_block(int o, int n_in, const S* weight, const S* bias, const S* in,
-                           int in_stride, S* out, int out_stride, const Epilogue& post) {
+                           int in_stride, S* out, int out_stride) {
   S acc[OB][L];
   for (int k = 0; k < OB; ++k) {
     const S b = bias ? bias[o + k] : S(0);
@@ -103,7 +78,7 @@ GENNI_HD void linear_block(int o, int n_in, const S* weight, const S* bias, cons
     }
   }
   for (int k = 0; k < OB; ++k)
-    store_lanes<S, L>(acc[k], out + static_cast<long>(o + k) * out_stride, post);
+    for (int l = 0; l < L; ++l) out[static_cast<long>(o + k) * out_stride + l] = acc[k][l];
 }
 
 // Outputs are computed in blocks (as many as the accumulators that fit the vector register
@@ -147,24 +122,18 @@ struct LinearBlocks {
   int in_stride;
   S* out;
   int out_stride;
-  Epilogue post;
   template <int OB>
   GENNI_HD void run(int o) const {
-    linear_block<S, L, OB>(o, n_in, weight, bias, in, in_stride, out, out_stride, post);
+    linear_block<S, L, OB>(o, n_in, weight, bias, in, in_stride, out, out_stride);
   }
 };
 
 template <typename S, int L>
 GENNI_HD void linear_op(const Op& op, const S* params, const S* in, int in_stride, S* out,
-                        int out_stride, const Epilogue& post) {
-  const LinearBlocks<S, L> blocks{op.in_size(),
-                                  params + op.weight,
-                                  op.bias >= 0 ? params + op.bias : nullptr,
-                                  in,
-                                  in_stride,
-                                  out,
-                                  out_stride,
-                                  post};
+                        int out_stride) {
+  const LinearBlocks<S, L> blocks{
+      op.in_size(), params + op.weight, op.bias >= 0 ? params + op.bias : nullptr, in, in_stride,
+      out,          out_stride};
   for_output_blocks<out_block<S, L>()>(op.out_c, blocks);
 }
 
@@ -173,7 +142,7 @@ GENNI_HD void linear_op(const Op& op, const S* params, const S* in, int in_strid
 // KW > 0 fixes the kernel width at compile time (unrolled taps); 0 reads it from op.
 template <typename S, int L, int OB, int KW>
 GENNI_HD void conv_block(const Op& op, int oc, int oy, int ox, const S* weight, const S* bias,
-                         const S* in, int in_stride, S* out, int out_stride, const Epilogue& post) {
+                         const S* in, int in_stride, S* out, int out_stride) {
   const int iy0 = oy * op.stride_h - op.pad_h, ix0 = ox * op.stride_w - op.pad_w;
   const int ky_lo = iy0 < 0 ? -iy0 : 0;
   const int ky_hi = op.in_h - iy0 < op.kernel_h ? op.in_h - iy0 : op.kernel_h;
@@ -214,7 +183,7 @@ GENNI_HD void conv_block(const Op& op, int oc, int oy, int ox, const S* weight, 
   const long plane = static_cast<long>(op.out_h) * op.out_w;
   const long pixel = static_cast<long>(oy) * op.out_w + ox;
   for (int k = 0; k < OB; ++k)
-    store_lanes<S, L>(acc[k], out + ((oc + k) * plane + pixel) * out_stride, post);
+    for (int l = 0; l < L; ++l) out[((oc + k) * plane + pixel) * out_stride + l] = acc[k][l];
 }
 
 template <typename S, int L, int KW>
@@ -225,19 +194,18 @@ struct ConvBlocks {
   int in_stride;
   S* out;
   int out_stride;
-  Epilogue post;
   template <int OB>
   GENNI_HD void run(int oc) const {
-    conv_block<S, L, OB, KW>(*op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride, post);
+    conv_block<S, L, OB, KW>(*op, oc, oy, ox, weight, bias, in, in_stride, out, out_stride);
   }
 };
 
 template <typename S, int L, int KW>
 GENNI_HD void conv_pixels(const Op& op, const S* params, const S* in, int in_stride, S* out,
-                          int out_stride, const Epilogue& post) {
+                          int out_stride) {
   ConvBlocks<S, L, KW> blocks{
       &op, 0,         0,   params + op.weight, op.bias >= 0 ? params + op.bias : nullptr,
-      in,  in_stride, out, out_stride,         post};
+      in,  in_stride, out, out_stride};
   for (blocks.oy = 0; blocks.oy < op.out_h; ++blocks.oy)
     for (blocks.ox = 0; blocks.ox < op.out_w; ++blocks.ox)
       for_output_blocks<out_block<S, L>()>(op.out_c, blocks);
@@ -246,16 +214,16 @@ GENNI_HD void conv_pixels(const Op& op, const S* params, const S* in, int in_str
 // The common kernel widths get unrolled tap loops.
 template <typename S, int L>
 GENNI_HD void conv_op(const Op& op, const S* params, const S* in, int in_stride, S* out,
-                      int out_stride, const Epilogue& post) {
+                      int out_stride) {
   switch (op.kernel_w) {
     case 3:
-      conv_pixels<S, L, 3>(op, params, in, in_stride, out, out_stride, post);
+      conv_pixels<S, L, 3>(op, params, in, in_stride, out, out_stride);
       break;
     case 5:
-      conv_pixels<S, L, 5>(op, params, in, in_stride, out, out_stride, post);
+      conv_pixels<S, L, 5>(op, params, in, in_stride, out, out_stride);
       break;
     default:
-      conv_pixels<S, L, 0>(op, params, in, in_stride, out, out_stride, post);
+      conv_pixels<S, L, 0>(op, params, in, in_stride, out, out_stride);
   }
 }
 
@@ -297,16 +265,15 @@ GENNI_HD void pool_op(const Op& op, const S* in, int in_stride, S* out, int out_
   }
 }
 
-// Runs one op; `post` (Linear and Conv2d only) is the activation that follows it.
 template <typename S, int L>
 GENNI_HD void run_op(const Op& op, const S* params, const S* in, int in_stride, S* out,
-                     int out_stride, const Epilogue& post = Epilogue{}) {
+                     int out_stride) {
   switch (op.kind) {
     case kLinear:
-      linear_op<S, L>(op, params, in, in_stride, out, out_stride, post);
+      linear_op<S, L>(op, params, in, in_stride, out, out_stride);
       break;
     case kConv2d:
-      conv_op<S, L>(op, params, in, in_stride, out, out_stride, post);
+      conv_op<S, L>(op, params, in, in_stride, out, out_stride);
       break;
     case kMaxPool2d:
     case kAvgPool2d:
@@ -318,8 +285,7 @@ GENNI_HD void run_op(const Op& op, const S* params, const S* in, int in_stride, 
 }
 
 // Runs ops [first, n_ops) on `in` using two scratch buffers of max_activation * stride
-// scalars each; returns the buffer that holds the output (stride `stride`). An activation
-// right after a Linear or Conv2d is applied as that op stores its output.
+// scalars each; returns the buffer that holds the output (stride `stride`).
 template <typename S, int L>
 GENNI_HD const S* run_program(const Program& program, int first, const S* params, const S* in,
                               int in_stride, S* buf_a, S* buf_b, int stride) {
@@ -332,13 +298,7 @@ GENNI_HD const S* run_program(const Program& program, int first, const S* params
     S* dst = (cur == buf_a)   ? (reshapes ? buf_b : buf_a)
              : (cur == buf_b) ? (reshapes ? buf_a : buf_b)
                               : buf_a;
-    Epilogue post;
-    if (op.parametric() && i + 1 < program.n_ops && program.ops[i + 1].kind >= kRelu) {
-      post.kind = program.ops[i + 1].kind;
-      post.slope = program.ops[i + 1].slope;
-      ++i;
-    }
-    run_op<S, L>(op, params, cur, cur_stride, dst, stride, post);
+    run_op<S, L>(op, params, cur, cur_stride, dst, stride);
     cur = dst;
     cur_stride = stride;
   }
