@@ -23,7 +23,10 @@ namespace {
 // in the L2 cache.
 constexpr int kNarrowLanes = 16;
 constexpr int kWideLanes = 64;
+constexpr int kWidestLanes = 256;
 constexpr int64_t kWideScratchBytes = int64_t(256) << 10;
+// Networks this narrow (the paper's two-neuron net) are all loop overhead: widest tiles.
+constexpr int kWidestMaxActivation = 8;
 // Bytes of transposed inputs and first-layer responses shared by all grid points of a chunk.
 constexpr int64_t kChunkBytes = int64_t(512) << 10;
 // Below this many grid points, the tiles of a chunk are split into groups for parallelism.
@@ -145,7 +148,9 @@ template <typename S>
 void sweep_cpu(const Program& program, const SweepArgs<S>& args, double* loss, int num_threads) {
   const int threads = resolve_threads(num_threads);
   const int64_t wide_scratch = int64_t(2) * program.max_activation * kWideLanes * sizeof(S);
-  if (wide_scratch <= kWideScratchBytes)
+  if (program.max_activation <= kWidestMaxActivation)
+    sweep_tiles<S, kWidestLanes>(program, args, loss, threads);
+  else if (wide_scratch <= kWideScratchBytes)
     sweep_tiles<S, kWideLanes>(program, args, loss, threads);
   else
     sweep_tiles<S, kNarrowLanes>(program, args, loss, threads);
