@@ -394,6 +394,25 @@ def test_probe_counts_around_the_tile(
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_points", [5, 70])
+@pytest.mark.parametrize("num_samples", [1, 255, 256, 257, 600])
+def test_narrow_net_in_widest_tiles(
+    num_samples: int,
+    num_points: int,
+    dtype: torch.dtype,
+    make_case: MakeCase,
+    three_way: ThreeWay,
+) -> None:
+    """Networks of at most 8 features per layer run in 256-sample tiles: probe counts on
+    both sides of the tile, and the same J for 1 and 2 threads."""
+    torch.manual_seed(18)
+    model = TwoNeuronNet()
+    case = make_case(model, (1,), dtype=dtype, num_samples=num_samples, num_points=num_points)
+    three_way(case, loop_points=5)
+    assert torch.equal(_fused(case, num_threads=1), _fused(case, num_threads=2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_probes_in_several_chunks(
     dtype: torch.dtype,
     make_case: MakeCase,
