@@ -100,19 +100,24 @@ GENNI_HD constexpr int out_block() {
                                                        : 1;
 }
 
-template <int MaxBlock, typename Block>
-GENNI_HD void for_output_blocks(int n, Block&& block) {
+// One block of exactly `rest` (< Block + 1) outputs.
+template <int Block, typename Blocks>
+GENNI_HD void run_rest(int rest, int o, const Blocks& blocks) {
+  if constexpr (Block >= 1) {
+    if (rest == Block)
+      blocks.template run<Block>(o);
+    else
+      run_rest<Block - 1>(rest, o, blocks);
+  }
+}
+
+// Blocks of MaxBlock outputs, then one block of whatever remains: the more accumulators a
+// block has, the better they hide the FMA latency (LeNet-5's 6 channels are one block of 6).
+template <int MaxBlock, typename Blocks>
+GENNI_HD void for_output_blocks(int n, const Blocks& blocks) {
   int o = 0;
-  for (; o + MaxBlock <= n; o += MaxBlock) block.template run<MaxBlock>(o);
-  if (MaxBlock > 4 && n - o >= 4) {
-    block.template run<(MaxBlock > 4 ? 4 : 1)>(o);
-    o += 4;
-  }
-  if (MaxBlock > 2 && n - o >= 2) {
-    block.template run<(MaxBlock > 2 ? 2 : 1)>(o);
-    o += 2;
-  }
-  while (o < n) block.template run<1>(o++);
+  for (; o + MaxBlock <= n; o += MaxBlock) blocks.template run<MaxBlock>(o);
+  run_rest<MaxBlock - 1>(n - o, o, blocks);
 }
 
 template <typename S, int L>
