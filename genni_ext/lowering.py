@@ -48,6 +48,17 @@ OP_NAMES = ("linear", "conv2d", "maxpool2d", "avgpool2d", "relu", "leaky_relu", 
     F_FLAG,
 ) = range(16)
 OP_FIELDS = 16
+_FIELD_BY_NAME = {
+    "kernel_h": F_KERNEL_H,
+    "kernel_w": F_KERNEL_W,
+    "stride_h": F_STRIDE_H,
+    "stride_w": F_STRIDE_W,
+    "pad_h": F_PAD_H,
+    "pad_w": F_PAD_W,
+    "weight": F_WEIGHT,
+    "bias": F_BIAS,
+    "flag": F_FLAG,
+}
 # The most ops the engine runs (its CUDA kernel takes the program as a kernel argument);
 # keep in step with kMaxOps in csrc/genni/program.h.
 MAX_OPS = 40
@@ -103,6 +114,30 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
         return value, value
     first, second = value
     return int(first), int(second)
+
+
+def _window(
+    path: str,
+    shape: tuple[int, ...],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pad: tuple[int, int],
+    what: str,
+) -> tuple[tuple[int, int], dict[str, int]]:
+    """Output height and width of a sliding window over ``shape`` (C, H, W), and its fields."""
+    out_h = (shape[1] + 2 * pad[0] - kernel[0]) // stride[0] + 1
+    out_w = (shape[2] + 2 * pad[1] - kernel[1]) // stride[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise LoweringError(path, f"a {shape[1:]} input is smaller than the {what} {kernel}")
+    fields = {
+        "kernel_h": kernel[0],
+        "kernel_w": kernel[1],
+        "stride_h": stride[0],
+        "stride_w": stride[1],
+        "pad_h": pad[0],
+        "pad_w": pad[1],
+    }
+    return (out_h, out_w), fields
 
 
 def _walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
@@ -210,7 +245,7 @@ def lower(model: nn.Module, input_shape: Sequence[int]) -> Program:
         row[F_OUT_C], row[F_OUT_H], row[F_OUT_W] = out3
         row[F_WEIGHT] = row[F_BIAS] = -1
         for key, value in fields.items():
-            row[globals()[f"F_{key.upper()}"]] = value
+            row[_FIELD_BY_NAME[key]] = value
         rows.append(row)
         slopes.append(slope)
 
@@ -265,26 +300,18 @@ def lower(model: nn.Module, input_shape: Sequence[int]) -> Program:
                 raise LoweringError(
                     path, f"expects {layer.in_channels} input channels but receives {shape[0]}"
                 )
-            kernel, stride = _pair(layer.kernel_size), _pair(layer.stride)
-            out_h = (shape[1] + 2 * pad[0] - kernel[0]) // stride[0] + 1
-            out_w = (shape[2] + 2 * pad[1] - kernel[1]) // stride[1] + 1
-            if out_h < 1 or out_w < 1:
-                raise LoweringError(path, f"a {shape[1:]} input is smaller than the kernel")
-            out = (layer.out_channels, out_h, out_w)
+            kernel = _pair(layer.kernel_size)
+            size, window = _window(path, shape, kernel, _pair(layer.stride), pad, "kernel")
+            out = (layer.out_channels, *size)
             fan_in = layer.in_channels * kernel[0] * kernel[1]
             if not rows:
                 first_fan_in = fan_in
             emit(
                 CONV2D,
                 out,
-                kernel_h=kernel[0],
-                kernel_w=kernel[1],
-                stride_h=stride[0],
-                stride_w=stride[1],
-                pad_h=pad[0],
-                pad_w=pad[1],
                 weight=offset_of(path, layer.weight),
                 bias=offset_of(path, layer.bias),
+                **window,
             )
             flops += 2 * fan_in * math.prod(out)
             shape = out
@@ -301,22 +328,13 @@ def lower(model: nn.Module, input_shape: Sequence[int]) -> Program:
                 raise LoweringError(path, "divisor_override is not supported")
             kernel = _pair(layer.kernel_size)
             stride = _pair(layer.stride if layer.stride is not None else layer.kernel_size)
-            pad = _pair(layer.padding)
-            out_h = (shape[1] + 2 * pad[0] - kernel[0]) // stride[0] + 1
-            out_w = (shape[2] + 2 * pad[1] - kernel[1]) // stride[1] + 1
-            if out_h < 1 or out_w < 1:
-                raise LoweringError(path, f"a {shape[1:]} input is smaller than the window")
-            out = (shape[0], out_h, out_w)
+            size, window = _window(path, shape, kernel, stride, _pair(layer.padding), "window")
+            out = (shape[0], *size)
             emit(
                 MAXPOOL2D if is_max else AVGPOOL2D,
                 out,
-                kernel_h=kernel[0],
-                kernel_w=kernel[1],
-                stride_h=stride[0],
-                stride_w=stride[1],
-                pad_h=pad[0],
-                pad_w=pad[1],
                 flag=0 if is_max else int(layer.count_include_pad),
+                **window,
             )
             shape = out
         max_activation = max(max_activation, math.prod(shape))
