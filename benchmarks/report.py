@@ -10,7 +10,9 @@ seconds per grid point of the fused engine, the torch.func fallback and the per-
 loop with their ratios, the useful forward GFLOP/s of (c) and (d) against the same run's
 matmul, the affine vs direct first layer, and the performance goals with met/missed and
 by how much. Every number comes from ``extra_info`` of the benchmarks in the JSON (the
-fastest round, divided by the grid points it evaluated).
+fastest round, divided by the grid points it evaluated). Where the JSON holds the search
+benchmarks (``benchmarks/test_search.py``), a "Search" section follows: batched against
+sequential starts, their ratio and its goal.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ Info = Mapping[str, object]
 
 THROUGHPUT_WORKLOADS = ("c", "d")
 MATMUL_SHARE_GOAL = 40.0
+SEARCH_GOAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Results:
         self.entries: dict[tuple[str, str], Info] = {}
         self.matmul: Info | None = None
         self.untimed = 0
+        self.search: dict[str, Info] = {}
         benchmarks = data.get("benchmarks")
         for bench in benchmarks if isinstance(benchmarks, list) else []:
             extra = _mapping(_mapping(bench).get("extra_info"))
@@ -64,6 +68,8 @@ class Results:
             method = str(extra.get("method", ""))
             if method == "matmul":
                 self.matmul = extra
+            elif "search" in extra:
+                self.search[method] = extra
             elif "workload" in extra:
                 self.entries[(str(extra["workload"]), method)] = extra
 
@@ -358,6 +364,40 @@ def goals_section(results: Results) -> list[str]:
     return ["## Goals", "", *table(("goal", "target", "measured", "status"), rows)]
 
 
+def search_section(results: Results) -> list[str]:
+    """Batched search of K starts against the same K one after another (same steps, seeds)."""
+    batched, sequential = results.search.get("batched"), results.search.get("sequential")
+    facts = batched or sequential or {}
+    fast = None if batched is None else _number(batched.get("seconds"))
+    slow = None if sequential is None else _number(sequential.get("seconds"))
+    ratio = None if fast is None or slow is None or not fast else slow / fast
+    goal = _number(facts.get("goal")) or SEARCH_GOAL
+    lines = [
+        "## Search",
+        "",
+        f"`genni_ext.search` on {facts.get('model', '?')}: {count(facts.get('starts'))} starts "
+        f"trained together (batched, `vmap` of `grad`) vs the same starts trained one after "
+        f"another (sequential), {count(facts.get('steps'))} steps, {count(facts.get('probes'))} "
+        f"probes, batch {count(facts.get('batch_size'))}, lr {facts.get('lr', '?')}, same "
+        "seeds; fastest round.",
+        "",
+    ]
+    rows = [
+        [
+            seconds(fast),
+            seconds(slow),
+            times(ratio),
+            f"≥ {goal:g}×",
+            "not measured"
+            if ratio is None
+            else ("**met**" if ratio >= goal else "**missed**")
+            + f" ({ratio / goal:.2f}× the goal)",
+        ]
+    ]
+    header = ("batched", "sequential", "sequential/batched", "goal", "status")
+    return lines + table(header, rows)
+
+
 def report(data: Mapping[str, object]) -> str:
     results = Results(data)
     sections = (
@@ -367,6 +407,8 @@ def report(data: Mapping[str, object]) -> str:
         first_layer_section(results),
         goals_section(results),
     )
+    if results.search:
+        sections = (*sections, search_section(results))
     return "\n\n".join("\n".join(section) for section in sections) + "\n"
 
 

@@ -1,8 +1,9 @@
 """genni_ext: find and see the functional equivalence classes of neural-network parameters.
 
-The GENNI method: given a model φ(x, θ), a reference θ and probe inputs, search for
-parameters θ̃ with φ(·, θ̃) ≈ φ(·, θ), span a plane through some of them, and sweep the
-auxiliary loss J over a grid on that plane. ``sweep`` runs on a fused C++/OpenMP (CPU) or
+The GENNI method: given a model φ(x, θ), a reference θ and probe inputs (``Problem``),
+``search`` for parameters θ̃ with φ(·, θ̃) ≈ φ(·, θ), span a plane through some of them
+(``Subspace``), and sweep the auxiliary loss J over a ``Grid`` on that plane
+(``sweep_grid``). ``sweep`` runs on a fused C++/OpenMP (CPU) or
 CUDA engine for MLPs and LeNet-style conv nets and on torch.func for every other model.
 """
 
@@ -12,6 +13,10 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import models
 from .errors import BackendUnavailableError, GenniError, InputError, LoweringError
+from .grid import Grid, GridResult, Marker, sweep_grid
+from .problem import Problem
+from .search import SearchResult, search
+from .subspace import Subspace
 from .sweep import explain_backend, sweep
 
 try:
@@ -45,11 +50,19 @@ def build_info() -> dict[str, object]:
 __all__ = [
     "BackendUnavailableError",
     "GenniError",
+    "Grid",
+    "GridResult",
     "InputError",
     "LoweringError",
+    "Marker",
+    "Problem",
+    "SearchResult",
+    "Subspace",
     "__version__",
     "build_info",
     "explain_backend",
     "models",
+    "search",
     "sweep",
+    "sweep_grid",
 ]

@@ -42,8 +42,10 @@ class TwoNeuronNet(nn.Sequential):
 
     Layers: ``Linear(1, 2, bias=False)``, ``ReLU``, ``Linear(2, 1, bias=False)``. The first
     weight ([2, 1]) holds (a, b) and the second ([1, 2]) holds (c, d), so the flat
-    parameter vector is exactly (a, b, c, d).
+    parameter vector is exactly (a, b, c, d). ``input_shape`` is one sample's shape, (1,).
     """
+
+    input_shape: tuple[int, ...] = (1,)
 
     def __init__(self) -> None:
         super().__init__(nn.Linear(1, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False))
@@ -99,8 +101,11 @@ class LeNet5(nn.Sequential):
     [· output_activation]. ``pool`` is "max" or "avg". With the defaults at 28x28 it has
     60,941 parameters (61,706 with ``num_outputs=10``, the classic digit classifier). The
     original GENNI code's LeNet is ``padding=0, output_activation="relu"``: 43,661
-    parameters at 28x28.
+    parameters at 28x28. ``input_shape`` is one sample's shape, (in_channels, input_size,
+    input_size).
     """
+
+    input_shape: tuple[int, ...]
 
     def __init__(
         self,
@@ -144,6 +149,7 @@ class LeNet5(nn.Sequential):
         if output_activation is not None:
             layers.append(_activation(output_activation, "output_activation"))
         super().__init__(*layers)
+        self.input_shape = (in_channels, input_size, input_size)
 
 
 def num_params(model: nn.Module) -> int:

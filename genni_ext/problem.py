@@ -1,0 +1,364 @@
+"""The equivalence problem: a model φ, a reference θ, probe inputs x and targets φ(x, θ).
+
+GENNI asks which parameters θ̃ compute the same function as θ. On a probe set C it
+measures that by the auxiliary loss J(θ̃) = 1/|C| Σ_{x∈C} ‖φ(x, θ) - φ(x, θ̃)‖². A
+:class:`Problem` holds everything J needs (targets computed once) and evaluates it for one
+flat parameter vector or for a batch of them with ``torch.func`` (``vmap`` over
+``functional_call``, as the sweep's fallback does, and with its helpers, so tied and reused
+modules are handled the same way). The search (:mod:`genni_ext.search`), the subspace and
+the grid sweep all start from a Problem.
+
+The model is evaluated in its current mode, with its own buffers: call ``model.eval()``
+first if it has BatchNorm or Dropout. Its own parameter values are not used (θ is), so the
+caller may go on changing the model's parameters; its structure must stay as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from ._checks import positive_int
+from .errors import InputError
+from .fallback import (
+    DEFAULT_MEMORY_BUDGET,
+    _activation_numel_per_sample,
+    _buffers_for,
+    _every_path,
+)
+from .models import flatten_params, num_params
+from .sweep import _check_kind, _check_layout
+
+# Parameter-free layers that keep a sample's shape: an MLP may start with them and still
+# take (in_features,) inputs.
+_SHAPE_PRESERVING = (
+    nn.Identity,
+    nn.Dropout,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.GELU,
+    nn.ELU,
+    nn.SiLU,
+    nn.Softplus,
+)
+
+
+def _non_negative_int(value: object, argument: str) -> int:
+    """Return ``value`` if it is an int >= 0 (not a bool), else raise InputError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{argument} must be a non-negative int, got {value!r}")
+    return value
+
+
+def _check_shape(value: object, argument: str) -> tuple[int, ...]:
+    """A per-sample input shape: a non-empty sequence of positive ints."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
+        raise InputError(
+            f"{argument} must be a non-empty sequence of positive ints (one sample's shape, "
+            f"e.g. (1,) or (1, 28, 28)), got {value!r}"
+        )
+    for index, size in enumerate(value):
+        positive_int(size, f"{argument}[{index}]")
+    return tuple(value)
+
+
+def _first_layer(module: nn.Module) -> nn.Module | None:
+    """The first layer that a plain ``nn.Sequential`` (any nesting) applies, skipping
+    parameter-free shape-preserving ones; the module itself if it is not such a Sequential
+    (its forward decides the order); None for a Sequential of only shape-preserving layers."""
+    if not (isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward):
+        return module
+    for child in module:
+        if not isinstance(child, _SHAPE_PRESERVING):
+            return _first_layer(child)
+    return None
+
+
+def infer_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """One sample's input shape: ``model.input_shape`` if the model has it, else
+    ``(in_features,)`` of a first ``nn.Linear`` of a plain ``nn.Sequential`` (as
+    :func:`genni_ext.models.mlp` builds), else None."""
+    declared = getattr(model, "input_shape", None)
+    if declared is not None:
+        return _check_shape(declared, f"{type(model).__name__}.input_shape")
+    first = _first_layer(model)
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    return None
+
+
+def _short_hash(tensor: torch.Tensor) -> str:
+    """First 16 hex digits of the sha256 of the tensor's bytes (dtype-specific)."""
+    data = tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+class Problem:
+    """The equivalence problem: model φ, reference θ, probe inputs and targets φ(x, θ).
+
+    ``theta`` ([P], flat parameters in ``parameters_to_vector`` order) defaults to the
+    model's current parameters. ``inputs`` ([N, *input_shape]) default to ``num_probes``
+    standard-normal probes drawn with a ``torch.Generator`` seeded by ``seed``, in θ's dtype,
+    on θ's device (``num_probes`` and ``seed`` only serve that). Their per-sample shape
+    ``input_shape`` defaults to ``model.input_shape`` (the package's models have it) or, for
+    a plain ``nn.Sequential`` that starts with a Linear (``mlp``), ``(in_features,)``; for
+    any other model pass ``inputs=`` or ``input_shape=``. Given inputs must be float32 or
+    float64 like θ, on θ's device, finite; they are kept, not copied.
+
+    ``targets`` = φ(inputs, θ) as [N, outputs] is computed once, without autograd, in θ's
+    dtype; J is evaluated in that dtype and summed in float64.
+    """
+
+    model: nn.Module
+    theta: torch.Tensor
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    seed: int
+    input_shape: tuple[int, ...]
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor | None = None,
+        *,
+        theta: torch.Tensor | None = None,
+        num_probes: int = 16384,
+        seed: int = 0,
+        input_shape: Sequence[int] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        count = num_params(model)
+        if count == 0:
+            raise InputError(f"model ({type(model).__name__}) has no parameters")
+        if theta is None:
+            theta = flatten_params(model)
+            if not theta.is_floating_point() or theta.dtype not in (torch.float32, torch.float64):
+                raise InputError(
+                    f"the model's parameters are {theta.dtype}; use a float32 or float64 model "
+                    "(model.float() or model.double()) or pass theta="
+                )
+        theta = _check_kind("theta", theta)
+        if theta.ndim != 1 or theta.shape[0] != count:
+            raise InputError(
+                f"theta has shape {list(theta.shape)} but {type(model).__name__} has {count} "
+                f"parameters; pass a flat vector of shape [{count}] in parameters_to_vector "
+                "order (genni_ext.models.flatten_params)"
+            )
+        theta = _check_layout("theta", theta).clone()
+        _non_negative_int(seed, "seed")
+        if input_shape is not None:
+            input_shape = _check_shape(input_shape, "input_shape")
+
+        if inputs is None:
+            positive_int(num_probes, "num_probes")
+            shape = input_shape if input_shape is not None else infer_input_shape(model)
+            if shape is None:
+                raise InputError(
+                    f"cannot infer the input shape of {type(model).__name__} (it has no "
+                    "input_shape attribute and is not a plain nn.Sequential starting with a "
+                    "Linear); pass inputs= (probe inputs [N, ...]) or input_shape= (one "
+                    "sample's shape, e.g. input_shape=(3, 32, 32))"
+                )
+            generator = torch.Generator().manual_seed(seed)
+            inputs = torch.randn(num_probes, *shape, generator=generator, dtype=theta.dtype)
+            inputs = inputs.to(theta.device)
+        else:
+            inputs = _check_kind("inputs", inputs)
+            if inputs.ndim < 2 or inputs.shape[0] == 0:
+                raise InputError(
+                    f"inputs must have shape [N, ...] with N >= 1 (one probe per row), got "
+                    f"{list(inputs.shape)}"
+                )
+            if inputs.dtype != theta.dtype:
+                raise InputError(
+                    f"inputs is {inputs.dtype} but theta is {theta.dtype}; pass inputs in "
+                    "theta's dtype (inputs.float() or inputs.double()), or a theta= of the "
+                    "inputs' dtype"
+                )
+            if inputs.device != theta.device:
+                raise InputError(
+                    f"inputs is on {inputs.device} but theta is on {theta.device}; move them "
+                    "to one device"
+                )
+            inputs = _check_layout("inputs", inputs)
+            shape = tuple(inputs.shape[1:])
+            if input_shape is not None and input_shape != shape:
+                raise InputError(
+                    f"input_shape={input_shape} does not match the inputs' per-sample shape "
+                    f"{shape}; leave input_shape out when passing inputs"
+                )
+
+        self.model = model
+        self.theta = theta
+        self.inputs = inputs
+        self.seed = seed
+        self.input_shape = shape
+        self._buffers = _buffers_for(model, inputs)
+        self._activations_per_sample = 0  # set by _compute_targets
+        self.targets = self._compute_targets()
+        # x2: a layer's input and output are alive at the same time.
+        self._bytes_per_sample = 2 * self._activations_per_sample * inputs.element_size()
+
+    # --- properties -------------------------------------------------------------------------
+
+    @property
+    def num_params(self) -> int:
+        """P, the length of a flat parameter vector."""
+        return self.theta.shape[0]
+
+    @property
+    def num_probes(self) -> int:
+        """N, the number of probe inputs."""
+        return self.inputs.shape[0]
+
+    @property
+    def theta_hash(self) -> str:
+        """First 16 hex digits of the sha256 of θ's bytes."""
+        return _short_hash(self.theta)
+
+    @property
+    def probes_hash(self) -> str:
+        """First 16 hex digits of the sha256 of the probe inputs' bytes."""
+        return _short_hash(self.inputs)
+
+    # --- evaluation -------------------------------------------------------------------------
+
+    def _forward(self, params: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, (params, self._buffers), (inputs,), tie_weights=False)
+
+    def _compute_targets(self) -> torch.Tensor:
+        """φ(inputs, θ) as [N, outputs], in probe chunks sized from the memory budget (sets
+        ``_activations_per_sample``)."""
+        num = self.inputs.shape[0]
+        with torch.no_grad():
+            params = _every_path(self.model, self.theta)
+            try:
+                head = self._forward(params, self.inputs[:2])
+            except RuntimeError as error:
+                raise InputError(
+                    f"{type(self.model).__name__} cannot run on inputs of shape "
+                    f"{list(self.inputs.shape)} (one sample {list(self.input_shape)}): {error}; "
+                    "pass inputs (or input_shape) of the shape the model takes"
+                ) from error
+            outputs = head[0].numel() if head.ndim > 0 and head.shape[0] > 0 else 0
+            if head.ndim == 0 or head.shape[0] != min(num, 2) or outputs == 0:
+                raise InputError(
+                    f"{type(self.model).__name__} maps inputs of shape "
+                    f"{list(self.inputs[:2].shape)} to {list(head.shape)}; it must return one "
+                    "row of outputs per probe ([N, ...])"
+                )
+            # Activation scalars per sample: sizes the chunks and tells the search how big a
+            # step is.
+            per_sample = _activation_numel_per_sample(
+                self.model, params, self._buffers, self.inputs, outputs
+            )
+            self._activations_per_sample = per_sample
+            chunk = max(1, DEFAULT_MEMORY_BUDGET // (2 * per_sample * self.inputs.element_size()))
+            parts = [
+                self._forward(params, self.inputs[first : first + chunk]).reshape(-1, outputs)
+                for first in range(0, num, chunk)
+            ]
+        targets = torch.cat(parts).contiguous()
+        if not bool(torch.isfinite(targets).all()):
+            raise InputError(
+                f"{type(self.model).__name__} outputs NaN or Inf at theta for some probe "
+                "inputs; check theta and the inputs (every target must be finite)"
+            )
+        return targets
+
+    def _minibatch_loss(
+        self, flat: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean ‖φ(x, flat) - y‖² over a minibatch, in θ's dtype and differentiable in
+        ``flat`` ([P]); ``torch.func.grad`` and ``vmap`` of it drive the search."""
+        out = self._forward(_every_path(self.model, flat), inputs)
+        return (out.reshape(targets.shape) - targets).square().sum(dim=-1).mean()
+
+    def _evaluate(self, params: torch.Tensor) -> torch.Tensor:
+        """J on the whole probe set for every row of ``params`` ([K, P], θ's dtype and
+        device, not checked) as float64 [K]. Rows and probes are chunked so that one call
+        holds about DEFAULT_MEMORY_BUDGET bytes of activations."""
+        rows_total, num = params.shape[0], self.inputs.shape[0]
+        rows = max(1, min(rows_total, DEFAULT_MEMORY_BUDGET // (self._bytes_per_sample * num)))
+        probes = max(1, min(num, DEFAULT_MEMORY_BUDGET // (self._bytes_per_sample * rows)))
+        values = torch.empty(rows_total, dtype=torch.float64, device=params.device)
+        batched = vmap(self._forward, in_dims=(0, None))
+        with torch.no_grad():
+            for start in range(0, rows_total, rows):
+                stop = min(start + rows, rows_total)
+                named = _every_path(self.model, params[start:stop])
+                squared = torch.zeros(stop - start, dtype=torch.float64, device=params.device)
+                for first in range(0, num, probes):
+                    last = min(first + probes, num)
+                    out = batched(named, self.inputs[first:last]).reshape(
+                        stop - start, last - first, -1
+                    )
+                    errors = (out - self.targets[first:last]).square().sum(dim=-1)
+                    squared += errors.double().sum(dim=-1)
+                values[start:stop] = squared / num
+        return values
+
+    def loss(self, params: torch.Tensor) -> torch.Tensor:
+        """J(params) on the whole probe set: [P] -> 0-d float64, [K, P] -> [K] float64.
+
+        ``params`` are flat parameter vectors in ``parameters_to_vector`` order; they are
+        cast to θ's dtype and device (the model computes in that dtype) and must be finite.
+        The K rows are evaluated together (``vmap`` over ``functional_call``).
+        """
+        if not isinstance(params, torch.Tensor):
+            raise InputError(f"params must be a torch.Tensor, got {type(params).__name__}")
+        if (
+            params.ndim not in (1, 2)
+            or params.shape[-1] != self.num_params
+            or (params.ndim == 2 and params.shape[0] == 0)
+        ):
+            raise InputError(
+                f"params has shape {list(params.shape)}; pass one flat parameter vector "
+                f"[{self.num_params}] or a batch [K, {self.num_params}] with K >= 1"
+            )
+        flat = _check_kind("params", params).to(dtype=self.theta.dtype, device=self.theta.device)
+        flat = _check_layout("params", flat)
+        if flat.ndim == 1:
+            return self._evaluate(flat[None])[0]
+        return self._evaluate(flat)
+
+    def with_probes(self, num_probes: int, seed: int) -> Problem:
+        """The same model and θ with ``num_probes`` fresh standard-normal probes drawn with
+        ``seed``: to check that points found on one probe set are equivalent on another."""
+        return Problem(
+            self.model,
+            theta=self.theta,
+            num_probes=num_probes,
+            seed=seed,
+            input_shape=self.input_shape,
+        )
+
+    def describe(self) -> dict[str, object]:
+        """JSON-able facts that identify the problem (for results' metadata)."""
+        return {
+            "model": type(self.model).__name__,
+            "repr": repr(self.model),
+            "num_params": self.num_params,
+            "num_probes": self.num_probes,
+            "seed": self.seed,
+            "input_shape": list(self.input_shape),
+            "dtype": str(self.theta.dtype).removeprefix("torch."),
+            "theta_hash": self.theta_hash,
+            "probes_hash": self.probes_hash,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Problem({type(self.model).__name__}, P={self.num_params}, N={self.num_probes}, "
+            f"input_shape={self.input_shape}, dtype={str(self.theta.dtype).removeprefix('torch.')})"
+        )
+
+
+__all__ = ["Problem", "infer_input_shape"]
