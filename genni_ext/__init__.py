@@ -16,6 +16,7 @@ from .errors import BackendUnavailableError, GenniError, InputError, LoweringErr
 from .grid import Grid, GridResult, Marker, sweep_grid
 from .problem import Problem
 from .search import SearchResult, search
+from .store import Experiment, StoreError, genni_home
 from .subspace import Subspace
 from .sweep import explain_backend, sweep
 
@@ -49,6 +50,7 @@ def build_info() -> dict[str, object]:
 
 __all__ = [
     "BackendUnavailableError",
+    "Experiment",
     "GenniError",
     "Grid",
     "GridResult",
@@ -57,10 +59,12 @@ __all__ = [
     "Marker",
     "Problem",
     "SearchResult",
+    "StoreError",
     "Subspace",
     "__version__",
     "build_info",
     "explain_backend",
+    "genni_home",
     "models",
     "search",
     "sweep",

@@ -404,7 +404,8 @@ def grid_markers(problem: Problem, subspace: Subspace) -> list[Marker]:
     ]
 
 
-def _check_match(problem: Problem, subspace: Subspace, grid: Grid) -> None:
+def check_match(problem: Problem, subspace: Subspace, grid: Grid) -> None:
+    """Raise InputError unless the subspace and grid fit the problem (types, m, P, dtype)."""
     if not isinstance(subspace, Subspace):
         raise InputError(f"subspace must be a Subspace, got {type(subspace).__name__}")
     if not isinstance(grid, Grid):
@@ -449,7 +450,7 @@ def sweep_grid(
     from .sweep import sweep
 
     _check_problem(problem)
-    _check_match(problem, subspace, grid)
+    check_match(problem, subspace, grid)
     used = backend_used(problem, backend)
     coeffs = grid.coeffs.to(dtype=problem.theta.dtype, device=problem.inputs.device)
     start = time.perf_counter()

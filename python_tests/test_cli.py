@@ -1,0 +1,334 @@
+"""The ``genni`` command: end to end, kill-and-resume, --help, bad configs.
+
+The command runs in a subprocess (``python -m genni_ext.cli``) with its working directory
+in a temporary folder, so that it imports the installed package, not the source tree.
+Checks that need no process of their own call ``genni_ext.cli.main`` directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from genni_ext import cli
+from genni_ext.config import TOP_KEYS, build_problem, validate_config
+from genni_ext.grid import Grid, sweep_grid
+from genni_ext.store import Experiment
+from genni_ext.subspace import Subspace
+
+TINY = {
+    "experiment": "tiny",
+    "model": {"name": "two_neuron"},
+    "seed": 10,
+    "probes": {"num_probes": 512, "seed": 10},
+    "search": {"starts": 6, "steps": 150, "lr": 0.05, "batch_size": 128, "seed": 11},
+    "subspace": {"eps": 0.01, "m": 2},
+    "grids": [
+        {"name": "plane", "bound": [-2, 2], "n": 12},
+        {"name": "cube", "bound": [-2, 2], "n": 5, "dim": 3},
+    ],
+    "chunk_points": 50,
+}
+
+
+def _env() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key != "GENNI_HOME"}
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "genni_ext.cli", *args]
+
+
+def _genni(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _command(*args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _write(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def _reference_values(home: Path, experiment: str, grid_name: str, spec: dict) -> torch.Tensor:
+    """The grid's values from one uninterrupted sweep_grid call, in this process."""
+    stored = Experiment(experiment, home)
+    config = validate_config(stored.load_config())
+    problem = build_problem(config)
+    result = stored.load_search(config["search"]["name"])
+    subspace = Subspace.from_search(result, config["subspace"]["eps"], spec["dim"])
+    grid = Grid.uniform(tuple(spec["bound"]), spec["n"], spec["dim"])
+    return sweep_grid(problem, subspace, grid).values
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+
+def test_search_sweep_ls(tmp_path: Path) -> None:
+    config = _write(tmp_path / "tiny.yml", TINY)
+    home = tmp_path / "home"
+
+    done = _genni(tmp_path, "search", "--config", str(config), "--home", str(home))
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"\d+ of 6 converged \(J < 0\.01\)", done.stdout), done.stdout
+    experiment = Experiment("tiny", home)
+    assert experiment.searches() == ["search"]
+    assert experiment.load_config()["search"]["lr"] == 0.05
+
+    done = _genni(tmp_path, "sweep", "--config", str(config), "--home", str(home), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "grid 'plane' (12×12 on [-2, 2]^2): 3 chunks of 50 points" in done.stdout
+    assert "computed 3 of 3 chunks in this run" in done.stdout  # plane: 144 points
+    assert "computed 3 of 3 chunks in this run" in done.stdout.split("grid 'cube'")[1]  # 125
+    assert "ε-set (J < 0.01)" in done.stdout
+    assert experiment.grids() == ["cube", "plane"]
+    plane = experiment.load_grid("plane")
+    assert plane.values.shape == (12, 12)
+    reference = _reference_values(home, "tiny", "plane", {**TINY["grids"][0], "dim": 2})
+    assert torch.equal(plane.values, reference)
+    assert experiment.load_grid("cube").values.shape == (5, 5, 5)
+
+    # Again, from the saved config: nothing left to compute.
+    done = _genni(tmp_path, "sweep", "--experiment", "tiny", "--home", str(home))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("complete on disk; computing 0 chunks") == 2
+
+    # The home from GENNI_HOME, as `genni ls` sees it.
+    listing = subprocess.run(
+        _command("ls"),
+        cwd=tmp_path,
+        env={**_env(), "GENNI_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listing.returncode == 0, listing.stderr
+    out = listing.stdout
+    assert f"genni home: {home}" in out
+    assert "tiny/  model two_neuron; 1 search(es), 2 grid(s)" in out
+    assert re.search(r"searches/search +6 starts × 150 steps, 4 params, \d+ converged", out)
+    assert re.search(r"grids/plane +12×12, complete +[\d.]+ kB +\d{4}-\d\d-\d\d \d\d:\d\d", out)
+    assert re.search(r"grids/cube +5×5×5, complete", out)
+    assert not [name for name in _files(home) if name.endswith(".tmp")]
+
+
+def test_demo_quick(tmp_path: Path) -> None:
+    done = _genni(tmp_path, "demo", "--quick", "--no-progress", timeout=180)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    home = tmp_path / "genni_home"  # the default home: ./genni_home
+    assert f"home:        {home}" in out
+    assert re.search(r"\d+ of 8 starts converged \(J < 0\.0025\)", out)
+    assert re.search(r"20×20 on \[-2, 2\]\^2: ε-set \d+ of 400 points", out)
+    assert re.search(r"8×8×8 on \[-2, 2\]\^3: ε-set \d+ of 512 points", out)
+    assert "time taken:" in out
+    experiment = Experiment("demo_quick", home)
+    assert experiment.grids() == ["plane2d", "space3d"]
+    # A second run reuses the search and the grids.
+    again = _genni(tmp_path, "demo", "--quick", "--no-progress", timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert "reusing the one on disk" in again.stdout
+    assert again.stdout.count("computing 0 chunks") == 2
+
+
+def test_demo_presets_are_the_papers() -> None:
+    config = validate_config(cli.DEMO_TWO_NEURON)
+    assert config["model"] == {"name": "two_neuron"}
+    assert config["seed"] == 10
+    assert config["probes"]["num_probes"] == 16384
+    assert (config["search"]["batch_size"], config["search"]["lr"]) == (256, 0.015)
+    assert config["subspace"]["eps"] == 0.0025
+    grids = {(g["dim"], g["n"], tuple(g["bound"])) for g in config["grids"]}
+    assert grids == {(2, 100, (-2.0, 2.0)), (3, 50, (-2.0, 2.0))}
+    lenet = validate_config(cli.DEMO_LENET)
+    assert lenet["model"]["name"] == "lenet5"
+    assert (lenet["model"]["input_size"], lenet["model"]["num_outputs"]) == (28, 1)
+    assert lenet["search"]["lr"] == 0.001
+    assert {tuple(g["bound"]) for g in lenet["grids"]} == {(-13.0, 13.0)}
+
+
+# --- kill and resume ------------------------------------------------------------------------
+
+RESUME = {
+    "experiment": "resume",
+    "model": {"name": "mlp", "sizes": [8, 64, 64, 1]},
+    "probes": {"num_probes": 4096},
+    "search": {"starts": 3, "steps": 1},
+    "subspace": {"eps": 1.0e6},  # every start counts: the plane only has to exist
+    "grids": [{"name": "plane", "bound": [-1, 1], "n": 40}],
+    "chunk_points": 20,  # 80 chunks
+}
+
+
+def test_kill_and_resume(tmp_path: Path) -> None:
+    config = _write(tmp_path / "resume.yml", RESUME)
+    home = tmp_path / "home"
+    assert cli.main(["search", "--config", str(config), "--home", str(home), "--no-progress"]) == 0
+    chunks = Experiment("resume", home).grid_dir("plane") / "chunks"
+
+    process = subprocess.Popen(
+        _command("sweep", "--config", str(config), "--home", str(home), "--no-progress"),
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while not (chunks.is_dir() and any(chunks.glob("chunk_*.npz"))):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no chunk file appeared"
+            time.sleep(0.002)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    done = len(list(chunks.glob("chunk_*.npz")))
+    assert 1 <= done < 80, f"{done} of 80 chunks done when killed"
+
+    listing = _genni(tmp_path, "ls", "--home", str(home))
+    assert re.search(rf"grids/plane +40×40, partial: {done}/80 chunks", listing.stdout), listing
+
+    resumed = _genni(tmp_path, "sweep", "--config", str(config), "--home", str(home))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming, {done} of 80 chunks done; computing {80 - done} chunks" in resumed.stdout
+    assert f"computed {80 - done} of 80 chunks in this run" in resumed.stdout
+    values = Experiment("resume", home).load_grid("plane").values
+    expected = _reference_values(home, "resume", "plane", {**RESUME["grids"][0], "dim": 2})
+    assert torch.equal(values, expected)
+    assert not [name for name in _files(home) if name.endswith(".tmp")]
+    assert not chunks.exists()
+
+
+# --- help -----------------------------------------------------------------------------------
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = cli._parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("command", ["search", "sweep", "ls", "demo"])
+def test_help_lists_every_option(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    parser = _subparsers()[command]
+    for action in parser._actions:
+        if action.help == argparse.SUPPRESS:
+            continue
+        for option in action.option_strings:
+            assert option in text, f"{option} missing from `genni {command} --help`"
+        if not action.option_strings:
+            assert action.metavar in text
+        assert action.help, f"{action.dest} of `genni {command}` has no help text"
+    if command != "ls":
+        for key in (*TOP_KEYS, "num_probes", "starts", "record_every", "eps", "bound"):
+            assert f"{key}:" in text, f"config key {key} missing from `genni {command} --help`"
+
+
+def test_top_level_help(tmp_path: Path) -> None:
+    done = _genni(tmp_path, "--help", timeout=60)
+    assert done.returncode == 0
+    for command in ("search", "sweep", "ls", "demo"):
+        assert command in done.stdout
+
+
+# --- bad configs ----------------------------------------------------------------------------
+
+
+BAD_CONFIGS = [
+    ({**TINY, "colour": "red"}, "config key 'colour': is not a known key"),
+    ({**TINY, "search": {"lrate": 0.1}}, "config key 'search.lrate': is not a known key"),
+    ({**TINY, "search": {"lr": "fast"}}, "config key 'search.lr': expected a positive number"),
+    ({**TINY, "probes": {"num_probes": 0}}, "config key 'probes.num_probes': expected an int >= 1"),
+    ({**TINY, "grids": [{"name": "g", "bound": [2, -2], "n": 3}]}, "'grids[0].bound'"),
+    ({**TINY, "grids": [{"name": "g", "bound": [-2, 2], "n": "ten"}]}, "'grids[0].n'"),
+    ({**TINY, "grids": [{"bound": [-2, 2], "n": 3}]}, "'grids[0].name': is missing"),
+    ({key: v for key, v in TINY.items() if key != "model"}, "config key 'model': is missing"),
+    ({**TINY, "model": {"name": "resnet"}}, "'model.name': expected one of two_neuron"),
+    ({**TINY, "model": {"name": "mlp"}}, "config key 'model.sizes': is missing"),
+    ({**TINY, "model": {"name": "lenet5", "depth": 3}}, "'model.depth': is not a known key"),
+    ({**TINY, "experiment": "a/b"}, "config key 'experiment'"),
+    ({**TINY, "seed": 12}, "config key 'search.seed'"),
+    ({**TINY, "search": {"optimizer": "adam", "momentum": 0.9}}, "'search.momentum'"),
+    ({**TINY, "backend": "gpu"}, "config key 'backend': expected one of auto | fused | torch"),
+]
+
+
+@pytest.mark.parametrize(("config", "message"), BAD_CONFIGS)
+def test_bad_config(
+    tmp_path: Path, config: dict, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path / "bad.yml", config)
+    home = tmp_path / "home"
+    for command in ("search", "sweep"):
+        assert cli.main([command, "--config", str(path), "--home", str(home)]) == 1
+        error = capsys.readouterr().err
+        assert message in error, error
+        assert error.startswith(f"genni {command}: error:")
+    assert not home.exists()
+    assert _files(tmp_path) == ["bad.yml"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "search.lr=fast"], "config key 'search.lr'"),
+        (["--lr", "-1"], "config key 'search.lr': expected a positive number, got -1.0"),
+        (["--set", "search.colour=1"], "config key 'search.colour': is not a known key"),
+        (["--set", "nonsense"], "expected KEY=VALUE"),
+        (["--model", "mlp"], "config key 'model.sizes': is missing"),
+    ],
+)
+def test_bad_overrides(
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path / "ok.yml", TINY)
+    home = tmp_path / "home"
+    assert cli.main(["search", "--config", str(path), "--home", str(home), *args]) == 1
+    assert message in capsys.readouterr().err
+    assert not home.exists()
+
+
+def test_unreadable_configs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "broken.yml").write_text("model: {name: two_neuron\n")
+    assert cli.main(["search", "--config", str(tmp_path / "broken.yml")]) == 1
+    assert "is not valid YAML" in capsys.readouterr().err
+    (tmp_path / "list.yml").write_text("- 1\n- 2\n")
+    assert cli.main(["search", "--config", str(tmp_path / "list.yml")]) == 1
+    assert "must hold a mapping" in capsys.readouterr().err
+    assert cli.main(["search", "--config", str(tmp_path / "missing.yml")]) == 1
+    assert "cannot read the config file" in capsys.readouterr().err
+
+
+def test_sweep_needs_a_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path / "ok.yml", TINY)
+    home = tmp_path / "home"
+    assert cli.main(["sweep", "--config", str(path), "--home", str(home)]) == 1
+    assert "has no search 'search'" in capsys.readouterr().err
+    assert cli.main(["sweep", "--home", str(home)]) == 1
+    assert "needs --config FILE, or --experiment NAME" in capsys.readouterr().err
+    assert not home.exists()
+
+
+def test_ls_empty_home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["ls", "--home", str(tmp_path / "none")]) == 0
+    assert "no experiments yet" in capsys.readouterr().out
