@@ -285,6 +285,27 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--config", metavar="FILE", help="list only the config's experiment")
     _add_home(listing)
 
+    plot = commands.add_parser(
+        "plot",
+        help="draw every picture that fits an experiment's grids, and report.md",
+        description=_wrap(
+            "Draw into the experiment's plots folder: the search's convergence; for 2-D "
+            "grids the surface (linear J) and the contour (log J); for 3-D grids the ε-set "
+            "from several angles, slices, a UMAP and an interactive HTML view (with plotly); "
+            "for 4-D and larger grids a UMAP. Writes report.md in the experiment with each "
+            "figure and the numbers behind it."
+        ),
+        formatter_class=formatter,
+    )
+    plot.add_argument("experiment", metavar="EXPERIMENT", help="the experiment's name")
+    plot.add_argument(
+        "grids", nargs="*", metavar="GRID", help="only these grids (default: every grid)"
+    )
+    plot.add_argument(
+        "--eps", type=float, metavar="EPS", help="ε (default: the config's subspace.eps)"
+    )
+    _add_home(plot)
+
     demo = commands.add_parser(
         "demo",
         help="run the paper's 4-parameter experiment end to end (or LeNet-5)",
@@ -650,6 +671,27 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 # --- demo -----------------------------------------------------------------------------------
 
 
+def _report_drawn(drawn: Any) -> None:
+    for path in drawn.files:
+        _say(f"  drew {path}")
+    for stem, reason in drawn.skipped:
+        _say(f"  not drawn: {stem}: {reason}")
+    _say(f"  report:      {drawn.report}")
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plot.report import draw_experiment
+    from .store import Experiment, StoreError
+
+    experiment = Experiment(args.experiment, _home(args))
+    if not experiment.exists:
+        raise StoreError(
+            f"no experiment {args.experiment!r} in {experiment.home}; `genni ls` lists them"
+        )
+    _report_drawn(draw_experiment(experiment, args.grids or None, eps=args.eps))
+    return 0
+
+
 def _same_search(saved: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
     keys = ("model", "seed", "probes", "search")
     return all(saved.get(key) == config.get(key) for key in keys)
@@ -701,9 +743,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     search_seconds = time.perf_counter() - search_start
     experiment.save_config(config)
     swept = _sweep_grids(config, experiment, problem, result, config["grids"], progress=progress)
+    eps = config["subspace"]["eps"]
+    from .plot.report import draw_experiment
+
+    _say("plots")
+    grids = [spec["name"] for spec, _, _ in swept]
+    _report_drawn(draw_experiment(experiment, grids, eps=eps, search=search_name))
     total = time.perf_counter() - started
 
-    eps = config["subspace"]["eps"]
     converged = int(result.converged(eps).sum())
     _say("")
     _say("summary")
@@ -737,7 +784,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # --- entry point ----------------------------------------------------------------------------
 
-_COMMANDS = {"search": _cmd_search, "sweep": _cmd_sweep, "ls": _cmd_ls, "demo": _cmd_demo}
+_COMMANDS = {
+    "search": _cmd_search,
+    "sweep": _cmd_sweep,
+    "ls": _cmd_ls,
+    "plot": _cmd_plot,
+    "demo": _cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib.image
 import pytest
 import torch
 import yaml
@@ -138,6 +139,28 @@ def test_demo_quick(tmp_path: Path) -> None:
     assert "time taken:" in out
     experiment = Experiment("demo_quick", home)
     assert experiment.grids() == ["plane2d", "space3d"]
+    # The demo ends by drawing every picture that fits, and report.md shows each one.
+    pictures = {
+        "search_convergence.png",
+        "plane2d_surface.png",
+        "plane2d_contour.png",
+        "space3d_scatter3d.png",
+        "space3d_slices.png",
+    }
+    drawn = {path.name for path in experiment.plots_dir.iterdir()}
+    assert pictures | {"space3d_scatter3d.html"} <= drawn
+    report = (experiment.path / "report.md").read_text()
+    assert "space3d_umap" in report  # drawn, or listed with the reason it was not
+    for name in pictures:
+        assert f"(plots/{name})" in report
+        assert float(matplotlib.image.imread(experiment.plots_dir / name).std()) > 0.0
+    # `genni plot` redraws one grid at another ε; an unknown experiment is a clear error.
+    redraw = _genni(tmp_path, "plot", "demo_quick", "plane2d", "--eps", "0.01", timeout=120)
+    assert redraw.returncode == 0, redraw.stderr
+    assert "plane2d_contour.png" in redraw.stdout and "space3d" not in redraw.stdout
+    assert "ε = 0.01" in (experiment.path / "report.md").read_text()
+    missing = _genni(tmp_path, "plot", "no_such_experiment", timeout=60)
+    assert missing.returncode == 1 and "no experiment 'no_such_experiment'" in missing.stderr
     # A second run reuses the search and the grids.
     again = _genni(tmp_path, "demo", "--quick", "--no-progress", timeout=180)
     assert again.returncode == 0, again.stderr

@@ -1,0 +1,494 @@
+"""Pictures of J on a plane and of a search: surface, log contour, slices, convergence.
+
+Every function returns a :class:`matplotlib.figure.Figure` made with
+:func:`genni_ext.plot._style.new_figure` (no pyplot, no display). Grid values that are NaN
+or infinite are masked, and the title says how many. On a log colour scale, values ≤ 0
+are clipped to the smallest positive value (the title says how many); a grid with no
+positive value at all is drawn on a linear scale instead, and the title says so. When an
+ε is given and no grid point has J < ε, the picture says "ε-set empty" rather than
+silently drawing no ε line.
+
+Axes are sorted before drawing (``Grid.from_axes`` accepts them in any order), so a grid
+with decreasing axes draws the same picture as one with increasing axes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.contour import ContourSet
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator
+
+from ..errors import InputError
+from ..grid import GridResult
+from . import _style
+
+CMAP = "viridis"
+CONVERGED_COLOUR = "tab:green"
+NOT_CONVERGED_COLOUR = "tab:red"
+EPS_COLOUR = "black"
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_eps(eps: object, *, optional: bool = True) -> float | None:
+    if eps is None and optional:
+        return None
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise InputError(f"eps must be a positive number, got {eps!r}")
+    if not math.isfinite(eps) or eps <= 0:
+        raise InputError(f"eps must be a positive finite number, got {eps!r}")
+    return float(eps)
+
+
+def _check_grid(result: object, dim: int, what: str) -> GridResult:
+    """``result`` as a GridResult on an axis grid of ``dim`` axes, at least 2 points each."""
+    if not isinstance(result, GridResult):
+        raise InputError(f"{what} needs a genni_ext.GridResult, got {type(result).__name__}")
+    grid = result.grid
+    if grid.axes is None:
+        raise InputError(
+            f"{what} needs a GridResult on a {dim}-D axis grid (Grid.uniform or "
+            f"Grid.from_axes); this one is a coefficient list of {grid.size} points "
+            f"with m={grid.dim}, which has no axes to draw on (use scatter3d or umap)"
+        )
+    if grid.dim != dim:
+        raise InputError(
+            f"{what} needs a {dim}-D axis grid, got a {grid.dim}-D one of shape "
+            f"{list(grid.shape)}"
+            + ("; use slices for a 3-D grid" if dim == 2 and grid.dim == 3 else "")
+        )
+    if min(grid.shape) < 2:
+        raise InputError(
+            f"{what} needs at least 2 points on every axis, got grid shape {list(grid.shape)}"
+        )
+    return result
+
+
+def _sorted_grid(result: GridResult) -> tuple[list[np.ndarray], np.ndarray]:
+    """The axes (each increasing) and the values reordered to match, as numpy float64."""
+    assert result.grid.axes is not None
+    axes = [axis.numpy().astype(np.float64) for axis in result.grid.axes]
+    values = result.values.detach().cpu().numpy().astype(np.float64)
+    orders = [np.argsort(axis, kind="stable") for axis in axes]
+    values = values[np.ix_(*orders)]
+    return [axis[order] for axis, order in zip(axes, orders, strict=True)], values
+
+
+def _marker_coords(result: GridResult, dim: int, what: str) -> list[np.ndarray]:
+    coords = []
+    for marker in result.markers:
+        c = torch.as_tensor(marker.coords).detach().cpu().reshape(-1).numpy().astype(np.float64)
+        if c.shape != (dim,):
+            raise InputError(
+                f"{what}: marker {marker.name} has {c.size} coordinates but the grid has {dim} "
+                "axes; markers must come from the same subspace as the grid"
+            )
+        coords.append(c)
+    return coords
+
+
+# --------------------------------------------------------------------------- colour scale
+
+
+@dataclass
+class _Scale:
+    """The values as drawn (masked, clipped), the norm and the notes for the title."""
+
+    values: np.ma.MaskedArray
+    norm: Normalize
+    levels: np.ndarray
+    notes: list[str]
+
+
+def _scale(raw: np.ndarray, *, log: bool, levels: int) -> _Scale:
+    """Masked, clipped values and a norm/levels spanning the finite (positive) ones."""
+    finite = np.isfinite(raw)
+    bad = int(raw.size - finite.sum())
+    notes = []
+    if bad:
+        notes.append(f"{bad} of {raw.size} values NaN/inf (masked)")
+    shown = np.ma.masked_invalid(raw)
+    if not finite.any():
+        notes.append("no finite value to draw")
+        return _Scale(shown, Normalize(0.0, 1.0), np.linspace(0.0, 1.0, levels + 1), notes)
+    positive = finite & (raw > 0)
+    if log and positive.any():
+        low = float(raw[positive].min())
+        high = float(raw[positive].max())
+        clipped = int((finite & ~positive).sum())
+        if clipped:
+            notes.append(f"{clipped} values ≤ 0 clipped to {low:.3g} for the log scale")
+            shown = np.ma.masked_invalid(np.where(finite & ~positive, low, raw))
+        if high <= low:  # constant: give the scale some room around the single value
+            low, high = low / 2.0, high * 2.0
+        return _Scale(shown, LogNorm(low, high), np.geomspace(low, high, levels + 1), notes)
+    if log:
+        notes.append("no positive J: linear colour scale")
+    low = float(raw[finite].min())
+    high = float(raw[finite].max())
+    if high <= low:
+        pad = abs(low) * 0.5 or 1.0
+        low, high = low - pad, high + pad
+    return _Scale(shown, Normalize(low, high), np.linspace(low, high, levels + 1), notes)
+
+
+def _eps_notes(raw: np.ndarray, eps: float | None) -> tuple[list[str], bool]:
+    """Title notes on the ε-set and whether an ε line can be drawn (J crosses ε)."""
+    if eps is None:
+        return [], False
+    finite = raw[np.isfinite(raw)]
+    inside = int((finite < eps).sum())
+    if inside == 0:
+        low = f"{finite.min():.3g}" if finite.size else "none"
+        return [f"ε-set empty: no J < ε = {eps:.3g} (smallest J {low})"], False
+    note = f"ε-set: {inside} of {raw.size} points with J < ε = {eps:.3g}"
+    return [note], inside < finite.size
+
+
+def _title(ax: Axes, title: str, notes: Sequence[str]) -> None:
+    ax.set_title("\n".join([title, *notes]), fontsize=9)
+
+
+def _colorbar(
+    fig: Figure, mappable: ScalarMappable, axes: Axes | list[Axes], eps: float | None
+) -> None:
+    cbar = fig.colorbar(mappable, ax=axes, label=_style.J_LABEL)
+    norm = cbar.norm
+    low, high = norm.vmin, norm.vmax
+    if isinstance(norm, LogNorm):
+        cbar.locator = LogLocator(subs=(1.0, 2.0, 5.0))
+        cbar.formatter = LogFormatterSciNotation(labelOnlyBase=False)
+        cbar.update_ticks()
+    if eps is not None and low is not None and high is not None and low <= eps <= high:
+        cbar.ax.axhline(eps, color=EPS_COLOUR, linewidth=1.5)
+        cbar.ax.text(
+            -0.15, eps, "ε", transform=cbar.ax.get_yaxis_transform(), ha="right", va="center"
+        )
+
+
+# --------------------------------------------------------------------------- 2-D pictures
+
+
+def _draw_plane(
+    ax: Axes,
+    axes: tuple[np.ndarray, np.ndarray],
+    scale: _Scale,
+    values: np.ma.MaskedArray,
+    eps_line: float | None,
+) -> ContourSet | None:
+    """Filled contour of ``values`` (first index along x) on ``ax``; returns the ContourSet."""
+    x, y = np.meshgrid(axes[0], axes[1], indexing="ij")
+    if values.mask is not np.ma.nomask and values.mask.all():
+        ax.text(0.5, 0.5, "all values NaN/inf", ha="center", va="center", transform=ax.transAxes)
+        return None
+    filled = ax.contourf(x, y, values, levels=scale.levels, norm=scale.norm, cmap=CMAP)
+    if eps_line is not None:
+        ax.contour(x, y, values, levels=[eps_line], colors=EPS_COLOUR, linewidths=1.5)
+        ax.plot([], [], color=EPS_COLOUR, label=f"J = ε = {eps_line:.3g}")
+    return filled
+
+
+def _scatter_marker(ax: Axes, index: int, name: str, x: float, y: float) -> None:
+    ax.scatter(
+        [x],
+        [y],
+        s=60,
+        color=_style.marker_colour(index),
+        edgecolors="black",
+        zorder=5,
+        label=name,
+    )
+
+
+def contour(
+    result: GridResult, *, log: bool = True, eps: float | None = None, levels: int = 20
+) -> Figure:
+    """Filled contour of J over a 2-D axis grid, markers at their coordinates.
+
+    With ``log`` the colour scale is a :class:`~matplotlib.colors.LogNorm` over the finite
+    positive values; values ≤ 0 are clipped to the smallest positive value. NaN/inf are
+    masked. With ``eps`` the level J = ε is drawn as a black line (and on the colour bar);
+    an empty ε-set is said in the title.
+    """
+    result = _check_grid(result, 2, "contour")
+    eps = _check_eps(eps)
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise InputError(f"levels must be a positive int, got {levels!r}")
+    coords = _marker_coords(result, 2, "contour")
+    axes, raw = _sorted_grid(result)
+    scale = _scale(raw, log=log, levels=levels)
+    eps_notes, crosses = _eps_notes(raw, eps)
+
+    fig = _style.new_figure()
+    ax = fig.add_subplot()
+    filled = _draw_plane(ax, (axes[0], axes[1]), scale, scale.values, eps if crosses else None)
+    for index, (marker, c) in enumerate(zip(result.markers, coords, strict=True)):
+        _scatter_marker(ax, index, marker.name, float(c[0]), float(c[1]))
+    ax.set_xlabel(_style.AXIS_LABELS[0])
+    ax.set_ylabel(_style.AXIS_LABELS[1])
+    if filled is not None:
+        _colorbar(fig, filled, ax, eps)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
+    kind = "log" if isinstance(scale.norm, LogNorm) else "linear"
+    _title(ax, f"J on the plane ({kind} colour scale)", [*scale.notes, *eps_notes])
+    return fig
+
+
+def surface(result: GridResult, *, eps: float | None = None) -> Figure:
+    """3-D surface of J (linear scale) over a 2-D axis grid, markers at (c1, c2, J).
+
+    NaN/inf values are masked (left out of the surface). With ``eps`` the level J = ε is
+    drawn as a black contour at height ε and on the colour bar; an empty ε-set is said in
+    the title. A marker whose J is not finite is drawn at the top of the surface.
+    """
+    result = _check_grid(result, 2, "surface")
+    eps = _check_eps(eps)
+    coords = _marker_coords(result, 2, "surface")
+    axes, raw = _sorted_grid(result)
+    scale = _scale(raw, log=False, levels=20)
+    eps_notes, crosses = _eps_notes(raw, eps)
+
+    fig = _style.new_figure(7.2, 5.6)
+    ax = fig.add_subplot(projection="3d")
+    x, y = np.meshgrid(axes[0], axes[1], indexing="ij")
+    finite = np.isfinite(raw)
+    if finite.any():
+        z = np.where(finite, raw, np.nan)
+        surf = ax.plot_surface(
+            x, y, z, cmap=CMAP, norm=scale.norm, linewidth=0, antialiased=False, alpha=0.85
+        )
+        if crosses and eps is not None:
+            ax.contour(x, y, z, levels=[eps], colors=EPS_COLOUR, linewidths=1.5)
+            ax.plot([], [], color=EPS_COLOUR, label=f"J = ε = {eps:.3g}")
+        _colorbar(fig, surf, ax, eps)
+        top = float(raw[finite].max())
+    else:
+        top = 0.0
+    for index, (marker, c) in enumerate(zip(result.markers, coords, strict=True)):
+        height = marker.loss if math.isfinite(marker.loss) else top
+        ax.plot(
+            [float(c[0])],
+            [float(c[1])],
+            [float(height)],
+            marker="o",
+            markersize=8,
+            linestyle="none",
+            color=_style.marker_colour(index),
+            markeredgecolor="black",
+            zorder=10,
+            label=marker.name,
+        )
+    ax.set_xlabel(_style.AXIS_LABELS[0])
+    ax.set_ylabel(_style.AXIS_LABELS[1])
+    ax.set_zlabel("J")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", fontsize=8)
+    _title(ax, "J on the plane (linear scale)", [*scale.notes, *eps_notes])
+    return fig
+
+
+def _nearest_indices(axis: np.ndarray, at: Sequence[float] | None) -> list[int]:
+    if at is None:
+        count = min(4, axis.size)
+        return sorted({int(i) for i in np.round(np.linspace(0, axis.size - 1, count))})
+    if isinstance(at, (str, bytes)) or not isinstance(at, Sequence) or len(at) == 0:
+        raise InputError(f"at must be a non-empty list of coefficient values, got {at!r}")
+    picked: list[int] = []
+    for value in at:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"at must hold numbers, got {value!r}")
+        if not math.isfinite(value):
+            raise InputError(f"at must hold finite numbers, got {value!r}")
+        index = int(np.argmin(np.abs(axis - value)))
+        if index not in picked:
+            picked.append(index)
+    return picked
+
+
+def slices(
+    result: GridResult,
+    axis: int,
+    at: Sequence[float] | None = None,
+    *,
+    log: bool = True,
+    eps: float | None = None,
+    levels: int = 20,
+) -> Figure:
+    """Contour panels of J over a 3-D axis grid at several values of coefficient ``axis``.
+
+    Panels sit at the grid values nearest to ``at`` (duplicates dropped; default: 4 evenly
+    spaced grid values) and share one colour bar spanning the values drawn (log scale as
+    :func:`contour`, values ≤ 0 clipped). Each marker is drawn on the panel nearest its
+    coordinate along ``axis``. With ``eps`` the level J = ε is drawn on every panel.
+    """
+    result = _check_grid(result, 3, "slices")
+    if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < 3:
+        raise InputError(f"axis must be 0, 1 or 2 (the coefficient to slice along), got {axis!r}")
+    eps = _check_eps(eps)
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise InputError(f"levels must be a positive int, got {levels!r}")
+    coords = _marker_coords(result, 3, "slices")
+    axes, raw = _sorted_grid(result)
+    picked = _nearest_indices(axes[axis], at)
+    others = [i for i in range(3) if i != axis]
+    panels = [np.take(raw, index, axis=axis) for index in picked]
+    drawn = np.stack(panels)
+    scale = _scale(drawn, log=log, levels=levels)
+    eps_notes, _ = _eps_notes(drawn, eps)
+
+    count = len(picked)
+    ncols = min(count, 4)
+    nrows = math.ceil(count / ncols)
+    fig = _style.new_figure(3.4 * ncols + 1.2, 3.2 * nrows + 0.6)
+    grid_axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    flat = list(grid_axes.reshape(-1))
+    for extra in flat[count:]:
+        extra.set_visible(False)
+    flat = flat[:count]
+    picked_values = axes[axis][picked]
+    owner = [int(np.argmin(np.abs(picked_values - c[axis]))) for c in coords]
+    mappable = None
+    for panel, (ax, index) in enumerate(zip(flat, picked, strict=True)):
+        values = scale.values[panel]
+        finite = values.compressed()
+        line = (
+            eps if eps is not None and finite.size and finite.min() < eps < finite.max() else None
+        )
+        filled = _draw_plane(ax, (axes[others[0]], axes[others[1]]), scale, values, line)
+        if mappable is None:
+            mappable = filled
+        for m_index, (marker, c) in enumerate(zip(result.markers, coords, strict=True)):
+            if owner[m_index] == panel:
+                _scatter_marker(ax, m_index, marker.name, float(c[others[0]]), float(c[others[1]]))
+        ax.set_title(f"{_style.AXIS_LABELS[axis]} = {axes[axis][index]:.3g}", fontsize=9)
+        ax.set_xlabel(_style.AXIS_LABELS[others[0]])
+        ax.set_ylabel(_style.AXIS_LABELS[others[1]])
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=7)
+    if mappable is not None:
+        _colorbar(fig, mappable, flat, eps)
+    kind = "log" if isinstance(scale.norm, LogNorm) else "linear"
+    head = f"J on slices along {_style.AXIS_LABELS[axis]} ({kind} colour scale)"
+    fig.suptitle("\n".join([head, *scale.notes, *eps_notes]), fontsize=9)
+    return fig
+
+
+# --------------------------------------------------------------------------- search
+
+
+def _check_search(search_result: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    for attribute in ("losses", "history", "history_steps"):
+        if not isinstance(getattr(search_result, attribute, None), torch.Tensor):
+            raise InputError(
+                f"search_convergence needs a genni_ext.SearchResult (with tensor .{attribute}), "
+                f"got {type(search_result).__name__}"
+            )
+    losses = search_result.losses.detach().cpu().double().reshape(-1).numpy()  # type: ignore[attr-defined]
+    history = search_result.history.detach().cpu().double().numpy()  # type: ignore[attr-defined]
+    steps = search_result.history_steps.detach().cpu().double().reshape(-1).numpy()  # type: ignore[attr-defined]
+    k = losses.size
+    if history.size == 0:
+        history = np.zeros((k, 0))
+    if history.ndim != 2 or history.shape[0] != k or history.shape[1] != steps.size:
+        raise InputError(
+            f"search result has losses [{k}], history {list(history.shape)} and history_steps "
+            f"[{steps.size}]; history must be [K, R] with K starts and R recorded steps"
+        )
+    return losses, history, steps
+
+
+def search_convergence(search_result: object, eps: float) -> Figure:
+    """J against step for every start (log y) and the final J of each start, with ε.
+
+    Converged starts (final J < ε) are green, the others red; the legend counts each.
+    Values ≤ 0 are clipped to the smallest positive value for the log axis; NaN ends a
+    line and a NaN final J is marked as such. A result without history says so in the
+    left panel (the final J is still drawn).
+    """
+    losses, history, steps = _check_search(search_result)
+    eps_value = _check_eps(eps, optional=False)
+    assert eps_value is not None
+    converged = np.isfinite(losses) & (losses < eps_value)
+    k = losses.size
+    everything = np.concatenate([history.reshape(-1), losses, [eps_value]])
+    positive = everything[np.isfinite(everything) & (everything > 0)]
+    floor = float(positive.min())
+
+    def clip(values: np.ndarray) -> np.ndarray:
+        return np.where(np.isfinite(values) & (values <= 0), floor, values)
+
+    fig = _style.new_figure(11.0, 4.4)
+    left, right = fig.subplots(1, 2, width_ratios=(2, 1))
+    counts = {True: int(converged.sum()), False: int(k - converged.sum())}
+    names = {True: f"converged (J < ε): {counts[True]}", False: f"not converged: {counts[False]}"}
+    colours = {True: CONVERGED_COLOUR, False: NOT_CONVERGED_COLOUR}
+
+    if history.shape[1] == 0:
+        left.text(
+            0.5,
+            0.5,
+            "no loss history recorded",
+            ha="center",
+            va="center",
+            transform=left.transAxes,
+        )
+    else:
+        labelled: set[bool] = set()
+        style = "o-" if history.shape[1] == 1 else ".-"
+        for start in range(k):
+            state = bool(converged[start])
+            label = names[state] if state not in labelled else "_nolegend_"
+            labelled.add(state)
+            (line,) = left.plot(
+                steps,
+                clip(history[start]),
+                style,
+                color=colours[state],
+                linewidth=1,
+                alpha=0.8,
+                label=label,
+            )
+            line.set_gid(f"start {start}")
+    left.axhline(eps_value, color=EPS_COLOUR, linestyle="--", label=f"ε = {eps_value:.3g}")
+    left.set_yscale("log")
+    left.set_xlabel("step")
+    left.set_ylabel(_style.J_LABEL)
+    left.legend(fontsize=8)
+    left.set_title(f"J during the search: {counts[True]} of {k} starts reached J < ε", fontsize=9)
+
+    index = np.arange(k)
+    finite = np.isfinite(losses)
+    for state in (True, False):
+        chosen = finite & (converged == state)
+        if chosen.any():
+            right.scatter(
+                index[chosen],
+                clip(losses[chosen]),
+                color=colours[state],
+                label=names[state],
+                zorder=3,
+            )
+    nan_starts = index[~finite]
+    for start in nan_starts:
+        right.annotate("NaN", (float(start), eps_value), ha="center", color=NOT_CONVERGED_COLOUR)
+    right.axhline(eps_value, color=EPS_COLOUR, linestyle="--", label=f"ε = {eps_value:.3g}")
+    right.set_yscale("log")
+    right.set_xlim(-0.5, k - 0.5)
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_xlabel("start")
+    right.set_ylabel("final J")
+    right.legend(fontsize=8, loc="best")
+    note = f" ({len(nan_starts)} NaN)" if len(nan_starts) else ""
+    right.set_title(f"final J of each start{note}", fontsize=9)
+    return fig

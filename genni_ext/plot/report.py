@@ -1,0 +1,140 @@
+"""Every picture that fits an experiment's grids, saved in its plots folder, and report.md.
+
+By grid dimension: 2-D grids get the linear-scale surface and the log-scale contour; 3-D
+grids the ε-set from several angles, slices and a UMAP of the ε-set (plus an interactive
+HTML view where plotly is installed); grids of 4 or more dimensions a UMAP. The search gets
+its convergence plot. A picture that cannot be drawn (an empty ε-set for UMAP, say) is
+listed in the report with the reason instead of stopping the others.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from matplotlib.figure import Figure
+
+from ..errors import GenniError
+from ..grid import GridResult
+from ..store import Experiment, atomic_write, atomic_write_text
+
+
+@dataclass
+class Drawn:
+    """What ``draw_experiment`` made: figure files, and pictures it could not draw, by reason."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    report: Path | None = None
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    def write(handle: IO[bytes]) -> None:
+        figure.savefig(handle, format="png", dpi=100)
+
+    return atomic_write(path, write)
+
+
+def _grid_figures(result: GridResult, eps: float) -> list[tuple[str, Callable[[], Figure]]]:
+    """(file suffix, figure maker) for every picture that fits the grid's dimension."""
+    from .planes import contour, slices, surface
+    from .sets import scatter3d, umap
+
+    dim, has_axes = result.grid.dim, result.grid.axes is not None
+    if dim == 2 and has_axes:
+        return [
+            ("surface", lambda: surface(result, eps=eps)),
+            ("contour", lambda: contour(result, eps=eps)),
+        ]
+    figures: list[tuple[str, Callable[[], Figure]]] = []
+    if dim == 3 and has_axes:
+        figures += [
+            ("scatter3d", lambda: scatter3d(result, eps)),
+            ("slices", lambda: slices(result, axis=2)),
+        ]
+    if dim >= 3:
+        figures.append(("umap", lambda: umap(result, eps)))
+    return figures
+
+
+def draw_experiment(
+    experiment: Experiment,
+    grids: Sequence[str] | None = None,
+    *,
+    eps: float | None = None,
+    search: str = "search",
+) -> Drawn:
+    """Draw the search and the named grids (default: every complete grid) into plots/.
+
+    ``eps`` defaults to the experiment config's ``subspace.eps``. Writes report.md in the
+    experiment folder with each figure and the numbers behind it.
+    """
+    config = experiment.load_config() if experiment.config_path.exists() else {}
+    if eps is None:
+        eps = float(config.get("subspace", {}).get("eps", 0.0025))
+    names = list(grids) if grids else experiment.grids()
+    drawn = Drawn()
+    lines = [f"# {experiment.name}", "", f"ε = {eps:g}", ""]
+
+    if search in experiment.searches():
+        from .planes import search_convergence
+
+        result = experiment.load_search(search)
+        converged = int(result.converged(eps).sum())
+        lines += [
+            f"## Search '{search}'",
+            "",
+            f"{converged} of {result.losses.shape[0]} starts converged (J < {eps:g}); final J "
+            f"from {float(result.losses.min()):.3g} to {float(result.losses.max()):.3g}.",
+            "",
+        ]
+        lines += _draw(
+            drawn, experiment, f"{search}_convergence", lambda: search_convergence(result, eps)
+        )
+
+    for name in names:
+        result = experiment.load_grid(name)
+        finite = result.values[result.values.isfinite()]
+        inside = int(result.eps_mask(eps).sum())
+        lines += [
+            f"## Grid '{name}'",
+            "",
+            f"{' × '.join(str(n) for n in result.grid.shape)} points, m = {result.grid.dim}; "
+            f"ε-set {inside} of {result.values.numel()} "
+            f"({100.0 * inside / result.values.numel():.1f} %); J from "
+            f"{float(finite.min()):.3g} to {float(finite.max()):.3g}; backend "
+            f"{result.metadata.get('backend', '?')}.",
+            "",
+        ]
+        lines += [
+            f"- {marker.name} at ({', '.join(f'{c:.3f}' for c in marker.coords.tolist())}): "
+            f"J = {marker.loss:.3g}"
+            for marker in result.markers
+        ]
+        lines.append("")
+        for suffix, make in _grid_figures(result, eps):
+            lines += _draw(drawn, experiment, f"{name}_{suffix}", make)
+        if result.grid.dim == 3 and importlib.util.find_spec("plotly") is not None:
+            from .interactive import scatter3d_html
+
+            path = scatter3d_html(result, eps, experiment.plots_dir / f"{name}_scatter3d.html")
+            drawn.files.append(path)
+            lines += [f"Interactive 3-D view: [{path.name}](plots/{path.name})", ""]
+
+    drawn.report = atomic_write_text(experiment.path / "report.md", "\n".join(lines) + "\n")
+    return drawn
+
+
+def _draw(drawn: Drawn, experiment: Experiment, stem: str, make: Callable[[], Figure]) -> list[str]:
+    """Draw one figure into plots/; return its report.md lines."""
+    try:
+        figure = make()
+    except (GenniError, ImportError) as error:  # bad input, or an optional extra missing
+        drawn.skipped.append((stem, str(error)))
+        return [f"{stem}: not drawn: {error}", ""]
+    path = _save(figure, experiment.plots_dir / f"{stem}.png")
+    drawn.files.append(path)
+    return [f"![{stem}](plots/{path.name})", ""]
