@@ -178,6 +178,16 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask can only be read by setting it, which is not thread-safe.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
     """Write ``path`` atomically: ``write(file)`` fills a temporary file in the same folder,
     which is flushed, fsynced and renamed over ``path``. If ``write`` raises, the temporary
@@ -190,6 +200,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, _FILE_MODE)  # mkstemp makes 0600; give the usual mode
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -7,7 +7,6 @@ only when a view is written. The file embeds plotly.js, so it opens offline.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..grid import GridResult, _check_eps
+from ..store import atomic_write_text
 from . import _style
 from .sets import _empty_reason, _eps_points, _summary
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
 
 INSTALL_HINT = 'pip install "genni_ext[interactive]"'
 
@@ -117,13 +110,4 @@ def scatter3d_html(result: GridResult, eps: float, path: str | os.PathLike) -> P
         margin={"l": 0, "r": 0, "b": 0, "t": 60},
     )
     html = figure.to_html(include_plotlyjs=True, full_html=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(html)
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(target, html)
