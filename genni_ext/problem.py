@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ._checks import positive_int
+from ._checks import float_tensor, positive_int
 from .errors import InputError
 from .fallback import (
     DEFAULT_MEMORY_BUDGET,
@@ -31,7 +31,7 @@ from .fallback import (
     _every_path,
 )
 from .models import flatten_params, num_params
-from .sweep import _check_kind, _check_layout
+from .sweep import _check_layout
 
 # Parameter-free layers that keep a sample's shape: an MLP may start with them and still
 # take (in_features,) inputs.
@@ -144,7 +144,7 @@ class Problem:
                     f"the model's parameters are {theta.dtype}; use a float32 or float64 model "
                     "(model.float() or model.double()) or pass theta="
                 )
-        theta = _check_kind("theta", theta)
+        theta = float_tensor("theta", theta)
         if theta.ndim != 1 or theta.shape[0] != count:
             raise InputError(
                 f"theta has shape {list(theta.shape)} but {type(model).__name__} has {count} "
@@ -170,7 +170,7 @@ class Problem:
             inputs = torch.randn(num_probes, *shape, generator=generator, dtype=theta.dtype)
             inputs = inputs.to(theta.device)
         else:
-            inputs = _check_kind("inputs", inputs)
+            inputs = float_tensor("inputs", inputs)
             if inputs.ndim < 2 or inputs.shape[0] == 0:
                 raise InputError(
                     f"inputs must have shape [N, ...] with N >= 1 (one probe per row), got "
@@ -323,7 +323,7 @@ class Problem:
                 f"params has shape {list(params.shape)}; pass one flat parameter vector "
                 f"[{self.num_params}] or a batch [K, {self.num_params}] with K >= 1"
             )
-        flat = _check_kind("params", params).to(dtype=self.theta.dtype, device=self.theta.device)
+        flat = float_tensor("params", params).to(dtype=self.theta.dtype, device=self.theta.device)
         flat = _check_layout("params", flat)
         if flat.ndim == 1:
             return self._evaluate(flat[None])[0]

@@ -46,11 +46,11 @@ from torch import nn
 from torch.func import grad, vmap
 from tqdm.auto import tqdm
 
-from ._checks import positive_int
+from ._checks import float_tensor, positive_int
 from .errors import InputError
 from .models import flatten_params
 from .problem import Problem, _non_negative_int
-from .sweep import _check_kind, _check_layout, _torch_threads
+from .sweep import _check_layout, _torch_threads
 
 logger = logging.getLogger("genni_ext")
 
@@ -132,7 +132,7 @@ def initial_params(problem: Problem, seeds: list[int]) -> torch.Tensor:
 
 def _check_starts(problem: Problem, starts: object) -> torch.Tensor | int:
     if isinstance(starts, torch.Tensor):
-        tensor = _check_kind("starts", starts)
+        tensor = float_tensor("starts", starts)
         if tensor.ndim != 2 or tensor.shape[0] == 0 or tensor.shape[1] != problem.num_params:
             hint = " (for one start use starts[None])" if tensor.ndim == 1 else ""
             raise InputError(

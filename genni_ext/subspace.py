@@ -24,32 +24,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ._checks import positive_int
+from ._checks import float_tensor, positive_int
 from .errors import InputError
 
 if TYPE_CHECKING:
     from .search import SearchResult
 
-_DTYPES = (torch.float32, torch.float64)
 # Largest max |B Bᵀ − I| accepted for a basis given directly to Subspace(...), per dtype.
 _ORTHONORMAL_TOL = {torch.float32: 1e-4, torch.float64: 1e-8}
 _DEFAULT_TOL = 1e-6
-
-
-def _float_tensor(name: str, value: object) -> torch.Tensor:
-    """``value`` detached, if it is a dense float32/float64 tensor with data, else InputError."""
-    if not isinstance(value, torch.Tensor):
-        raise InputError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.layout != torch.strided:
-        raise InputError(f"{name} is a {value.layout} tensor; pass a dense one ({name}.to_dense())")
-    if value.dtype not in _DTYPES:
-        raise InputError(
-            f"{name} has dtype {value.dtype}; use float32 or float64 "
-            f"({name}.float() or {name}.double())"
-        )
-    if value.device.type == "meta":
-        raise InputError(f"{name} is on the meta device and has no values")
-    return value.detach()
 
 
 def _check_finite(name: str, tensor: torch.Tensor) -> None:
@@ -112,9 +95,9 @@ class Subspace:
     points: torch.Tensor
 
     def __post_init__(self) -> None:
-        center = _float_tensor("center", self.center)
-        basis = _float_tensor("basis", self.basis)
-        points = _float_tensor("points", self.points)
+        center = float_tensor("center", self.center)
+        basis = float_tensor("basis", self.basis)
+        points = float_tensor("points", self.points)
         if center.ndim != 1 or center.shape[0] == 0:
             raise InputError(
                 f"center must be a flat parameter vector [P], got shape {list(center.shape)}"
@@ -178,7 +161,7 @@ class Subspace:
         cast to ``center``'s dtype.
         """
         tol = _check_tol(tol)
-        center = _float_tensor("center", center)
+        center = float_tensor("center", center)
         if center.ndim != 1 or center.shape[0] == 0:
             raise InputError(
                 f"center must be a flat parameter vector [P], got shape {list(center.shape)}"
@@ -237,7 +220,7 @@ class Subspace:
             center_index = int(torch.argmin(masked))
             theta0 = params[center_index]
         elif isinstance(center, torch.Tensor):
-            theta0 = _float_tensor("center", center)
+            theta0 = float_tensor("center", center)
             if theta0.ndim != 1 or theta0.shape[0] != params.shape[1]:
                 raise InputError(
                     f"center has shape {list(theta0.shape)} but result.params has rows of "
@@ -280,7 +263,7 @@ class Subspace:
         return cls(theta0.to(dtype), solver.basis(dtype), params[picked].to(dtype))
 
     def _theta(self, theta: object, name: str = "theta") -> torch.Tensor:
-        theta = _float_tensor(name, theta)
+        theta = float_tensor(name, theta)
         if theta.ndim not in (1, 2) or theta.shape[-1] != self.num_params:
             raise InputError(
                 f"{name} has shape {list(theta.shape)}; pass [{self.num_params}] or "
@@ -335,7 +318,7 @@ _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 def _stack_points(points: object, center: torch.Tensor) -> torch.Tensor:
     """``points`` as one [m, P] tensor on the centre's device (float32/64 kept)."""
     if isinstance(points, torch.Tensor):
-        stacked = _float_tensor("points", points)
+        stacked = float_tensor("points", points)
         if stacked.ndim == 1:
             raise InputError(
                 f"points has shape {list(stacked.shape)}; pass [m, {center.shape[0]}] "
@@ -344,7 +327,7 @@ def _stack_points(points: object, center: torch.Tensor) -> torch.Tensor:
     elif isinstance(points, Sequence) and not isinstance(points, (str, bytes)):
         if len(points) == 0:
             raise InputError("points is empty; pass at least one point besides the centre")
-        rows = [_float_tensor(f"points[{index}]", point) for index, point in enumerate(points)]
+        rows = [float_tensor(f"points[{index}]", point) for index, point in enumerate(points)]
         for index, row in enumerate(rows):
             if row.shape != center.shape:
                 raise InputError(
@@ -388,7 +371,7 @@ def _search_parts(result: object, eps: object) -> tuple[torch.Tensor, torch.Tens
         raise InputError(f"eps must be a finite number, got {eps!r}")
     if eps <= 0:
         raise InputError(f"eps must be positive (J >= 0, so nothing is below {eps!r})")
-    params = _float_tensor("result.params", result.params)  # type: ignore[attr-defined]
+    params = float_tensor("result.params", result.params)  # type: ignore[attr-defined]
     if params.ndim != 2 or params.shape[0] == 0 or params.shape[1] == 0:
         raise InputError(f"result.params must be [K, P] with K >= 1, got {list(params.shape)}")
     _check_finite("result.params", params)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import positive_int
+from ._checks import float_tensor, positive_int
 from .errors import BackendUnavailableError, InputError, LoweringError
 from .fallback import torch_sweep
 from .lowering import Program, check_lowerable, lower
@@ -28,7 +28,6 @@ from .models import num_params
 logger = logging.getLogger("genni_ext")
 
 BACKENDS = ("auto", "fused", "torch")
-_DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -103,26 +102,6 @@ def explain_backend(model: nn.Module, inputs: torch.Tensor | None = None) -> str
     return _choose(model, tuple(inputs.shape[1:]), inputs.device).explanation
 
 
-def _check_kind(name: str, value: object) -> torch.Tensor:
-    """Reject what is not a dense real float32/float64 tensor with data."""
-    if not isinstance(value, torch.Tensor):
-        raise InputError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.layout != torch.strided:
-        raise InputError(f"{name} is a {value.layout} tensor; pass a dense one ({name}.to_dense())")
-    if value.is_quantized:
-        raise InputError(f"{name} is quantized; pass {name}.dequantize()")
-    if value.is_complex():
-        raise InputError(f"{name} is complex ({value.dtype}); the sweep needs real values")
-    if value.dtype not in _DTYPES:
-        raise InputError(
-            f"{name} has dtype {value.dtype}; use float32 or float64 "
-            f"({name}.float() or {name}.double())"
-        )
-    if value.device.type == "meta":
-        raise InputError(f"{name} is on the meta device and has no values")
-    return value.detach()
-
-
 def _check_ndim(name: str, tensor: torch.Tensor, expected: str, ok: bool) -> None:
     if not ok:
         raise InputError(f"{name} must have shape {expected}, got {list(tensor.shape)}")
@@ -159,11 +138,11 @@ def _validate(
     if count == 0:
         raise InputError(f"model ({type(model).__name__}) has no parameters to sweep over")
     named = {
-        "center": _check_kind("center", center),
-        "directions": _check_kind("directions", directions),
-        "coeffs": _check_kind("coeffs", coeffs),
-        "inputs": _check_kind("inputs", inputs),
-        "targets": _check_kind("targets", targets),
+        "center": float_tensor("center", center),
+        "directions": float_tensor("directions", directions),
+        "coeffs": float_tensor("coeffs", coeffs),
+        "inputs": float_tensor("inputs", inputs),
+        "targets": float_tensor("targets", targets),
     }
     c, d, k, x, y = named.values()
     _check_ndim("center", c, "[P] (a flat parameter vector)", c.ndim == 1)
