@@ -1,6 +1,9 @@
-"""Small argument checks shared by the public functions."""
+"""Small argument checks and helpers shared by the public functions."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -34,3 +37,33 @@ def float_tensor(name: str, value: object) -> torch.Tensor:
     if value.device.type == "meta":
         raise InputError(f"{name} is on the meta device and has no values")
     return value.detach()
+
+
+def contiguous_finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """Reject broadcast views, make other strided tensors contiguous, reject NaN/Inf."""
+    for dim, (size, stride) in enumerate(zip(tensor.shape, tensor.stride(), strict=True)):
+        if stride == 0 and size > 1:
+            raise InputError(
+                f"{name} is an expanded view (stride 0 in dimension {dim} of size {size}), so "
+                f"its entries repeat; if that is intended, pass {name}.contiguous() or "
+                f"{name}.clone()"
+            )
+    tensor = tensor.contiguous()
+    if not bool(torch.isfinite(tensor).all()):
+        kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
+        raise InputError(f"{name} contains {kind}; every value must be finite")
+    return tensor
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None, device: torch.device) -> Iterator[None]:
+    """Use ``num_threads`` intra-op threads for CPU work inside the block, then restore."""
+    if num_threads is None or device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

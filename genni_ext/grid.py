@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._checks import positive_int
-from .errors import BackendUnavailableError, InputError
+from .errors import InputError
 from .subspace import Subspace
 
 if TYPE_CHECKING:
@@ -341,27 +341,13 @@ def backend_used(problem: Problem, backend: str) -> str:
     probes' device); "fused" raises the sweep's LoweringError / BackendUnavailableError
     here, before any work, where the fused engine cannot run.
     """
-    from .lowering import lower
-    from .sweep import BACKENDS, _choose, _fused_unavailable_reason
+    from .sweep import BACKENDS, select_program
 
     _check_problem(problem)
     if backend not in BACKENDS:
         raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
-    if backend == "torch":
-        return "torch"
-    inputs = problem.inputs
-    device = inputs.device
-    input_shape = tuple(inputs.shape[1:])
-    if backend == "auto":
-        choice = _choose(problem.model, input_shape, device)
-        return "torch" if choice.program is None else f"fused-{device.type}"
-    lower(problem.model, input_shape)
-    reason = _fused_unavailable_reason(device)
-    if reason is not None:
-        raise BackendUnavailableError(
-            f"backend='fused' cannot run on {device}: {reason}; use backend='auto' or 'torch'"
-        )
-    return f"fused-{device.type}"
+    program = select_program(problem.model, problem.inputs, problem.targets, backend)
+    return "torch" if program is None else f"fused-{problem.inputs.device.type}"
 
 
 def grid_metadata(problem: Problem, grid: Grid, *, backend: str, wall_time_s: float) -> dict:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ._checks import float_tensor, positive_int
+from ._checks import contiguous_finite, float_tensor, positive_int
 from .errors import InputError
 from .fallback import (
     DEFAULT_MEMORY_BUDGET,
@@ -31,7 +31,6 @@ from .fallback import (
     _every_path,
 )
 from .models import flatten_params, num_params
-from .sweep import _check_layout
 
 # Parameter-free layers that keep a sample's shape: an MLP may start with them and still
 # take (in_features,) inputs.
@@ -151,7 +150,7 @@ class Problem:
                 f"parameters; pass a flat vector of shape [{count}] in parameters_to_vector "
                 "order (genni_ext.models.flatten_params)"
             )
-        theta = _check_layout("theta", theta).clone()
+        theta = contiguous_finite("theta", theta).clone()
         _non_negative_int(seed, "seed")
         if input_shape is not None:
             input_shape = _check_shape(input_shape, "input_shape")
@@ -187,7 +186,7 @@ class Problem:
                     f"inputs is on {inputs.device} but theta is on {theta.device}; move them "
                     "to one device"
                 )
-            inputs = _check_layout("inputs", inputs)
+            inputs = contiguous_finite("inputs", inputs)
             shape = tuple(inputs.shape[1:])
             if input_shape is not None and input_shape != shape:
                 raise InputError(
@@ -324,7 +323,7 @@ class Problem:
                 f"[{self.num_params}] or a batch [K, {self.num_params}] with K >= 1"
             )
         flat = float_tensor("params", params).to(dtype=self.theta.dtype, device=self.theta.device)
-        flat = _check_layout("params", flat)
+        flat = contiguous_finite("params", flat)
         if flat.ndim == 1:
             return self._evaluate(flat[None])[0]
         return self._evaluate(flat)

@@ -46,11 +46,10 @@ from torch import nn
 from torch.func import grad, vmap
 from tqdm.auto import tqdm
 
-from ._checks import float_tensor, positive_int
+from ._checks import contiguous_finite, float_tensor, positive_int, torch_threads
 from .errors import InputError
 from .models import flatten_params
 from .problem import Problem, _non_negative_int
-from .sweep import _check_layout, _torch_threads
 
 logger = logging.getLogger("genni_ext")
 
@@ -141,7 +140,7 @@ def _check_starts(problem: Problem, starts: object) -> torch.Tensor | int:
                 "of starts"
             )
         tensor = tensor.to(dtype=problem.theta.dtype, device=problem.theta.device)
-        return _check_layout("starts", tensor).clone()
+        return contiguous_finite("starts", tensor).clone()
     if isinstance(starts, bool) or not isinstance(starts, int) or starts < 1:
         raise InputError(
             f"starts must be a positive int (number of random starts) or a tensor [K, "
@@ -286,7 +285,7 @@ def search(
         "steps_run": steps,
     }
     small = count * batch * problem._activations_per_sample < SMALL_STEP
-    with _torch_threads(1 if small else None, problem.theta.device):
+    with torch_threads(1 if small else None, problem.theta.device):
         return _descend(
             problem,
             initial,

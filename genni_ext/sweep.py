@@ -11,15 +11,13 @@ the same line without running anything.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ._checks import float_tensor, positive_int
+from ._checks import contiguous_finite, float_tensor, positive_int, torch_threads
 from .errors import BackendUnavailableError, InputError, LoweringError
 from .fallback import torch_sweep
 from .lowering import Program, check_lowerable, lower
@@ -85,6 +83,44 @@ def _choose(model: nn.Module, input_shape: tuple[int, ...] | None, device: torch
     return _Choice(explanation, program)
 
 
+def select_program(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    backend: str,
+    *,
+    log: bool = False,
+) -> Program | None:
+    """The lowered program ``sweep`` runs on the fused engine, or None for the torch backend.
+
+    "auto" takes the fused engine where the model lowers and the engine runs on the inputs'
+    device (and logs which and why when ``log``); "fused" raises LoweringError or
+    BackendUnavailableError where it cannot. A program whose output size differs from the
+    targets' raises InputError before the availability check, so the error is the same on
+    every machine.
+    """
+    if backend == "torch":
+        return None
+    device, input_shape = inputs.device, tuple(inputs.shape[1:])
+    if backend == "auto":
+        choice = _choose(model, input_shape, device)
+        if log:
+            logger.info("sweep backend: %s", choice.explanation)
+        if choice.program is None:
+            return None
+        program = choice.program
+    else:
+        program = lower(model, input_shape)
+    _check_output_size(program, targets)
+    if backend == "fused":
+        reason = _fused_unavailable_reason(device)
+        if reason is not None:
+            raise BackendUnavailableError(
+                f"backend='fused' cannot run on {device}: {reason}; use backend='auto' or 'torch'"
+            )
+    return program
+
+
 def explain_backend(model: nn.Module, inputs: torch.Tensor | None = None) -> str:
     """One line: which backend ``sweep(..., backend="auto")`` uses for ``model`` and why.
 
@@ -105,22 +141,6 @@ def explain_backend(model: nn.Module, inputs: torch.Tensor | None = None) -> str
 def _check_ndim(name: str, tensor: torch.Tensor, expected: str, ok: bool) -> None:
     if not ok:
         raise InputError(f"{name} must have shape {expected}, got {list(tensor.shape)}")
-
-
-def _check_layout(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """Reject broadcast views, make other strided tensors contiguous, reject NaN/Inf."""
-    for dim, (size, stride) in enumerate(zip(tensor.shape, tensor.stride(), strict=True)):
-        if stride == 0 and size > 1:
-            raise InputError(
-                f"{name} is an expanded view (stride 0 in dimension {dim} of size {size}), so "
-                f"its entries repeat; if that is intended, pass {name}.contiguous() or "
-                f"{name}.clone()"
-            )
-    tensor = tensor.contiguous()
-    if not bool(torch.isfinite(tensor).all()):
-        kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
-        raise InputError(f"{name} contains {kind}; every value must be finite")
-    return tensor
 
 
 def _validate(
@@ -187,21 +207,7 @@ def _validate(
                 f"{name} is on {tensor.device} but center is on {c.device}; move all five "
                 "tensors to one device"
             )
-    return tuple(_check_layout(name, tensor) for name, tensor in named.items())
-
-
-@contextlib.contextmanager
-def _torch_threads(num_threads: int | None, device: torch.device) -> Iterator[None]:
-    """Use ``num_threads`` intra-op threads for CPU work inside the block, then restore."""
-    if num_threads is None or device.type != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return tuple(contiguous_finite(name, tensor) for name, tensor in named.items())
 
 
 def sweep(
@@ -253,18 +259,10 @@ def sweep(
         model, center, directions, coeffs, inputs, targets
     )
     device = inputs.device
-    input_shape = tuple(inputs.shape[1:])
 
-    program: Program | None = None
-    if backend == "fused":
-        program = lower(model, input_shape)
-    elif backend == "auto":
-        choice = _choose(model, input_shape, device)
-        logger.info("sweep backend: %s", choice.explanation)
-        program = choice.program
-
+    program = select_program(model, inputs, targets, backend, log=True)
     if program is None:
-        with _torch_threads(num_threads, device):
+        with torch_threads(num_threads, device):
             return torch_sweep(
                 model,
                 center,
@@ -274,13 +272,6 @@ def sweep(
                 targets,
                 chunk_size=chunk_size,
                 progress=progress,
-            )
-    _check_output_size(program, targets)
-    if backend == "fused":
-        reason = _fused_unavailable_reason(device)
-        if reason is not None:
-            raise BackendUnavailableError(
-                f"backend='fused' cannot run on {device}: {reason}; use backend='auto' or 'torch'"
             )
     from . import _fused
 
