@@ -523,7 +523,7 @@ def _sweep_grids(
         elif status is not None and status.num_chunks == total:
             _say(
                 f"{label}: resuming, {status.chunks_done} of {total} chunks done; computing "
-                f"{total - status.chunks_done} chunks"
+                f"{status.chunks_missing} chunks"
             )
         else:
             _say(f"{label}: {total} chunks of {chunk_points} points; computing {total} chunks")
