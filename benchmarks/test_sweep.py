@@ -40,8 +40,8 @@ from torch import nn
 import genni_ext
 from genni_ext import _fused
 from genni_ext.lowering import Program, lower
-from genni_ext.models import LeNet5, TwoNeuronNet, flatten_params, mlp
-from genni_ext.testing import loop_sweep
+from genni_ext.models import LeNet5, TwoNeuronNet, mlp
+from genni_ext.testing import BenchmarkProblem, benchmark_problem, loop_sweep
 
 THETA_SEED = 0
 PROBE_SEED = 100
@@ -158,55 +158,22 @@ WORKLOADS_BY_KEY = {workload.key: workload for workload in WORKLOADS}
 class Problem:
     """The tensors of one workload, built once per session."""
 
-    model: nn.Module
+    data: BenchmarkProblem
     program: Program
-    center: torch.Tensor
-    directions: torch.Tensor
-    coeffs: torch.Tensor
-    inputs: torch.Tensor
-    targets: torch.Tensor
 
-    def subset(self, count: int | None) -> torch.Tensor:
-        """``count`` grid points spread evenly over the grid (all of them for None)."""
-        total = self.coeffs.shape[0]
-        if count is None or count >= total:
-            return self.coeffs
-        # Spacing (total - 1) / (count - 1) >= 1, so the rounded indices are distinct.
-        index = torch.linspace(0, total - 1, count).round().long()
-        return self.coeffs[index].contiguous()
-
-
-def _init(workload: Workload, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return workload.model().eval()
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.data, name)
 
 
 @functools.cache
 def problem(workload: Workload) -> Problem:
-    """Build θ, the orthonormal directions, the grid, probes and targets (see module doc)."""
-    model = _init(workload, THETA_SEED)
-    theta = flatten_params(model)
-    offsets = [
-        flatten_params(_init(workload, THETA_SEED + 1 + i)) - theta for i in range(workload.m)
-    ]
-    basis, _ = torch.linalg.qr(torch.stack(offsets, dim=1))
-    directions = basis.T.contiguous()
-    axis = torch.linspace(-workload.bound, workload.bound, workload.points_per_axis)
-    grid = torch.meshgrid(*([axis] * workload.m), indexing="ij")
-    coeffs = torch.stack(grid, dim=-1).reshape(-1, workload.m).contiguous()
-    generator = torch.Generator().manual_seed(PROBE_SEED)
-    inputs = torch.randn(workload.probes, *workload.input_shape, generator=generator)
-    with torch.no_grad():
-        targets = model(inputs).reshape(workload.probes, -1)
-    return Problem(
-        model=model,
-        program=lower(model, workload.input_shape),
-        center=theta,
-        directions=directions,
-        coeffs=coeffs,
-        inputs=inputs,
-        targets=targets.contiguous(),
-    )
+    """θ, the orthonormal directions, the grid, probes and targets (see module doc)."""
+    data = benchmark_problem(
+        workload.model, workload.input_shape, m=workload.m,
+        points_per_axis=workload.points_per_axis, bound=workload.bound, probes=workload.probes,
+        theta_seed=THETA_SEED, probe_seed=PROBE_SEED,
+    )  # fmt: skip
+    return Problem(data=data, program=lower(data.model, workload.input_shape))
 
 
 class _Timed:

@@ -112,6 +112,172 @@ void sweep_cuda(const Rows& ops, const std::vector<double>& slopes, const std::s
   }
 }
 
+genni::TilePlan plan_from_dict(const py::dict& d) {
+  genni::TilePlan plan{};
+  plan.samples = d["samples"].cast<int>();
+  plan.threads = d["threads"].cast<int>();
+  plan.max_lanes = d["max_lanes"].cast<int>();
+  plan.tiles = d["tiles"].cast<int64_t>();
+  plan.params_in_shared = d["params_in_shared"].cast<bool>();
+  plan.stage_elems = d["stage_elems"].cast<int64_t>();
+  plan.arena_elems = d["arena_elems"].cast<int64_t>();
+  plan.smem_bytes = d["smem_bytes"].cast<int64_t>();
+  plan.transposed = d["transposed"].cast<bool>();
+  plan.param_elems = d["param_elems"].cast<int64_t>();
+  const auto weights_at = d["weights_at"].cast<std::vector<int>>();
+  if (weights_at.size() != static_cast<size_t>(genni::kMaxOps))
+    throw std::invalid_argument("genni: a tile plan has one weights_at entry per possible op");
+  for (int i = 0; i < genni::kMaxOps; ++i) plan.weights_at[i] = weights_at[i];
+  const auto lanes = d["lanes"].cast<std::vector<int>>();
+  if (lanes.size() != static_cast<size_t>(genni::kMaxOps))
+    throw std::invalid_argument("genni: a tile plan has one lanes entry per possible op");
+  for (int i = 0; i < genni::kMaxOps; ++i) {
+    if (lanes[i] != 0 && lanes[i] != 1 && lanes[i] != 2 && lanes[i] != 4 && lanes[i] != 8)
+      throw std::invalid_argument("genni: tile lanes must be 1, 2, 4 or 8");
+    plan.lanes[i] = static_cast<signed char>(lanes[i]);
+  }
+  return plan;
+}
+
+// samples, threads, max_lanes and layout of 0 take the defaults; smem_limit and
+// smem_per_sm are the shared memory of a block and of a multiprocessor (cuda_limits()).
+py::dict tile_plan(const Rows& ops, const std::vector<double>& slopes, int64_t num_params,
+                   int64_t num_samples, int scalar_bytes, int samples, int threads, int max_lanes,
+                   int layout, int64_t smem_limit, int64_t smem_per_sm) {
+  if (num_params <= 0 || num_samples <= 0)
+    throw std::invalid_argument("genni: P and N must be positive");
+  if (samples < 0 || samples % genni::kTileAlign != 0)
+    throw std::invalid_argument("genni: tile samples must be a multiple of " +
+                                std::to_string(genni::kTileAlign));
+  if (threads < 0 || threads % 32 != 0 || threads > genni::kTileMaxThreads)
+    throw std::invalid_argument("genni: tile threads must be a multiple of 32, at most " +
+                                std::to_string(genni::kTileMaxThreads));
+  if (max_lanes != 0 && max_lanes != 1 && max_lanes != 2 && max_lanes != 4 && max_lanes != 8)
+    throw std::invalid_argument("genni: max_lanes must be 1, 2, 4 or 8");
+  if (layout < 0 || layout > 2)
+    throw std::invalid_argument("genni: layout must be 1 (torch's) or 2 (transposed)");
+  const Program program = genni::make_program(ops, slopes, num_params);
+  const genni::TilePlan plan = genni::tile_plan(
+      program, num_params, num_samples, scalar_bytes,
+      genni::TileOptions{samples, threads, max_lanes, layout}, smem_limit, smem_per_sm);
+  py::dict out;
+  out["samples"] = plan.samples;
+  out["threads"] = plan.threads;
+  out["max_lanes"] = plan.max_lanes;
+  out["tiles"] = plan.tiles;
+  out["params_in_shared"] = plan.params_in_shared;
+  out["stage_elems"] = plan.stage_elems;
+  out["arena_elems"] = plan.arena_elems;
+  out["smem_bytes"] = plan.smem_bytes;
+  out["lanes"] = std::vector<int>(plan.lanes, plan.lanes + genni::kMaxOps);
+  out["transposed"] = plan.transposed;
+  out["param_elems"] = plan.param_elems;
+  out["weights_at"] = std::vector<int>(plan.weights_at, plan.weights_at + genni::kMaxOps);
+  return out;
+}
+
+void check_plan(const Program& program, const genni::TilePlan& plan, int scalar_bytes) {
+  if (plan.samples <= 0)
+    throw std::invalid_argument("genni: the tile plan has no tile (it did not fit)");
+  genni::check_tile_plan(program, plan, scalar_bytes);
+}
+
+int scalar_bytes_of(const std::string& dtype) {
+  if (dtype == "float32") return 4;
+  if (dtype == "float64") return 8;
+  throw std::invalid_argument("genni: dtype must be float32 or float64, not " + dtype);
+}
+
+// The steps of a tiled sweep as the kernel runs them: fused ops, lanes per item, items.
+py::list tile_schedule(const Rows& ops, const std::vector<double>& slopes, int64_t num_params,
+                       const py::dict& plan_dict, const std::string& dtype) {
+  const Program program = genni::make_program(ops, slopes, num_params);
+  const genni::TilePlan plan = plan_from_dict(plan_dict);
+  check_plan(program, plan, scalar_bytes_of(dtype));
+  py::list steps;
+  for (int i = 0; i < program.n_ops;) {
+    const genni::TileStep s = genni::tile_step(program, i);
+    const int lanes = plan.lanes[i];
+    int width = 1;
+    const int64_t positions = genni::tile_positions(program, s, &width);
+    py::dict step;
+    step["op"] = s.op;
+    step["activation"] = s.act;
+    step["pool"] = s.pool;
+    step["lanes"] = lanes;
+    step["items"] = positions * (plan.samples / lanes);
+    const int64_t count = plan.transposed ? genni::tile_block_elems(program.ops[i])
+                                          : genni::op_param_count(program.ops[i]);
+    step["staged"] =
+        !plan.params_in_shared && program.ops[i].parametric() && count <= plan.stage_elems;
+    steps.append(step);
+    i = s.next;
+  }
+  return steps;
+}
+
+py::dict cuda_limits() {
+  const genni::CudaLimits limits = genni::cuda_limits();
+  py::dict out;
+  out["smem_optin"] = limits.smem_optin;
+  out["smem_per_sm"] = limits.smem_per_sm;
+  out["multiprocessors"] = limits.multiprocessors;
+  return out;
+}
+
+void sweep_cuda_tiled(const Rows& ops, const std::vector<double>& slopes, const std::string& dtype,
+                      uintptr_t center, uintptr_t directions, uintptr_t coeffs, uintptr_t inputs,
+                      uintptr_t targets, int64_t num_params, int m, int64_t num_points,
+                      int64_t num_samples, const py::dict& plan_dict, uintptr_t params,
+                      uintptr_t partial, uintptr_t stream) {
+  check_sizes(num_params, m, num_points, num_samples);
+  const Program program = genni::make_program(ops, slopes, num_params);
+  const genni::TilePlan plan = plan_from_dict(plan_dict);
+  check_plan(program, plan, scalar_bytes_of(dtype));
+  auto* out = reinterpret_cast<double*>(partial);
+  auto* stream_ptr = reinterpret_cast<void*>(stream);
+  py::gil_scoped_release release;
+  if (dtype == "float32") {
+    genni::sweep_cuda_tiled(program,
+                            make_args<float>(center, directions, coeffs, inputs, targets,
+                                             num_params, m, num_points, num_samples, false),
+                            plan, reinterpret_cast<float*>(params), out, stream_ptr);
+  } else if (dtype == "float64") {
+    genni::sweep_cuda_tiled(program,
+                            make_args<double>(center, directions, coeffs, inputs, targets,
+                                              num_params, m, num_points, num_samples, false),
+                            plan, reinterpret_cast<double*>(params), out, stream_ptr);
+  } else {
+    throw std::invalid_argument("genni: dtype must be float32 or float64, not " + dtype);
+  }
+}
+
+void sweep_tile_emulated(const Rows& ops, const std::vector<double>& slopes,
+                         const std::string& dtype, uintptr_t center, uintptr_t directions,
+                         uintptr_t coeffs, uintptr_t inputs, uintptr_t targets, int64_t num_params,
+                         int m, int64_t num_points, int64_t num_samples, const py::dict& plan_dict,
+                         uintptr_t partial, bool reverse) {
+  check_sizes(num_params, m, num_points, num_samples);
+  const Program program = genni::make_program(ops, slopes, num_params);
+  const genni::TilePlan plan = plan_from_dict(plan_dict);
+  check_plan(program, plan, scalar_bytes_of(dtype));
+  auto* out = reinterpret_cast<double*>(partial);
+  py::gil_scoped_release release;
+  if (dtype == "float32") {
+    genni::sweep_tile_emulated(program,
+                               make_args<float>(center, directions, coeffs, inputs, targets,
+                                                num_params, m, num_points, num_samples, false),
+                               plan, out, reverse);
+  } else if (dtype == "float64") {
+    genni::sweep_tile_emulated(program,
+                               make_args<double>(center, directions, coeffs, inputs, targets,
+                                                 num_params, m, num_points, num_samples, false),
+                               plan, out, reverse);
+  } else {
+    throw std::invalid_argument("genni: dtype must be float32 or float64, not " + dtype);
+  }
+}
+
 py::dict build_info() {
   py::dict info;
   info["cpu"] = true;
@@ -139,5 +305,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", &build_info, "What this build contains and what it sees now.");
   m.def("sweep_cpu", &sweep_cpu, "Fused sweep on the CPU; writes J to loss[G].");
   m.def("cuda_plan", &cuda_plan, "Launch plan and scratch sizes of a CUDA sweep.");
-  m.def("sweep_cuda", &sweep_cuda, "Fused sweep on CUDA; writes partial sums [G, blocks].");
+  m.def("sweep_cuda", &sweep_cuda,
+        "Fused sweep on CUDA, reference kernel; writes partial sums [G, blocks].");
+  m.def("tile_plan", &tile_plan, "Tile size, threads and shared memory of a tiled CUDA sweep.");
+  m.def("tile_schedule", &tile_schedule, "The fused steps of a tiled sweep and their work split.");
+  m.def("cuda_limits", &cuda_limits, "Opt-in shared memory per block and SMs of the device.");
+  m.def("sweep_cuda_tiled", &sweep_cuda_tiled,
+        "Fused sweep on CUDA, tiled kernel; writes partial sums [G, tiles].");
+  m.def("sweep_tile_emulated", &sweep_tile_emulated,
+        "The tiled CUDA kernel's block steps run on the CPU (a test of the kernel's indexing).");
 }

@@ -5,11 +5,17 @@ builds without torch and is not tied to one torch version. This module checks wh
 extension cannot (dtype, device, contiguity), decides whether the affine first-layer
 shortcut pays, cuts the grid into chunks for progress and interruption, and on CUDA
 allocates scratch with torch's caching allocator and launches on the current stream.
+
+CUDA has two kernels (csrc/cuda/sweep_cuda.cu): "tiled" keeps a tile of samples'
+activations in shared memory (the default wherever its smallest tile fits), "reference"
+runs one sample per thread with activations in global memory (the twin the tiled kernel
+is tested against, and the path for models whose activations do not fit on chip).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
 
@@ -17,13 +23,33 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import BackendUnavailableError, InputError
-from .lowering import Program
+from .lowering import CONV2D, Program
 
 FirstLayer = Literal["auto", "affine", "direct"]
+CudaKernel = Literal["auto", "tiled", "reference"]
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """Overrides of the tiled CUDA kernel's plan (0: the engine's default), for tuning.
+
+    ``samples`` per tile (a multiple of 8), ``threads`` per block (a multiple of 32, at most
+    256), ``max_lanes``: the most samples one thread's register tile takes (1, 2, 4 or 8),
+    ``layout``: of the weights, 1 torch's or 2 transposed (outputs contiguous, so that a
+    register tile's weights load as vectors).
+    """
+
+    samples: int = 0
+    threads: int = 0
+    max_lanes: int = 0
+    layout: int = 0
+
 
 # Work per call into the engine when progress is shown: enough to amortise the call,
 # small enough that the bar moves and Ctrl-C is honoured between chunks.
 _FLOPS_PER_CHUNK = 2e9
+# Device memory for the grid points' parameters that one tiled CUDA launch builds.
+_CUDA_PARAM_BYTES = 512 << 20
 
 
 def _extension() -> ModuleType:
@@ -89,11 +115,14 @@ def fused_sweep(
     chunk_size: int | None,
     progress: bool,
     first_layer: FirstLayer = "auto",
+    cuda_kernel: CudaKernel = "auto",
+    tile: TileOptions | None = None,
 ) -> torch.Tensor:
     """J for every row of ``coeffs`` (float64 [G], on the inputs' device) on the fused engine.
 
     The tensors must be validated already (genni_ext.sweep does it): one dtype, float32 or
-    float64, one device, C-contiguous.
+    float64, one device, C-contiguous. ``first_layer`` applies to the CPU and the reference
+    CUDA kernel; ``cuda_kernel`` and ``tile`` choose and tune the CUDA kernel.
     """
     tensors = {
         "center": center,
@@ -128,6 +157,12 @@ def fused_sweep(
     dtype_name = "float32" if dtype == torch.float32 else "float64"
     affine = uses_affine_first_layer(program, m, first_layer)
     step = chunk_size or _chunk_points(program, num_samples, num_points, progress)
+    plan = None
+    if device.type == "cuda":
+        plan = cuda_tile_plan(program, num_samples, dtype, cuda_kernel, tile, device)
+        if plan is not None:
+            per_point = plan["param_elems"] * center.element_size()
+            step = min(step, max(1, _CUDA_PARAM_BYTES // per_point))
     loss = torch.empty(num_points, dtype=torch.float64, device=device)
     common = (center.data_ptr(), directions.data_ptr())
     data = (inputs.data_ptr(), targets.data_ptr())
@@ -142,6 +177,10 @@ def fused_sweep(
                     num_params, m, stop - start, num_samples, affine,
                     loss[start:stop].data_ptr(), num_threads or torch.get_num_threads(),
                 )  # fmt: skip
+            elif plan is not None:
+                loss[start:stop] = _sweep_cuda_tiled_chunk(
+                    ext, rows, slopes, dtype_name, tensors, chunk, plan
+                )
             else:
                 loss[start:stop] = _sweep_cuda_chunk(
                     ext, rows, slopes, dtype_name, tensors, chunk, affine
@@ -180,3 +219,153 @@ def _sweep_cuda_chunk(
             responses.data_ptr(), torch.cuda.current_stream(device).cuda_stream,
         )  # fmt: skip
         return partial.sum(dim=1) / num_samples
+
+
+def cuda_auto_choice(
+    program: Program, num_samples: int, dtype: torch.dtype, device: torch.device
+) -> tuple[bool, str]:
+    """Whether ``backend="auto"`` runs the fused engine on this CUDA device, and why.
+
+    The rule, from benchmarks/test_sweep_cuda.py on an H200 (benchmarks/README.md, GPU
+    section): the tiled kernel beat torch.func on every workload measured (1.4x to 4.3x),
+    so it runs wherever its tile fits. Where it does not, the reference kernel would run:
+    it beat torch.func on MLPs (1.1x to 3.4x) but lost on LeNet-5 (0.34x to 0.40x), so
+    networks with a Conv2d go to torch.func.
+    """
+    plan = cuda_tile_plan(program, num_samples, dtype, "auto", None, device)
+    if plan is not None:
+        return True, (
+            f"tiled kernel, {plan['samples']} samples per tile, {plan['threads']} threads "
+            f"per block (measured faster than torch.func on every GPU workload)"
+        )
+    has_conv = bool((program.ops[:, 0] == CONV2D).any())
+    if has_conv:
+        return False, (
+            "the tiled kernel's smallest tile does not fit in shared memory, and the "
+            "reference kernel measured slower than torch.func on conv nets (0.4x, H200)"
+        )
+    return True, (
+        "reference kernel (the tiled kernel's smallest tile does not fit in shared memory; "
+        "on MLPs the reference kernel measured faster than torch.func)"
+    )
+
+
+def cuda_tile_plan(
+    program: Program,
+    num_samples: int,
+    dtype: torch.dtype,
+    cuda_kernel: CudaKernel = "auto",
+    tile: TileOptions | None = None,
+    device: torch.device | None = None,
+) -> dict[str, int] | None:
+    """The tiled CUDA kernel's plan, or None where the reference kernel runs instead.
+
+    "auto" takes the tiled kernel wherever its smallest tile fits in shared memory;
+    "tiled" raises BackendUnavailableError where it does not; "reference" returns None.
+    """
+    if cuda_kernel not in ("auto", "tiled", "reference"):
+        raise InputError(f"cuda_kernel={cuda_kernel!r}; use 'auto', 'tiled' or 'reference'")
+    if cuda_kernel == "reference":
+        return None
+    ext = _extension()
+    with torch.cuda.device(device):
+        limits = ext.cuda_limits()
+    plan = _tile_plan(
+        ext, program, num_samples, torch.empty((), dtype=dtype).element_size(), tile,
+        limits["smem_optin"], limits["smem_per_sm"],
+    )  # fmt: skip
+    if plan["samples"] > 0:
+        return plan
+    if cuda_kernel == "tiled":
+        raise BackendUnavailableError(
+            "the tiled CUDA kernel cannot hold the smallest tile of this model's activations in "
+            f"{limits['smem_optin']} bytes of shared memory; use cuda_kernel='reference'"
+        )
+    return None
+
+
+def _tile_plan(
+    ext: ModuleType,
+    program: Program,
+    num_samples: int,
+    scalar_bytes: int,
+    tile: TileOptions | None,
+    smem_limit: int,
+    smem_per_sm: int,
+) -> dict[str, int]:
+    options = tile or TileOptions()
+    return ext.tile_plan(
+        program.ops.tolist(), program.slopes.tolist(), program.num_params, num_samples,
+        scalar_bytes, options.samples, options.threads, options.max_lanes, options.layout,
+        smem_limit, smem_per_sm,
+    )  # fmt: skip
+
+
+def _sweep_cuda_tiled_chunk(
+    ext: ModuleType,
+    rows: list[list[int]],
+    slopes: list[float],
+    dtype_name: str,
+    tensors: dict[str, torch.Tensor],
+    chunk: torch.Tensor,
+    plan: dict[str, int],
+) -> torch.Tensor:
+    """One chunk of grid points on the tiled kernel; returns J [chunk] (float64)."""
+    center, inputs = tensors["center"], tensors["inputs"]
+    num_points, m = chunk.shape
+    num_samples, num_params = inputs.shape[0], center.numel()
+    device = center.device
+    with torch.cuda.device(device):
+        params = torch.empty((num_points, plan["param_elems"]), dtype=center.dtype, device=device)
+        partial = torch.empty((num_points, plan["tiles"]), dtype=torch.float64, device=device)
+        ext.sweep_cuda_tiled(
+            rows, slopes, dtype_name, center.data_ptr(), tensors["directions"].data_ptr(),
+            chunk.data_ptr(), inputs.data_ptr(), tensors["targets"].data_ptr(), num_params, m,
+            num_points, num_samples, plan, params.data_ptr(), partial.data_ptr(),
+            torch.cuda.current_stream(device).cuda_stream,
+        )  # fmt: skip
+        return partial.sum(dim=1) / num_samples
+
+
+# Opt-in shared memory per block of an H100/H200, less the kernel's static shared memory,
+# and per multiprocessor: the limits the harness plans with, so that it runs the plans those
+# GPUs run.
+HOPPER_SMEM_LIMIT = 227 * 1024 - 8 * 8
+HOPPER_SMEM_PER_SM = 228 * 1024
+
+
+def emulate_tiled_sweep(
+    program: Program,
+    center: torch.Tensor,
+    directions: torch.Tensor,
+    coeffs: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    tile: TileOptions | None = None,
+    reverse: bool = False,
+    smem_limit: int = HOPPER_SMEM_LIMIT,
+) -> torch.Tensor:
+    """J (float64 [G]) from the tiled CUDA kernel's block steps run on the CPU.
+
+    Validated CPU tensors as for :func:`fused_sweep`. Threads run one after another
+    between the kernel's barriers (in reverse order with ``reverse``), with shared memory
+    poisoned with NaN before every tile.
+    """
+    ext = _extension()
+    num_points, m = coeffs.shape
+    num_samples, num_params = inputs.shape[0], center.numel()
+    rows, slopes = program.ops.tolist(), program.slopes.tolist()
+    plan = _tile_plan(
+        ext, program, num_samples, center.element_size(), tile, smem_limit, HOPPER_SMEM_PER_SM
+    )
+    if plan["samples"] == 0:
+        raise BackendUnavailableError("the tile does not fit the shared memory limit")
+    partial = torch.empty((num_points, plan["tiles"]), dtype=torch.float64)
+    ext.sweep_tile_emulated(
+        rows, slopes, "float32" if center.dtype == torch.float32 else "float64",
+        center.data_ptr(), directions.data_ptr(), coeffs.data_ptr(), inputs.data_ptr(),
+        targets.data_ptr(), num_params, m, num_points, num_samples, plan, partial.data_ptr(),
+        reverse,
+    )  # fmt: skip
+    return partial.sum(dim=1) / num_samples

@@ -59,8 +59,17 @@ def _check_output_size(program: Program, targets: torch.Tensor) -> None:
         )
 
 
-def _choose(model: nn.Module, input_shape: tuple[int, ...] | None, device: torch.device) -> _Choice:
-    """What ``backend="auto"`` does; without ``input_shape`` only layer types are checked."""
+def _choose(
+    model: nn.Module,
+    input_shape: tuple[int, ...] | None,
+    device: torch.device,
+    num_samples: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> _Choice:
+    """What ``backend="auto"`` does; without ``input_shape`` only layer types are checked.
+
+    On CUDA the choice also depends on the probe count and dtype (the tiled kernel's plan).
+    """
     name = type(model).__name__
     program = None
     try:
@@ -73,6 +82,16 @@ def _choose(model: nn.Module, input_shape: tuple[int, ...] | None, device: torch
     reason = _fused_unavailable_reason(device)
     if reason is not None:
         return _Choice(f"torch: the fused backend cannot run on {device}: {reason}", None)
+    if program is not None and device.type == "cuda" and num_samples is not None:
+        from . import _fused
+
+        compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        use_fused, why = _fused.cuda_auto_choice(program, num_samples, compute, device)
+        if not use_fused:
+            return _Choice(f"torch: {why}", None)
+        return _Choice(
+            f"fused (cuda): {program.ops.shape[0]} ops lowered from {name}; {why}", program
+        )
     if program is None:
         explanation = (
             f"fused ({device.type}): the layer types of {name} lower; "
@@ -103,7 +122,7 @@ def select_program(
         return None
     device, input_shape = inputs.device, tuple(inputs.shape[1:])
     if backend == "auto":
-        choice = _choose(model, input_shape, device)
+        choice = _choose(model, input_shape, device, inputs.shape[0], inputs.dtype)
         if log:
             logger.info("sweep backend: %s", choice.explanation)
         if choice.program is None:
@@ -135,7 +154,9 @@ def explain_backend(model: nn.Module, inputs: torch.Tensor | None = None) -> str
         raise InputError(f"inputs must be a torch.Tensor or None, got {type(inputs).__name__}")
     if inputs.ndim < 2:
         raise InputError(f"inputs must have shape [N, ...], got {list(inputs.shape)}")
-    return _choose(model, tuple(inputs.shape[1:]), inputs.device).explanation
+    return _choose(
+        model, tuple(inputs.shape[1:]), inputs.device, inputs.shape[0], inputs.dtype
+    ).explanation
 
 
 def _check_ndim(name: str, tensor: torch.Tensor, expected: str, ok: bool) -> None:

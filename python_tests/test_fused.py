@@ -26,7 +26,7 @@ from genni_ext._fused import FirstLayer, fused_sweep, uses_affine_first_layer
 from genni_ext.errors import GenniError, LoweringError
 from genni_ext.lowering import lower
 from genni_ext.models import LeNet5, TwoNeuronNet, flatten_params, mlp
-from genni_ext.testing import loop_sweep
+from genni_ext.testing import CONV_NETS, loop_sweep
 
 Case = tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 MakeCase = Callable[..., Case]
@@ -146,122 +146,6 @@ def test_lenet5(
 
 
 # --- conv nets: strides, paddings, kernels, pools -----------------------------------------
-
-
-def _strided_nonsquare() -> nn.Module:
-    return nn.Sequential(  # (2, 11, 9)
-        nn.Conv2d(2, 3, (3, 2), stride=2, padding=1),  # (3, 6, 5)
-        nn.ReLU(),
-        nn.MaxPool2d(3, stride=2, padding=1),  # (3, 3, 3)
-        nn.Conv2d(3, 4, 2, stride=3, padding=2),  # (4, 2, 2)
-        nn.Tanh(),
-        nn.AvgPool2d((2, 3), stride=1, padding=1, count_include_pad=False),  # (4, 3, 2)
-        nn.Flatten(),
-        nn.Linear(24, 3),
-    )
-
-
-def _pointwise_padded_map_output() -> nn.Module:
-    """Kernel 1 with padding 2: border pixels are bias only; the output is a feature map."""
-    return nn.Sequential(  # (2, 5, 6)
-        nn.Conv2d(2, 3, 1, padding=2),  # (3, 9, 10)
-        nn.Sigmoid(),
-        nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=True),  # (3, 5, 5)
-    )
-
-
-def _stride3_without_bias() -> nn.Module:
-    return nn.Sequential(  # (1, 13, 10)
-        nn.Conv2d(1, 4, 3, stride=3, bias=False),  # (4, 4, 3)
-        nn.LeakyReLU(0.2),
-        nn.MaxPool2d((2, 1), stride=(1, 2)),  # (4, 3, 2)
-        nn.Flatten(),
-        nn.Linear(24, 2, bias=False),
-    )
-
-
-def _tuple_stride_and_padding() -> nn.Module:
-    return nn.Sequential(  # (3, 7, 8)
-        nn.Conv2d(3, 2, (2, 4), stride=(2, 1), padding=(2, 0)),  # (2, 5, 5)
-        nn.ReLU(),
-        nn.AvgPool2d(2, stride=3, padding=1),  # (2, 2, 2), count_include_pad=True
-        nn.Flatten(),
-        nn.Linear(8, 1),
-    )
-
-
-def _overlapping_padded_pools() -> nn.Module:
-    return nn.Sequential(  # (1, 6, 6)
-        nn.Conv2d(1, 3, 3, padding=1),  # (3, 6, 6)
-        nn.Tanh(),
-        nn.MaxPool2d(3, stride=1, padding=1),  # (3, 6, 6)
-        nn.Conv2d(3, 2, 3, stride=2, padding=2),  # (2, 4, 4)
-        nn.ReLU(),
-        nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),  # (2, 2, 2)
-        nn.Flatten(),
-        nn.Linear(8, 4),
-    )
-
-
-def _pool_first() -> nn.Module:
-    """The first op is not parametric, so there is no affine first layer to use."""
-    return nn.Sequential(  # (2, 8, 8)
-        nn.MaxPool2d(2),  # (2, 4, 4)
-        nn.Conv2d(2, 3, 3, padding=1),  # (3, 4, 4)
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(48, 2),
-    )
-
-
-def _nested_identity_flatten() -> nn.Module:
-    """Nested Sequentials, Identity and Flatten (also on an already flat activation)."""
-    return nn.Sequential(  # (1, 6, 6)
-        nn.Sequential(nn.Conv2d(1, 2, 3), nn.Identity(), nn.Sequential(nn.ReLU(), nn.Identity())),
-        nn.Identity(),
-        nn.Flatten(),
-        nn.Sequential(
-            nn.Identity(),
-            nn.Linear(2 * 4 * 4, 5),
-            nn.Flatten(),
-            nn.Sigmoid(),
-            nn.Sequential(nn.Sequential(nn.Linear(5, 2))),
-        ),
-    )
-
-
-def _wide_activation() -> nn.Module:
-    """1152 values per sample after the first conv: too many for the CPU driver's wide
-    (64-sample) tiles, so it runs 16-sample tiles, unlike the small nets above."""
-    return nn.Sequential(  # (1, 12, 12)
-        nn.Conv2d(1, 8, 3, padding=1),  # (8, 12, 12)
-        nn.ReLU(),
-        nn.MaxPool2d(4),  # (8, 3, 3)
-        nn.Flatten(),
-        nn.Linear(72, 2),
-    )
-
-
-def _valid_string_padding() -> nn.Module:
-    return nn.Sequential(  # (2, 4, 7)
-        nn.Conv2d(2, 2, (1, 3), padding="valid"),  # (2, 4, 5)
-        nn.LeakyReLU(),
-        nn.Flatten(),
-        nn.Linear(40, 3),
-    )
-
-
-CONV_NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
-    "strided_nonsquare": (_strided_nonsquare, (2, 11, 9)),
-    "pointwise_padded_map_output": (_pointwise_padded_map_output, (2, 5, 6)),
-    "stride3_without_bias": (_stride3_without_bias, (1, 13, 10)),
-    "tuple_stride_and_padding": (_tuple_stride_and_padding, (3, 7, 8)),
-    "overlapping_padded_pools": (_overlapping_padded_pools, (1, 6, 6)),
-    "pool_first": (_pool_first, (2, 8, 8)),
-    "nested_identity_flatten": (_nested_identity_flatten, (1, 6, 6)),
-    "valid_string_padding": (_valid_string_padding, (2, 4, 7)),
-    "wide_activation": (_wide_activation, (1, 12, 12)),
-}
 
 
 def _conv_net(name: str) -> tuple[nn.Module, tuple[int, ...]]:

@@ -24,6 +24,17 @@ template void sweep_cuda<float>(const Program&, const SweepArgs<float>&, const C
 template void sweep_cuda<double>(const Program&, const SweepArgs<double>&, const CudaPlan&, double*,
                                  void*, void*, void*);
 
+template <typename S>
+void sweep_cuda_tiled(const Program&, const SweepArgs<S>&, const TilePlan&, S*, double*, void*) {
+  not_built();
+}
+template void sweep_cuda_tiled<float>(const Program&, const SweepArgs<float>&, const TilePlan&,
+                                      float*, double*, void*);
+template void sweep_cuda_tiled<double>(const Program&, const SweepArgs<double>&, const TilePlan&,
+                                       double*, double*, void*);
+
+CudaLimits cuda_limits() { not_built(); }
+
 bool cuda_compiled() { return false; }
 int cuda_device_count() { return 0; }
 

@@ -40,6 +40,67 @@ GENNI_HD S activate(int kind, S v, S slope) {
   }
 }
 
+// Loads L consecutive lanes. On the GPU the tiled kernel keeps lanes 16-byte aligned (its
+// tiles are multiples of 8 samples), so whole vectors are loaded in one instruction each.
+template <typename S, int L>
+GENNI_HD void load_lanes(const S* x, S (&v)[L]) {
+#if defined(__CUDA_ARCH__)
+  constexpr int bytes = L * int(sizeof(S));
+  if constexpr (bytes % 16 == 0) {
+#pragma unroll
+    for (int i = 0; i < bytes / 16; ++i)
+      reinterpret_cast<float4*>(v)[i] = reinterpret_cast<const float4*>(x)[i];
+  } else if constexpr (bytes == 8) {
+    reinterpret_cast<float2*>(v)[0] = reinterpret_cast<const float2*>(x)[0];
+  } else {
+#pragma unroll
+    for (int l = 0; l < L; ++l) v[l] = x[l];
+  }
+#else
+  for (int l = 0; l < L; ++l) v[l] = x[l];
+#endif
+}
+
+// acc[k][l] += w[k * w_stride] * x[l] for OB outputs and L lanes: the multiply-add at the
+// heart of Linear and Conv2d. Tr: the OB weights are contiguous (w_stride 1) and, on the
+// GPU, aligned to 16 bytes when OB * sizeof(S) is a multiple of 16 (the tiled kernel's
+// transposed weight layout), so they load as vectors.
+template <typename S, int L, int OB, bool Tr = false>
+GENNI_HD void fma_block(S (&acc)[OB][L], const S* w, long w_stride, const S* x) {
+#if defined(__CUDA_ARCH__)
+  S v[L];
+  load_lanes<S, L>(x, v);
+  S wv[OB];
+  if constexpr (Tr && (OB * sizeof(S)) % 16 == 0) {
+#pragma unroll
+    for (int i = 0; i < int(OB * sizeof(S)) / 16; ++i)
+      reinterpret_cast<float4*>(wv)[i] = reinterpret_cast<const float4*>(w)[i];
+  } else {
+#pragma unroll
+    for (int k = 0; k < OB; ++k) wv[k] = w[Tr ? k : k * w_stride];
+  }
+#pragma unroll
+  for (int k = 0; k < OB; ++k) {
+#pragma unroll
+    for (int l = 0; l < L; ++l) acc[k][l] += wv[k] * v[l];
+  }
+#else
+  for (int k = 0; k < OB; ++k) {
+    const S wk = w[Tr ? k : k * w_stride];
+    GENNI_SIMD for (int l = 0; l < L; ++l) acc[k][l] += wk * x[l];
+  }
+#endif
+}
+
+// acc[k][l] = bias[k] (or 0).
+template <typename S, int L, int OB>
+GENNI_HD void init_block(S (&acc)[OB][L], const S* bias) {
+  for (int k = 0; k < OB; ++k) {
+    const S b = bias ? bias[k] : S(0);
+    for (int l = 0; l < L; ++l) acc[k][l] = b;
+  }
+}
+
 template <typename S, int L>
 GENNI_HD void activation_op(const Op& op, const S* in, int in_stride, S* out, int out_stride) {
   const int n = op.in_size();
@@ -61,22 +122,16 @@ GENNI_HD void activation_op(const Op& op, const S* in, int in_stride, S* out, in
 }
 
 // OB outputs of a Linear layer at once: each input row is loaded once for OB weights.
-template <typename S, int L, int OB>
+// Weights are torch's [out, in], or with Tr transposed to [in, wt] (wt >= out, padded).
+template <typename S, int L, int OB, bool Tr = false>
 GENNI_HD void linear_block(int o, int n_in, const S* weight, const S* bias, const S* in,
-                           int in_stride, S* out, int out_stride) {
+                           int in_stride, S* out, int out_stride, long wt = 0) {
   S acc[OB][L];
-  for (int k = 0; k < OB; ++k) {
-    const S b = bias ? bias[o + k] : S(0);
-    for (int l = 0; l < L; ++l) acc[k][l] = b;
-  }
-  const S* w = weight + static_cast<long>(o) * n_in;
-  for (int i = 0; i < n_in; ++i) {
-    const S* x = in + static_cast<long>(i) * in_stride;
-    for (int k = 0; k < OB; ++k) {
-      const S wk = w[static_cast<long>(k) * n_in + i];
-      GENNI_SIMD for (int l = 0; l < L; ++l) acc[k][l] += wk * x[l];
-    }
-  }
+  init_block<S, L, OB>(acc, bias ? bias + o : nullptr);
+  const S* w = Tr ? weight + o : weight + static_cast<long>(o) * n_in;
+  for (int i = 0; i < n_in; ++i)
+    fma_block<S, L, OB, Tr>(acc, Tr ? w + i * wt : w + i, n_in,
+                            in + static_cast<long>(i) * in_stride);
   for (int k = 0; k < OB; ++k)
     for (int l = 0; l < L; ++l) out[static_cast<long>(o + k) * out_stride + l] = acc[k][l];
 }
@@ -142,12 +197,13 @@ GENNI_HD void linear_op(const Op& op, const S* params, const S* in, int in_strid
   for_output_blocks<out_block<S, L>()>(op.out_c, blocks);
 }
 
-// OB output channels of a Conv2d at one output pixel; the window is clipped to the input,
-// which is the same as zero padding.
+// Adds to acc the OB output channels oc.. of a Conv2d at output pixel (oy, ox); the window
+// is clipped to the input, which is the same as zero padding.
 // KW > 0 fixes the kernel width at compile time (unrolled taps); 0 reads it from op.
-template <typename S, int L, int OB, int KW>
-GENNI_HD void conv_block(const Op& op, int oc, int oy, int ox, const S* weight, const S* bias,
-                         const S* in, int in_stride, S* out, int out_stride) {
+// Weights are torch's [out, in, kh, kw], or with Tr transposed to [in, kh, kw, wt].
+template <typename S, int L, int OB, int KW, bool Tr = false>
+GENNI_HD void conv_accumulate(const Op& op, int oc, int oy, int ox, const S* weight, const S* in,
+                              int in_stride, S (&acc)[OB][L], long wt = 0) {
   const int iy0 = oy * op.stride_h - op.pad_h, ix0 = ox * op.stride_w - op.pad_w;
   const int ky_lo = iy0 < 0 ? -iy0 : 0;
   const int ky_hi = op.in_h - iy0 < op.kernel_h ? op.in_h - iy0 : op.kernel_h;
@@ -157,34 +213,30 @@ GENNI_HD void conv_block(const Op& op, int oc, int oy, int ox, const S* weight, 
   const bool full_row = kx_lo == 0 && kx_hi == kernel_w;
   const long taps = static_cast<long>(op.kernel_h) * kernel_w;
   const long filter = taps * op.in_c;
-  S acc[OB][L];
-  for (int k = 0; k < OB; ++k) {
-    const S b = bias ? bias[oc + k] : S(0);
-    for (int l = 0; l < L; ++l) acc[k][l] = b;
-  }
   for (int ic = 0; ic < op.in_c; ++ic) {
     for (int ky = ky_lo; ky < ky_hi; ++ky) {
       const long row = (static_cast<long>(ic) * op.in_h + iy0 + ky) * op.in_w + ix0;
-      const S* w = weight + static_cast<long>(oc) * filter + ic * taps + ky * kernel_w;
+      const long tap = ic * taps + ky * kernel_w;  // of kx = 0
+      const S* w = Tr ? weight + tap * wt + oc : weight + static_cast<long>(oc) * filter + tap;
+      const long step = Tr ? wt : 1;  // from one kx to the next
       if (KW > 0 && full_row) {
-        for (int kx = 0; kx < KW; ++kx) {
-          const S* x = in + (row + kx) * in_stride;
-          for (int k = 0; k < OB; ++k) {
-            const S wk = w[k * filter + kx];
-            GENNI_SIMD for (int l = 0; l < L; ++l) acc[k][l] += wk * x[l];
-          }
-        }
+        for (int kx = 0; kx < KW; ++kx)
+          fma_block<S, L, OB, Tr>(acc, w + kx * step, filter, in + (row + kx) * in_stride);
       } else {
-        for (int kx = kx_lo; kx < kx_hi; ++kx) {
-          const S* x = in + (row + kx) * in_stride;
-          for (int k = 0; k < OB; ++k) {
-            const S wk = w[k * filter + kx];
-            GENNI_SIMD for (int l = 0; l < L; ++l) acc[k][l] += wk * x[l];
-          }
-        }
+        for (int kx = kx_lo; kx < kx_hi; ++kx)
+          fma_block<S, L, OB, Tr>(acc, w + kx * step, filter, in + (row + kx) * in_stride);
       }
     }
   }
+}
+
+// OB output channels of a Conv2d at one output pixel.
+template <typename S, int L, int OB, int KW, bool Tr = false>
+GENNI_HD void conv_block(const Op& op, int oc, int oy, int ox, const S* weight, const S* bias,
+                         const S* in, int in_stride, S* out, int out_stride, long wt = 0) {
+  S acc[OB][L];
+  init_block<S, L, OB>(acc, bias ? bias + oc : nullptr);
+  conv_accumulate<S, L, OB, KW, Tr>(op, oc, oy, ox, weight, in, in_stride, acc, wt);
   const long plane = static_cast<long>(op.out_h) * op.out_w;
   const long pixel = static_cast<long>(oy) * op.out_w + ox;
   for (int k = 0; k < OB; ++k)
@@ -232,42 +284,89 @@ GENNI_HD void conv_op(const Op& op, const S* params, const S* in, int in_stride,
   }
 }
 
-// MaxPool2d (padding never wins the max) and AvgPool2d (padding counts as zeros when
-// count_include_pad, as in torch).
+// One output pixel (c, oy, ox) of MaxPool2d (padding never wins the max) or AvgPool2d
+// (padding counts as zeros when count_include_pad, as in torch).
 template <typename S, int L>
-GENNI_HD void pool_op(const Op& op, const S* in, int in_stride, S* out, int out_stride) {
+GENNI_HD void pool_item(const Op& op, int c, int oy, int ox, const S* in, int in_stride, S* out,
+                        int out_stride) {
   const bool is_max = op.kind == kMaxPool2d;
-  for (int c = 0; c < op.out_c; ++c) {
-    for (int oy = 0; oy < op.out_h; ++oy) {
-      for (int ox = 0; ox < op.out_w; ++ox) {
-        const int iy0 = oy * op.stride_h - op.pad_h, ix0 = ox * op.stride_w - op.pad_w;
-        S acc[L];
-        bool first = true;
-        int count = 0;
-        for (int ky = 0; ky < op.kernel_h; ++ky) {
-          const int iy = iy0 + ky;
-          if (iy < 0 || iy >= op.in_h) continue;
-          for (int kx = 0; kx < op.kernel_w; ++kx) {
-            const int ix = ix0 + kx;
-            if (ix < 0 || ix >= op.in_w) continue;
-            const S* x = in + ((static_cast<long>(c) * op.in_h + iy) * op.in_w + ix) * in_stride;
-            if (first) {
-              for (int l = 0; l < L; ++l) acc[l] = x[l];
-              first = false;
-            } else if (is_max) {
-              GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] = x[l] > acc[l] ? x[l] : acc[l];
-            } else {
-              GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] += x[l];
-            }
-            ++count;
-          }
-        }
-        const S scale = is_max ? S(1) : S(1) / S(op.flag ? op.kernel_h * op.kernel_w : count);
-        S* y = out + ((static_cast<long>(c) * op.out_h + oy) * op.out_w + ox) * out_stride;
-        for (int l = 0; l < L; ++l) y[l] = acc[l] * scale;
+  const int iy0 = oy * op.stride_h - op.pad_h, ix0 = ox * op.stride_w - op.pad_w;
+  S acc[L];
+  bool first = true;
+  int count = 0;
+  for (int ky = 0; ky < op.kernel_h; ++ky) {
+    const int iy = iy0 + ky;
+    if (iy < 0 || iy >= op.in_h) continue;
+    for (int kx = 0; kx < op.kernel_w; ++kx) {
+      const int ix = ix0 + kx;
+      if (ix < 0 || ix >= op.in_w) continue;
+      const S* x = in + ((static_cast<long>(c) * op.in_h + iy) * op.in_w + ix) * in_stride;
+      if (first) {
+        for (int l = 0; l < L; ++l) acc[l] = x[l];
+        first = false;
+      } else if (is_max) {
+        GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] = x[l] > acc[l] ? x[l] : acc[l];
+      } else {
+        GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] += x[l];
       }
+      ++count;
     }
   }
+  const S scale = is_max ? S(1) : S(1) / S(op.flag ? op.kernel_h * op.kernel_w : count);
+  S* y = out + ((static_cast<long>(c) * op.out_h + oy) * op.out_w + ox) * out_stride;
+  for (int l = 0; l < L; ++l) y[l] = acc[l] * scale;
+}
+
+template <typename S, int L>
+GENNI_HD void pool_op(const Op& op, const S* in, int in_stride, S* out, int out_stride) {
+  for (int c = 0; c < op.out_c; ++c)
+    for (int oy = 0; oy < op.out_h; ++oy)
+      for (int ox = 0; ox < op.out_w; ++ox)
+        pool_item<S, L>(op, c, oy, ox, in, in_stride, out, out_stride);
+}
+
+// OB output channels at one pixel of a Conv2d, an optional activation (act_kind < 0: none)
+// and a pooling op, in one pass: what conv_block, activation_op and pool_item compute in
+// turn, without storing the convolution's output.
+template <typename S, int L, int OB, int KW, bool Tr = false>
+GENNI_HD void conv_pool_block(const Op& conv, int act_kind, S slope, const Op& pool, int oc, int py,
+                              int px, const S* weight, const S* bias, const S* in, int in_stride,
+                              S* out, int out_stride, long wt = 0) {
+  const bool is_max = pool.kind == kMaxPool2d;
+  const int oy0 = py * pool.stride_h - pool.pad_h, ox0 = px * pool.stride_w - pool.pad_w;
+  S res[OB][L] = {};  // every window holds at least one position (torch: padding <= kernel / 2)
+  bool first = true;
+  int count = 0;
+  for (int ky = 0; ky < pool.kernel_h; ++ky) {
+    const int oy = oy0 + ky;
+    if (oy < 0 || oy >= conv.out_h) continue;
+    for (int kx = 0; kx < pool.kernel_w; ++kx) {
+      const int ox = ox0 + kx;
+      if (ox < 0 || ox >= conv.out_w) continue;
+      S acc[OB][L];
+      init_block<S, L, OB>(acc, bias ? bias + oc : nullptr);
+      conv_accumulate<S, L, OB, KW, Tr>(conv, oc, oy, ox, weight, in, in_stride, acc, wt);
+      for (int k = 0; k < OB; ++k) {
+        for (int l = 0; l < L; ++l) {
+          const S v = act_kind >= 0 ? activate(act_kind, acc[k][l], slope) : acc[k][l];
+          if (first)
+            res[k][l] = v;
+          else if (is_max)
+            res[k][l] = v > res[k][l] ? v : res[k][l];
+          else
+            res[k][l] += v;
+        }
+      }
+      first = false;
+      ++count;
+    }
+  }
+  const S scale = is_max ? S(1) : S(1) / S(pool.flag ? pool.kernel_h * pool.kernel_w : count);
+  const long plane = static_cast<long>(pool.out_h) * pool.out_w;
+  const long pixel = static_cast<long>(py) * pool.out_w + px;
+  for (int k = 0; k < OB; ++k)
+    for (int l = 0; l < L; ++l)
+      out[((oc + k) * plane + pixel) * out_stride + l] = res[k][l] * scale;
 }
 
 template <typename S, int L>

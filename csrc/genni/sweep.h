@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "program.h"
+#include "tile.h"
 
 namespace genni {
 
@@ -43,6 +44,28 @@ CudaPlan cuda_plan(const Program& program, int64_t num_params, int m, int64_t nu
 template <typename S>
 void sweep_cuda(const Program& program, const SweepArgs<S>& args, const CudaPlan& plan,
                 double* partial, void* scratch, void* affine, void* stream);
+
+// Tiled CUDA sweep (genni/tile.h). The caller allocates `params` for `points` grid points
+// ([points, P]) and `partial` ([points, plan.tiles], double) and sums partial's rows.
+// The kernel keeps no state between calls, so chunks of a grid can go to separate calls.
+template <typename S>
+void sweep_cuda_tiled(const Program& program, const SweepArgs<S>& args, const TilePlan& plan,
+                      S* params, double* partial, void* stream);
+
+// Shared memory a block may opt into, and multiprocessors, of the current device.
+struct CudaLimits {
+  int64_t smem_optin;   // per block, less the tiled kernel's static shared memory
+  int64_t smem_per_sm;  // per multiprocessor
+  int multiprocessors;
+};
+CudaLimits cuda_limits();
+
+// The tiled kernel's steps run on the CPU thread by thread (in reverse order when
+// `reverse`), with the same plan: a check of the kernel's indexing and barriers on
+// machines without a GPU. Writes partial [G, plan.tiles] like sweep_cuda_tiled.
+template <typename S>
+void sweep_tile_emulated(const Program& program, const SweepArgs<S>& args, const TilePlan& plan,
+                         double* partial, bool reverse);
 
 bool cuda_compiled();
 int cuda_device_count();

@@ -1,0 +1,480 @@
+"""The tiled CUDA kernel: its block steps on the CPU (everywhere) and the kernel on a GPU.
+
+``genni_ext.testing.emulated_tiled_sweep`` runs the steps of csrc/genni/tile.h thread by
+thread between the kernel's barriers, forwards and backwards, with shared memory poisoned
+with NaN before every tile: a wrong index, a missing barrier between two steps (a thread
+reading what another writes in the same step) or a read of memory no step wrote changes
+J or makes it NaN. The CUDA section runs the kernel itself against torch in float64; it
+skips without a GPU.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+import genni_ext
+from genni_ext import _fused
+from genni_ext._fused import TileOptions, cuda_tile_plan, fused_sweep
+from genni_ext.errors import BackendUnavailableError
+from genni_ext.lowering import OP_NAMES, lower
+from genni_ext.models import LeNet5, TwoNeuronNet, mlp
+from genni_ext.testing import CONV_NETS, emulated_tiled_sweep
+
+Case = tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+MakeCase = Callable[..., Case]
+CheckJ = Callable[[torch.Tensor, torch.Tensor, Case], None]
+
+DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
+ACTIVATIONS = ["relu", "leaky_relu", "tanh", "sigmoid", "identity"]
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available() or not genni_ext.build_info()["cuda"],
+    reason="needs a visible CUDA device and a CUDA build of genni_ext",
+)
+
+
+def _torch(case: Case) -> torch.Tensor:
+    return genni_ext.sweep(*case, backend="torch")
+
+
+def _emulated_both_orders(case: Case, check_j: CheckJ, tile: TileOptions | None = None) -> None:
+    """The emulated kernel, threads forwards and backwards, equals torch."""
+    expected = _torch(case)
+    assert float(expected.max()) > 0.0, "degenerate case: J is zero everywhere"
+    forwards = emulated_tiled_sweep(*case, tile=tile)
+    check_j(forwards, expected, case)
+    backwards = emulated_tiled_sweep(*case, tile=tile, reverse=True)
+    check_j(backwards, expected, case)
+
+
+def _random_mlp(depth: int, activation: str, bias: bool) -> tuple[nn.Sequential, int]:
+    rng = random.Random(f"tiled-{depth}-{activation}-{bias}")
+    sizes = [rng.choice((1, 64, rng.randint(2, 63))) for _ in range(depth + 1)]
+    torch.manual_seed(rng.randrange(1 << 30))
+    model = mlp(sizes, activation=activation, bias=bias)
+    for index, layer in enumerate(model):
+        if isinstance(layer, nn.LeakyReLU):
+            model[index] = nn.LeakyReLU(0.37)
+    return model, sizes[0]
+
+
+def _conv_net(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    build, shape = CONV_NETS[name]
+    torch.manual_seed(sorted(CONV_NETS).index(name))
+    return build(), shape
+
+
+# LeNet-5 variants (input size, channels, pool, padding, output activation, outputs).
+LENETS = [
+    (28, 1, "max", 2, None, 1),
+    (28, 1, "max", 0, "relu", 10),
+    (28, 3, "avg", 2, None, 10),
+    (32, 3, "max", 0, None, 1),
+]
+
+
+# --- the block steps on the CPU -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_emulated_random_mlp(
+    activation: str, bias: bool, depth: int, make_case: MakeCase, check_j: CheckJ
+) -> None:
+    model, features = _random_mlp(depth, activation, bias)
+    _emulated_both_orders(make_case(model, (features,), num_samples=40, num_points=3), check_j)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(CONV_NETS))
+def test_emulated_conv_net(
+    name: str, dtype: torch.dtype, make_case: MakeCase, check_j: CheckJ
+) -> None:
+    model, shape = _conv_net(name)
+    _emulated_both_orders(make_case(model, shape, dtype=dtype, num_samples=21), check_j)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "size, channels, pool, padding, output_activation, outputs",
+    LENETS,
+    ids=[f"{s}px-{c}ch-{p}-pad{q}-{a}-out{o}" for s, c, p, q, a, o in LENETS],
+)
+def test_emulated_lenet5(
+    size: int,
+    channels: int,
+    pool: str,
+    padding: int,
+    output_activation: str | None,
+    outputs: int,
+    dtype: torch.dtype,
+    make_case: MakeCase,
+    check_j: CheckJ,
+) -> None:
+    torch.manual_seed(LENETS.index((size, channels, pool, padding, output_activation, outputs)))
+    model = LeNet5(
+        in_channels=channels,
+        input_size=size,
+        num_outputs=outputs,
+        pool=pool,
+        padding=padding,
+        output_activation=output_activation,
+    )
+    shape = (channels, size, size)
+    case = make_case(model, shape, dtype=dtype, num_samples=11, num_points=2)
+    if _plan(model, shape, 11, scalar_bytes=case[1].element_size())["samples"] == 0:
+        # 8 samples of a 3-channel input and its first pooled conv, plus conv2's weights,
+        # are over 227 KB in float64 (245 KB at 28x28): more than a block may have. Such a
+        # sweep runs on the reference kernel; in float32 it fits.
+        assert (channels, dtype) == (3, torch.float64)
+        assert _plan(model, shape, 11, scalar_bytes=4)["samples"] == 8
+        return
+    _emulated_both_orders(case, check_j)
+
+
+TILE_OPTIONS = [
+    TileOptions(samples=8, threads=32, max_lanes=1),
+    TileOptions(samples=8, threads=64, max_lanes=8, layout=1),
+    TileOptions(samples=16, threads=96, max_lanes=2),
+    TileOptions(samples=24, threads=128, max_lanes=4, layout=1),
+    TileOptions(samples=64, threads=256, max_lanes=8),
+    TileOptions(samples=16, threads=256, layout=2),
+]
+
+
+@pytest.mark.parametrize("tile", TILE_OPTIONS, ids=str)
+@pytest.mark.parametrize("name", ["lenet5", "mlp", "strided_nonsquare", "wide_activation"])
+def test_emulated_tile_options(
+    name: str, tile: TileOptions, make_case: MakeCase, check_j: CheckJ
+) -> None:
+    """Every tile size, thread count and register-tile width computes the same J."""
+    torch.manual_seed(7)
+    if name == "lenet5":
+        model, shape = LeNet5(input_size=16, padding=1, num_outputs=3), (1, 16, 16)
+    elif name == "mlp":
+        model, shape = mlp([12, 64, 64, 3], activation="tanh"), (12,)
+    else:
+        model, shape = _conv_net(name)
+    case = make_case(model, shape, dtype=torch.float32, num_samples=61, num_points=2)
+    _emulated_both_orders(case, check_j, tile)
+
+
+@pytest.mark.parametrize("num_samples", [1, 7, 8, 9, 15, 16, 17, 31, 33])
+def test_emulated_probe_counts_around_the_tile(
+    num_samples: int, make_case: MakeCase, check_j: CheckJ
+) -> None:
+    """Partial last tiles (samples past N are zeros and must not count) at tiles of 8 and 16."""
+    model, shape = _conv_net("tuple_stride_and_padding")
+    case = make_case(model, shape, num_samples=num_samples, num_points=3)
+    for samples in (8, 16):
+        _emulated_both_orders(case, check_j, TileOptions(samples=samples, threads=64))
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
+def test_emulated_number_of_directions(m: int, make_case: MakeCase, check_j: CheckJ) -> None:
+    model, shape = _conv_net("strided_nonsquare")
+    _emulated_both_orders(make_case(model, shape, m=m, num_points=4, seed=m), check_j)
+
+
+def test_emulated_two_neuron_net_in_wide_tiles(make_case: MakeCase, check_j: CheckJ) -> None:
+    torch.manual_seed(8)
+    case = make_case(TwoNeuronNet(), (1,), num_samples=5000, num_points=4)
+    plan = _plan(case[0], (1,), 5000)
+    assert plan["samples"] == 2048 and plan["params_in_shared"]
+    _emulated_both_orders(case, check_j)
+
+
+# --- the plan and the schedule ------------------------------------------------------------
+
+
+def _plan(
+    model: nn.Module,
+    shape: tuple[int, ...],
+    num_samples: int,
+    tile: TileOptions | None = None,
+    scalar_bytes: int = 8,
+) -> dict[str, int]:
+    """The tiled plan on an H100/H200's shared memory."""
+    program = lower(model, shape)
+    ext = _fused._extension()
+    options = tile or TileOptions()
+    return ext.tile_plan(
+        program.ops.tolist(), program.slopes.tolist(), program.num_params, num_samples,
+        scalar_bytes, options.samples, options.threads, options.max_lanes, options.layout,
+        _fused.HOPPER_SMEM_LIMIT, _fused.HOPPER_SMEM_PER_SM,
+    )  # fmt: skip
+
+
+def _schedule(model: nn.Module, shape: tuple[int, ...], plan: dict) -> list[dict]:
+    program = lower(model, shape)
+    ext = _fused._extension()
+    return ext.tile_schedule(
+        program.ops.tolist(), program.slopes.tolist(), program.num_params, plan, "float32"
+    )
+
+
+def test_lenet5_plan_fuses_conv_activation_and_pool() -> None:
+    """LeNet-5's two conv blocks run as two steps each (conv + ReLU + max pool in one), its
+    small layers are staged in shared memory and its first Linear (48,000 weights) is not."""
+    model, shape = LeNet5(), (1, 28, 28)
+    program = lower(model, shape)
+    plan = _plan(model, shape, 8192, scalar_bytes=4)
+    assert plan["samples"] % 8 == 0 and plan["smem_bytes"] <= _fused.HOPPER_SMEM_LIMIT
+    assert not plan["params_in_shared"]
+    steps = _schedule(model, shape, plan)
+    kinds = [OP_NAMES[int(program.ops[step["op"], 0])] for step in steps]
+    assert kinds == ["conv2d", "conv2d", "linear", "linear", "linear"]
+    assert [step["pool"] >= 0 for step in steps] == [True, True, False, False, False]
+    assert [step["staged"] for step in steps] == [True, True, False, False, True]
+
+
+def test_overlapping_pool_is_not_fused() -> None:
+    """Windows that overlap (stride < kernel) would compute conv outputs twice: the pools
+    run as steps of their own."""
+    model, shape = _conv_net("overlapping_padded_pools")
+    steps = _schedule(model, shape, _plan(model, shape, 4))
+    assert all(step["pool"] < 0 for step in steps)
+    assert len(steps) == 5  # conv + tanh, max pool, conv + relu, avg pool, linear
+
+
+def test_tile_size_depends_on_the_probes_not_the_grid() -> None:
+    """The plan takes no grid size, so every chunking of a grid runs the same tiles; it
+    takes no more samples than N needs and fits the shared memory it plans for."""
+    model, shape = _conv_net("wide_activation")
+    small = _plan(model, shape, 5)
+    large = _plan(model, shape, 5000)
+    assert small["samples"] == 8 and small["tiles"] == 1
+    assert large["samples"] >= small["samples"] and large["samples"] % 8 == 0
+    for plan in (small, large):
+        assert plan["smem_bytes"] <= _fused.HOPPER_SMEM_LIMIT
+
+
+def test_a_model_too_wide_for_shared_memory_has_no_tile() -> None:
+    """A 3 x 224 x 224 input does not fit 8 samples in shared memory: no tiled plan (auto
+    then runs the reference kernel on a GPU)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 222 * 222, 1))
+    assert _plan(model, (3, 224, 224), 100, scalar_bytes=4)["samples"] == 0
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("samples", 12),
+        ("threads", 48),
+        ("threads", 512),
+        ("max_lanes", 3),
+        ("layout", 3),
+    ],
+)
+def test_bad_tile_options_are_refused(field: str, value: int) -> None:
+    with pytest.raises(ValueError, match=field.replace("samples", "tile samples")):
+        _plan(mlp([3, 4, 1]), (3,), 10, TileOptions(**{field: value}))
+
+
+def test_a_plan_the_kernel_would_misrun_is_refused(make_case: MakeCase) -> None:
+    """Lanes over a fused pooling step's register cap, or not dividing the tile: refused."""
+    model, shape = LeNet5(input_size=16, padding=1), (1, 16, 16)
+    case = make_case(model, shape, dtype=torch.float32, num_samples=8, num_points=1)
+    program = lower(model, shape)
+    ext = _fused._extension()
+    plan = _plan(model, shape, 8, scalar_bytes=4)
+    for lanes in (8, 3):
+        bad = dict(plan, lanes=[lanes if value else 0 for value in plan["lanes"]])
+        with pytest.raises(ValueError, match="lanes"):
+            ext.sweep_tile_emulated(
+                program.ops.tolist(), program.slopes.tolist(), "float32",
+                *(t.data_ptr() for t in case[1:]), program.num_params, 2, 1, 8, bad,
+                torch.empty(1, dtype=torch.float64).data_ptr(), False,
+            )  # fmt: skip
+
+
+# --- the kernel on a GPU --------------------------------------------------------------------
+
+
+def _to_cuda(case: Case) -> Case:
+    model, *tensors = case
+    return (model.cuda(), *(tensor.cuda() for tensor in tensors))  # type: ignore[return-value]
+
+
+def _cuda_fused(case: Case, **options: object) -> torch.Tensor:
+    model, center, directions, coeffs, inputs, targets = case
+    program = lower(model, tuple(inputs.shape[1:]))
+    return fused_sweep(
+        program,
+        center,
+        directions,
+        coeffs,
+        inputs,
+        targets,
+        num_threads=None,
+        chunk_size=options.pop("chunk_size", None),  # type: ignore[arg-type]
+        progress=False,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def _against_torch(
+    cpu_case: Case, check_j: CheckJ, kernel: str = "tiled", **options: object
+) -> torch.Tensor:
+    """The CUDA kernel (tiled unless said) equals torch's float64 J on the CPU."""
+    got = _cuda_fused(_to_cuda(cpu_case), cuda_kernel=kernel, **options)
+    assert got.device.type == "cuda"
+    check_j(got.cpu(), _torch(cpu_case), cpu_case)
+    return got
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_cuda_random_mlp(
+    activation: str, depth: int, dtype: torch.dtype, make_case: MakeCase, check_j: CheckJ
+) -> None:
+    model, features = _random_mlp(depth, activation, bias=depth % 2 == 0)
+    _against_torch(
+        make_case(model, (features,), dtype=dtype, num_samples=300, num_points=20), check_j
+    )
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(CONV_NETS))
+def test_cuda_conv_net(name: str, dtype: torch.dtype, make_case: MakeCase, check_j: CheckJ) -> None:
+    model, shape = _conv_net(name)
+    _against_torch(make_case(model, shape, dtype=dtype, num_samples=77, num_points=30), check_j)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "size, channels, pool, padding, output_activation, outputs",
+    LENETS,
+    ids=[f"{s}px-{c}ch-{p}-pad{q}-{a}-out{o}" for s, c, p, q, a, o in LENETS],
+)
+def test_cuda_lenet5(
+    size: int,
+    channels: int,
+    pool: str,
+    padding: int,
+    output_activation: str | None,
+    outputs: int,
+    dtype: torch.dtype,
+    make_case: MakeCase,
+    check_j: CheckJ,
+) -> None:
+    torch.manual_seed(LENETS.index((size, channels, pool, padding, output_activation, outputs)))
+    model = LeNet5(
+        in_channels=channels,
+        input_size=size,
+        num_outputs=outputs,
+        pool=pool,
+        padding=padding,
+        output_activation=output_activation,
+    )
+    shape = (channels, size, size)
+    case = make_case(model, shape, dtype=dtype, num_samples=100, num_points=12)
+    # "auto": the tiled kernel, except for 3-channel inputs in float64, whose smallest tile
+    # does not fit a block's shared memory (test_emulated_lenet5): the reference kernel.
+    fits = cuda_tile_plan(lower(model, shape), 100, dtype, device=torch.device("cuda"))
+    assert (fits is None) == (channels == 3 and dtype == torch.float64)
+    _against_torch(case, check_j, kernel="auto")
+
+
+@needs_cuda
+@pytest.mark.parametrize("tile", TILE_OPTIONS, ids=str)
+def test_cuda_tile_options(tile: TileOptions, make_case: MakeCase, check_j: CheckJ) -> None:
+    torch.manual_seed(9)
+    model = LeNet5(input_size=16, padding=1, num_outputs=3)
+    case = make_case(model, (1, 16, 16), dtype=torch.float32, num_samples=200, num_points=9)
+    _against_torch(case, check_j, tile=tile)
+
+
+@needs_cuda
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("num_samples", [1, 7, 8, 9, 2047, 2048, 2049])
+def test_cuda_directions_and_probe_counts(
+    m: int, num_samples: int, make_case: MakeCase, check_j: CheckJ
+) -> None:
+    """m = 1..5, and N around the tile sizes of the two-neuron net (2048) and of 8."""
+    torch.manual_seed(m)
+    case = make_case(TwoNeuronNet(), (1,), m=m, num_samples=num_samples, num_points=33, seed=m)
+    _against_torch(case, check_j)
+
+
+@needs_cuda
+@pytest.mark.parametrize("num_points", [1, 2, 131, 1000])
+def test_cuda_grid_sizes_and_launches(
+    num_points: int, make_case: MakeCase, check_j: CheckJ, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """G from 1 to beyond one launch (the parameter budget cut to 50 grid points)."""
+    model, shape = _conv_net("strided_nonsquare")
+    case = make_case(model, shape, num_samples=50, num_points=num_points)
+    whole = _against_torch(case, check_j)
+    num_params = case[1].numel()
+    monkeypatch.setattr(_fused, "_CUDA_PARAM_BYTES", 50 * num_params * 8)
+    assert torch.equal(_against_torch(case, check_j), whole)
+
+
+@needs_cuda
+def test_cuda_chunks_streams_and_repeats_are_bitwise_equal(make_case: MakeCase) -> None:
+    torch.manual_seed(10)
+    model = LeNet5(input_size=16, padding=1, num_outputs=3)
+    case = _to_cuda(
+        make_case(model, (1, 16, 16), dtype=torch.float32, num_samples=333, num_points=40)
+    )
+    first = _cuda_fused(case)
+    assert torch.equal(_cuda_fused(case), first)
+    assert torch.equal(_cuda_fused(case, chunk_size=7), first)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        on_stream = _cuda_fused(case)
+    stream.synchronize()
+    assert torch.equal(on_stream, first)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_tiled_equals_the_reference_kernel(
+    dtype: torch.dtype, make_case: MakeCase, check_j: CheckJ
+) -> None:
+    torch.manual_seed(11)
+    cpu_case = make_case(
+        LeNet5(num_outputs=10), (1, 28, 28), dtype=dtype, num_samples=130, num_points=16
+    )
+    case = _to_cuda(cpu_case)
+    tiled = _cuda_fused(case, cuda_kernel="tiled")
+    reference = _cuda_fused(case, cuda_kernel="reference")
+    check_j(tiled.cpu(), reference.cpu(), cpu_case)
+
+
+@needs_cuda
+def test_cuda_auto_kernel_falls_back_where_the_tile_does_not_fit(make_case: MakeCase) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 222 * 222, 1))
+    program = lower(model, (3, 224, 224))
+    assert cuda_tile_plan(program, 10, torch.float32, device=torch.device("cuda")) is None
+    with pytest.raises(BackendUnavailableError, match="reference"):
+        cuda_tile_plan(program, 10, torch.float32, "tiled", device=torch.device("cuda"))
+
+
+@needs_cuda
+def test_cuda_auto_backend_follows_the_measured_rule(make_case: MakeCase, check_j: CheckJ) -> None:
+    """auto: the tiled kernel where it fits; where it does not, torch.func for conv nets and
+    the reference kernel for MLPs (the rule in _fused.cuda_auto_choice)."""
+    lenet = LeNet5()
+    probes = torch.randn(64, 1, 28, 28, device="cuda")
+    assert "tiled kernel" in genni_ext.explain_backend(lenet.cuda(), probes)
+    wide_conv = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 222 * 222, 1))
+    wide_probes = torch.randn(4, 3, 224, 224, device="cuda")
+    assert genni_ext.explain_backend(wide_conv.cuda(), wide_probes).startswith("torch")
+    torch.manual_seed(12)
+    wide_mlp = mlp([40000, 3, 1])
+    explanation = genni_ext.explain_backend(wide_mlp.cuda(), torch.randn(4, 40000, device="cuda"))
+    assert explanation.startswith("fused (cuda)") and "reference kernel" in explanation
+    cpu_case = make_case(mlp([40000, 3, 1]), (40000,), num_samples=20, num_points=3)
+    check_j(genni_ext.sweep(*_to_cuda(cpu_case)).cpu(), _torch(cpu_case), cpu_case)
