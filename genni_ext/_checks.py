@@ -55,6 +55,14 @@ def contiguous_finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def device_label(device: torch.device) -> str:
+    """What results on ``device`` are reproducible across: "cpu", or "cuda (<GPU name>)"
+    (devices of one GPU model compute bitwise the same J; other models may differ)."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
 @contextlib.contextmanager
 def torch_threads(num_threads: int | None, device: torch.device) -> Iterator[None]:
     """Use ``num_threads`` intra-op threads for CPU work inside the block, then restore."""

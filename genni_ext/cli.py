@@ -159,6 +159,7 @@ _OVERRIDES: dict[str, str] = {
     "m": "subspace.m",
     "center": "subspace.center",
     "backend": "backend",
+    "device": "device",
     "num_threads": "num_threads",
     "chunk_points": "chunk_points",
 }
@@ -203,6 +204,11 @@ def _add_config_options(parser: argparse.ArgumentParser, *, model_help: str) -> 
     group.add_argument("--m", type=int, metavar="M", help="subspace.m")
     group.add_argument("--center", type=int, metavar="INDEX", help="subspace.center")
     group.add_argument("--backend", choices=BACKEND_NAMES, help="backend of the sweep")
+    group.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="where search and sweep run: cpu (default), cuda or cuda:N",
+    )
     group.add_argument("--num-threads", type=int, metavar="N", help="CPU threads")
     group.add_argument("--chunk-points", type=int, metavar="N", help="grid points per chunk")
     group.add_argument(
@@ -488,6 +494,20 @@ def _problem_for_search(config: Mapping[str, Any], experiment: Any) -> tuple[Any
     return problem, experiment.load_search(name)
 
 
+def _on_device(value: Any, device: Any) -> Any:
+    """A copy of the dataclass ``value`` with its tensor fields on ``device``."""
+    import dataclasses
+
+    import torch
+
+    moved = {
+        field.name: getattr(value, field.name).to(device)
+        for field in dataclasses.fields(value)
+        if isinstance(getattr(value, field.name), torch.Tensor)
+    }
+    return dataclasses.replace(value, **moved)
+
+
 def _sweep_grids(
     config: Mapping[str, Any],
     experiment: Any,
@@ -507,7 +527,12 @@ def _sweep_grids(
     done = []
     for spec in grids:
         grid = Grid.uniform(tuple(spec["bound"]), spec["n"], spec["dim"])
-        subspace = Subspace.from_search(result, eps, spec["dim"], center=center)
+        # From the search's values on the CPU, so that the plane (and the store's hash of
+        # it) is the same whether the search ran here, on a GPU or was loaded from disk.
+        subspace = _on_device(
+            Subspace.from_search(_on_device(result, "cpu"), eps, spec["dim"], center=center),
+            problem.theta.device,
+        )
         chunk_points = config["chunk_points"] or auto_chunk_points(problem, grid.size)
         total = math.ceil(grid.size / chunk_points)
         label = (

@@ -37,6 +37,7 @@ expected. Numbers may be written as ints where floats are expected (``lr: 1``)::
         n: 100                       # points per axis
         dim: 2                       # axes (the plane's m for this grid; default subspace.m)
     backend: auto                    # auto | fused | torch
+    device: cpu                      # cpu | cuda | cuda:N: where search and sweep run
     num_threads: null                # CPU threads (null: all)
     chunk_points: null               # grid points per chunk file (null: ~2e11 flops each)
 
@@ -132,6 +133,31 @@ def _choice(choices: Sequence[str], *, optional: bool = False) -> Check:
     return check
 
 
+def _device(value: object, key: str) -> object:
+    """ "cpu", "cuda" or "cuda:N", and only a CUDA device this machine has."""
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected cpu, cuda or cuda:N, got {_describe(value)}")
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise ConfigError(key, f"expected cpu, cuda or cuda:N, got {value!r}") from None
+    if device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index is not None):
+        raise ConfigError(key, f"expected cpu, cuda or cuda:N, got {value!r}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                key, f"is {value!r} but this machine has no CUDA device torch can use; use cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise ConfigError(
+                key,
+                f"is {value!r} but this machine has {count} CUDA device(s): cuda:0.."
+                f"cuda:{count - 1}",
+            )
+    return value
+
+
 def _momentum(value: object, key: str) -> object:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ConfigError(key, f"expected a number in [0, 1), got {_describe(value)}")
@@ -213,6 +239,7 @@ _SECTIONS: dict[str, dict[str, tuple[Check, object]]] = {
 _TOP: dict[str, tuple[Check, object]] = {
     "seed": (_int(0), 0),
     "backend": (_choice(BACKEND_NAMES), "auto"),
+    "device": (_device, "cpu"),
     "num_threads": (_int(1, optional=True), None),
     "chunk_points": (_int(1, optional=True), None),
 }
@@ -349,7 +376,7 @@ def validate_config(raw: object, *, require: Sequence[str] = ("experiment", "mod
     for section in ("probes", "search", "subspace"):
         config[section] = _section(raw, section)
     config["grids"] = _grids(raw.get("grids"), config["subspace"]["m"])
-    for key in ("backend", "num_threads", "chunk_points"):
+    for key in ("backend", "device", "num_threads", "chunk_points"):
         check, default = _TOP[key]
         config[key] = check(raw[key], key) if key in raw else default
     search = config["search"]
@@ -453,12 +480,12 @@ def build_model(config: Mapping[str, Any]) -> nn.Module:
 
 
 def build_problem(config: Mapping[str, Any]):  # -> Problem
-    """The :class:`genni_ext.Problem` of a validated ``config``: its model, θ the model's
-    initial parameters, ``probes.num_probes`` standard-normal probes drawn with
-    ``probes.seed``."""
+    """The :class:`genni_ext.Problem` of a validated ``config``: its model on the config's
+    device, θ the model's initial parameters, ``probes.num_probes`` standard-normal probes
+    drawn with ``probes.seed`` (the same values on every device)."""
     from .problem import Problem
 
-    model = build_model(config)
+    model = build_model(config).to(config.get("device") or "cpu")
     probes = config["probes"]
     return Problem(model, num_probes=probes["num_probes"], seed=probes["seed"])
 

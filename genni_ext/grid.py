@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._checks import positive_int
+from ._checks import device_label, positive_int
 from .errors import InputError
 from .subspace import Subspace
 
@@ -353,8 +353,8 @@ def backend_used(problem: Problem, backend: str) -> str:
 def grid_metadata(problem: Problem, grid: Grid, *, backend: str, wall_time_s: float) -> dict:
     """The JSON-able metadata of a sweep of ``problem`` over ``grid``.
 
-    Keys: backend (as :func:`backend_used` says), dtype, seeds, theta_hash, probes_hash,
-    version, wall_time_s, problem (``problem.describe()``), grid_shape, m.
+    Keys: backend (as :func:`backend_used` says), dtype, device, seeds, theta_hash,
+    probes_hash, version, wall_time_s, problem (``problem.describe()``), grid_shape, m.
     """
     from . import __version__
 
@@ -364,6 +364,7 @@ def grid_metadata(problem: Problem, grid: Grid, *, backend: str, wall_time_s: fl
     return {
         "backend": str(backend),
         "dtype": str(problem.theta.dtype).removeprefix("torch."),
+        "device": device_label(problem.inputs.device),
         "seeds": {"problem": int(problem.seed)},
         "theta_hash": problem.theta_hash,
         "probes_hash": problem.probes_hash,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ._checks import contiguous_finite, float_tensor, positive_int
+from ._checks import contiguous_finite, device_label, float_tensor, positive_int
 from .errors import InputError
 from .fallback import (
     DEFAULT_MEMORY_BUDGET,
@@ -349,6 +349,7 @@ class Problem:
             "seed": self.seed,
             "input_shape": list(self.input_shape),
             "dtype": str(self.theta.dtype).removeprefix("torch."),
+            "device": device_label(self.inputs.device),
             "theta_hash": self.theta_hash,
             "probes_hash": self.probes_hash,
         }

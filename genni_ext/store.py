@@ -58,7 +58,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ._checks import positive_int
+from ._checks import device_label, positive_int
 from .errors import GenniError, InputError
 
 if TYPE_CHECKING:
@@ -841,6 +841,7 @@ def _manifest(
             "hash": _tensor_hash(grid.coeffs, *(grid.axes or ())),
         },
         "backend": backend,
+        "device": device_label(problem.inputs.device),
         "chunk_points": chunk_points,
         "num_chunks": math.ceil(grid.size / chunk_points),
     }
@@ -855,14 +856,18 @@ def _check_manifest(
         "subspace": "subspace",
         "grid": "grid",
         "backend": "backend",
+        "device": "device (J on another kind of device differs in its last bits, so the "
+        "chunks would not join into the grid an uninterrupted run gives)",
         "chunk_points": "chunk_points",
         "format": "store format",
     }
     differences = []
     for key, label in labels.items():
-        if stored.get(key) != wanted.get(key):
-            if key in ("backend", "chunk_points", "format"):
-                differences.append(f"{label}: on disk {stored.get(key)!r}, now {wanted.get(key)!r}")
+        # Grids started before the store recorded devices were all computed on the CPU.
+        on_disk = stored.get(key, "cpu" if key == "device" else None)
+        if on_disk != wanted.get(key):
+            if key in ("backend", "device", "chunk_points", "format"):
+                differences.append(f"{label}: on disk {on_disk!r}, now {wanted.get(key)!r}")
             elif key == "problem":
                 parts = [
                     f"{field} {stored[key].get(field)!r} != {value!r}"

@@ -293,6 +293,13 @@ BAD_CONFIGS = [
     ({**TINY, "seed": 12}, "config key 'search.seed'"),
     ({**TINY, "search": {"optimizer": "adam", "momentum": 0.9}}, "'search.momentum'"),
     ({**TINY, "backend": "gpu"}, "config key 'backend': expected one of auto | fused | torch"),
+    ({**TINY, "device": "gpu"}, "config key 'device': expected cpu, cuda or cuda:N, got 'gpu'"),
+    ({**TINY, "device": "cpu:1"}, "config key 'device': expected cpu, cuda or cuda:N"),
+    ({**TINY, "device": 0}, "config key 'device': expected cpu, cuda or cuda:N, got 0 (int)"),
+    (
+        {**TINY, "device": f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"},
+        "config key 'device': is 'cuda:",
+    ),
 ]
 
 
@@ -355,3 +362,23 @@ def test_sweep_needs_a_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_ls_empty_home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["ls", "--home", str(tmp_path / "none")]) == 0
     assert "no experiments yet" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_search_and_sweep_on_cuda(tmp_path: Path) -> None:
+    """--device cuda runs search and sweep on the GPU and records it; the same grid cannot
+    then be resumed on the CPU (J differs in its last bits there)."""
+    config = _write(tmp_path / "tiny.yml", {**TINY, "grids": TINY["grids"][:1]})
+    home = str(tmp_path / "home")
+    for command in ("search", "sweep"):
+        done = _genni(tmp_path, command, "--config", str(config), "--home", home, "--device",
+                      "cuda", "--no-progress")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert "(fused-cuda)" in done.stdout
+    experiment = Experiment("tiny", Path(home))
+    loaded = experiment.load_grid("plane")
+    assert loaded.metadata["device"].startswith("cuda (")
+    assert experiment.search_metadata("search")["problem"]["device"].startswith("cuda (")
+    again = _genni(tmp_path, "sweep", "--config", str(config), "--home", home, "--no-progress")
+    assert again.returncode == 1
+    assert "device (J on another kind of device" in again.stderr

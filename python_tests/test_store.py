@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -310,6 +311,29 @@ def test_sweep_refuses_other_inputs(
         with pytest.raises(StoreError, match=message):
             experiment.run_sweep(*args, "g", progress=False, **kwargs)
     assert {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)} == before
+
+
+def test_sweep_resumes_only_on_the_device_it_started_on(
+    tmp_path: Path, mlp_case: tuple[Problem, Subspace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest records the device; a grid started elsewhere is refused, naming the
+    device, and one from before devices were recorded counts as the CPU's."""
+    problem, subspace = mlp_case
+    grid = Grid.uniform((-2.0, 2.0), 6, 2)
+    experiment = Experiment("devices", tmp_path)
+    _counting_sweep(monkeypatch, stop_after=2)
+    with pytest.raises(_Interrupt):
+        experiment.run_sweep(problem, subspace, grid, "g", chunk_points=5, progress=False)
+    monkeypatch.undo()
+    path = experiment.grid_dir("g") / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["device"] == "cpu"
+    path.write_text(json.dumps({**manifest, "device": "cuda (NVIDIA H200)"}))
+    with pytest.raises(StoreError, match=r"device .*: on disk 'cuda \(NVIDIA H200\)', now 'cpu'"):
+        experiment.run_sweep(problem, subspace, grid, "g", chunk_points=5, progress=False)
+    path.write_text(json.dumps({k: v for k, v in manifest.items() if k != "device"}))
+    result = experiment.run_sweep(problem, subspace, grid, "g", chunk_points=5, progress=False)
+    assert result.metadata["device"] == "cpu"
 
 
 def test_sweep_bad_input_leaves_no_files(
