@@ -1,0 +1,1 @@
+"""What the ε-set is: baselines, identifiability, known symmetries, topology."""
