@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from collections.abc import Iterator
 
 import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.dropout import _DropoutNd
+from torch.nn.parameter import is_lazy
 
 from .errors import InputError
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
+
+# Layers whose training-mode forward uses batch statistics (and updates running ones) or
+# draws random numbers: J would not be a function of θ, the model's buffers would change,
+# and vmap refuses them. Dropout with p = 0 is the identity in either mode.
+TRAINING_DEPENDENT = (_NormBase, _DropoutNd, nn.RReLU)
+
+
+def _depends_on_training(layer: nn.Module) -> bool:
+    """Whether ``layer`` is in training mode and that changes what its forward does."""
+    if not layer.training or not isinstance(layer, TRAINING_DEPENDENT):
+        return False
+    return not (isinstance(layer, _DropoutNd) and layer.p == 0)
 
 
 def positive_int(value: object, argument: str) -> int:
@@ -17,6 +35,84 @@ def positive_int(value: object, argument: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputError(f"{argument} must be a positive int, got {value!r}")
     return value
+
+
+def positive_number(value: object, argument: str) -> float:
+    """``value`` as a float if it is a positive finite real number (not a bool), else
+    InputError. For ε this says why: J >= 0, so nothing is below a non-positive ε."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{argument} must be a positive number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        why = " (J >= 0, so nothing is below it)" if argument.startswith("eps") else ""
+        raise InputError(f"{argument} must be a positive finite number{why}, got {value!r}")
+    return float(value)
+
+
+def non_negative_int(value: object, argument: str) -> int:
+    """Return ``value`` if it is an int >= 0 (not a bool), else raise InputError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{argument} must be a non-negative int, got {value!r}")
+    return value
+
+
+MAX_SEED = 2**64 - 1
+"""The largest seed ``torch.Generator.manual_seed`` takes."""
+
+
+def seed_argument(value: object, argument: str, *, draws: int = 1) -> int:
+    """Return ``value`` if it is an int seed such that ``value + draws - 1 <= MAX_SEED`` (a
+    search seeds start k with ``seed + 1 + k``), else raise InputError."""
+    seed = non_negative_int(value, argument)
+    if seed + draws - 1 > MAX_SEED:
+        largest = "2**64 - 1" if draws == 1 else f"2**64 - {draws}"
+        raise InputError(
+            f"{argument}={seed} is too large: torch seeds are at most 2**64 - 1, so {argument} "
+            f"must be at most {largest} here"
+        )
+    return seed
+
+
+def module_argument(model: object) -> nn.Module:
+    """Return ``model`` if it is an ``nn.Module`` that genni_ext can study, else raise.
+
+    It must have parameters, none of them lazy (uninitialized), and be in eval mode where
+    that matters: layers of ``TRAINING_DEPENDENT`` in training mode are refused by dotted
+    path and class, before anything runs, because running them would change the caller's
+    running statistics and make the targets random. genni_ext never switches the caller's
+    model to eval itself.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    name = type(model).__name__
+    lazy = [path for path, parameter in model.named_parameters() if is_lazy(parameter)]
+    if lazy:
+        raise InputError(
+            f"{name} has uninitialized (lazy) parameters: {', '.join(lazy[:5])}; run one "
+            "forward pass on a batch of inputs first (model(x)) so that they get their shapes"
+        )
+    if sum(parameter.numel() for parameter in model.parameters()) == 0:
+        raise InputError(
+            f"model ({name}) has no parameters; genni_ext compares parameter vectors, so "
+            "pass a model with at least one parameter"
+        )
+    training = [
+        f"'{path}' ({type(layer).__name__})"
+        if path
+        else f"the model itself ({type(layer).__name__})"
+        for path, layer in model.named_modules()
+        if _depends_on_training(layer)
+    ]
+    if training:
+        shown = ", ".join(training[:5]) + (
+            f" and {len(training) - 5} more" if len(training) > 5 else ""
+        )
+        raise InputError(
+            f"{name} has layers in training mode whose output depends on the "
+            f"batch or on chance: {shown}; in training mode BatchNorm uses and updates batch "
+            "statistics and Dropout drops at random, so J would not be a function of the "
+            "parameters. Call model.eval() first (genni_ext does not change your model)"
+        )
+    return model
 
 
 def float_tensor(name: str, value: object) -> torch.Tensor:

@@ -29,6 +29,9 @@ expected. Numbers may be written as ints where floats are expected (``lr: 1``)::
       record_every: 100              # J on all probes every this many steps (history)
     subspace:
       eps: 0.0025                    # ε: a start has converged when its J < ε
+      eps_relative: null             # ε as a fraction of J of the best constant function
+                                     # (Problem.constant_loss); when set, eps is ignored and
+                                     # the saved config records the ε it gave
       m: 2                           # directions of the plane (default dim of a grid)
       center: null                   # θ₀: index of a start, null: the best converged one
     grids:                           # one sweep each, saved as grids/<name>/
@@ -232,6 +235,7 @@ _SECTIONS: dict[str, dict[str, tuple[Check, object]]] = {
     },
     "subspace": {
         "eps": (_float(positive=True), 0.0025),
+        "eps_relative": (_float(positive=True, optional=True), None),
         "m": (_int(1), 2),
         "center": (_int(optional=True), None),
     },
@@ -346,7 +350,7 @@ def _grids(value: object, default_dim: int) -> list[dict[str, Any]]:
         grid = {
             "name": _name(given["name"], f"{key}.name"),
             "bound": _bound(given["bound"], f"{key}.bound"),
-            "n": _int(1)(given["n"], f"{key}.n"),
+            "n": _int(2)(given["n"], f"{key}.n"),
             "dim": _int(1)(given["dim"], f"{key}.dim") if "dim" in given else default_dim,
         }
         if grid["name"] in names:

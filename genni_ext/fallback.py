@@ -6,13 +6,17 @@ A chunk of B grid points becomes a batch of B parameter vectors
 one call. Chunks are sized from a memory budget, and when even one grid point's
 activations exceed it the probes are chunked as well.
 
-The model is evaluated in its current mode: call ``model.eval()`` first if it has
-BatchNorm or Dropout, so that φ(x, θ) is deterministic and its buffers are only read.
+The model is evaluated in its current mode; ``sweep`` and ``Problem`` refuse BatchNorm or
+Dropout in training mode (call ``model.eval()`` first), so that φ(x, θ) is deterministic and
+its buffers are only read. :func:`probe_forward` and :func:`check_vmap` are the checks that
+a model runs on its probes, shared by ``Problem`` and ``sweep``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,7 +33,7 @@ DEFAULT_MEMORY_BUDGET = 1 << 30
 _PROBE_SAMPLES = 2
 
 
-def _buffers_for(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+def buffers_for(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
     """The model's buffers on the inputs' device, floating ones in the inputs' dtype."""
     return {
         name: buffer.to(
@@ -40,46 +44,166 @@ def _buffers_for(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tens
     }
 
 
-def _activation_numel_per_sample(
+@dataclass(frozen=True)
+class ProbeRun:
+    """What one forward pass on a few probes showed: the output values per probe and the
+    activation scalars the leaf layers produce per probe (which size the chunks)."""
+
+    outputs_per_sample: int
+    activations_per_sample: int
+
+
+def _layer_takes(layer: nn.Module) -> str:
+    """What a layer takes, where its type says it (", 3 input features"), else ""."""
+    if isinstance(layer, nn.Linear):
+        return f", {layer.in_features} input features"
+    if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return f", {layer.in_channels} input channels"
+    return ""
+
+
+def _sample_shape(shape: Sequence[int]) -> str:
+    return f"({', '.join(str(size) for size in shape)}{',' if len(shape) == 1 else ''})"
+
+
+def check_output_size(produced: int, expected: int) -> None:
+    """Raise InputError unless the model's ``produced`` values per probe match the targets'
+    ``expected``; a mismatch would otherwise broadcast silently against the targets."""
+    if produced != expected:
+        raise InputError(
+            f"targets has {expected} values per probe but the model outputs {produced}; "
+            "compute targets with the same model (targets = model(inputs).reshape(N, -1))"
+        )
+
+
+def _unwrap_hint(output: object) -> str:
+    """How to wrap a model whose forward returns ``output`` instead of one tensor."""
+    if isinstance(output, dict) and output:
+        return f"output[{next(iter(output))!r}]"
+    if isinstance(output, (tuple, list)) and output:
+        return "output[0]"
+    return "the output tensor"
+
+
+def check_vmap(
     model: nn.Module,
     params: dict[str, torch.Tensor],
     buffers: dict[str, torch.Tensor],
     inputs: torch.Tensor,
-    output_size: int,
-) -> int:
-    """Scalars the leaf modules produce per sample, measured by one small forward pass.
+) -> None:
+    """Raise InputError unless the model runs under ``torch.func.vmap`` over parameter
+    vectors and inputs both, as the search runs it (each start has its own minibatch;
+    :meth:`Problem.loss` and the torch sweep batch the parameters only). One call on the
+    first probes, after :func:`probe_forward` has shown that a plain call works."""
+    sample = inputs[:_PROBE_SAMPLES]
 
-    Also checks that the model's output has ``output_size`` values per sample, because a
-    mismatch would otherwise broadcast silently against the targets.
+    def run(batched: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, (batched, buffers), (inputs,), tie_weights=False)
+
+    try:
+        vmap(run)({key: value[None] for key, value in params.items()}, sample[None])
+    except (RuntimeError, ValueError, TypeError, IndexError, AttributeError) as error:
+        raise InputError(
+            f"{type(model).__name__} runs on one parameter vector but not under "
+            "torch.func.vmap, which genni_ext uses to evaluate many at once: "
+            f"{type(error).__name__}: {error}. The usual causes are Python control flow on a "
+            "tensor's value (if x.sum() > 0), .item() or float(tensor), and random numbers "
+            "drawn in forward(); write them with tensor ops (torch.where)"
+        ) from error
+
+
+def probe_forward(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    inputs: torch.Tensor,
+    *,
+    expected_shape: Sequence[int] | None = None,
+) -> ProbeRun:
+    """Run the model once on the first probes and check that it gives one tensor [n, ...].
+
+    This is the check that a model and its probe inputs fit, made before any real work
+    (:func:`check_vmap` is the second half, for callers that vmap the model):
+    a model that cannot take the inputs' per-sample shape raises InputError naming that
+    shape, the one ``expected_shape`` says the model takes (if known), and the layer that
+    failed (dotted path, class, what it takes and gets) with torch's message; a model
+    whose forward returns a tuple, dict or anything but one float32/float64 tensor with a
+    row per probe raises InputError too. ``params`` and ``buffers`` are as
+    ``functional_call`` takes them.
     """
     sample = inputs[:_PROBE_SAMPLES]
+    count = sample.shape[0]
+    name = type(model).__name__
     total = 0
+    running: list[tuple[str, nn.Module, list[int] | None]] = []  # leaves entered, not left
 
-    def count(_module: nn.Module, _args: object, output: object) -> None:
+    def enter(path: str) -> Callable[[nn.Module, tuple[object, ...]], None]:
+        def hook(module: nn.Module, args: tuple[object, ...]) -> None:
+            first = args[0] if args else None
+            shape = list(first.shape) if isinstance(first, torch.Tensor) else None
+            running.append((path, module, shape))
+
+        return hook
+
+    def leave(_module: nn.Module, _args: object, output: object) -> None:
         nonlocal total
+        running.pop()
         if isinstance(output, torch.Tensor):
             total += output.numel()
 
-    handles = [
-        module.register_forward_hook(count)
-        for module in model.modules()
+    leaves = [
+        (path, module)
+        for path, module in model.named_modules()
         if next(module.children(), None) is None
     ]
+    handles = [module.register_forward_pre_hook(enter(path)) for path, module in leaves]
+    handles += [module.register_forward_hook(leave) for _path, module in leaves]
     try:
         output = functional_call(model, (params, buffers), (sample,), tie_weights=False)
+    except (RuntimeError, ValueError, TypeError, IndexError, AttributeError) as error:
+        given = tuple(sample.shape[1:])
+        message = (
+            f"{name} cannot run on inputs of shape {list(inputs.shape)} "
+            f"(one sample {_sample_shape(given)})"
+        )
+        advice = "Pass probe inputs [N, ...] whose samples have the shape the model takes"
+        if expected_shape is not None and tuple(expected_shape) != given:
+            message += f"; it takes one sample of shape {_sample_shape(expected_shape)}"
+        elif expected_shape is not None:
+            advice = "That is the model's own input shape, so check the model's layers"
+        if running:
+            path, layer, received = running[-1]
+            takes = _layer_takes(layer)
+            where = f"layer '{path}' ({type(layer).__name__}{takes})" if path else "the model"
+            got = f" on an input of shape {received}" if received is not None else ""
+            message += f"; {where} failed{got}"
+        raise InputError(f"{message}: {type(error).__name__}: {error}. {advice}") from error
     finally:
         for handle in handles:
             handle.remove()
-    produced = output.numel() // sample.shape[0]
-    if produced != output_size:
+    if not isinstance(output, torch.Tensor):
         raise InputError(
-            f"targets has {output_size} values per probe but the model outputs {produced}; "
-            "compute targets with the same model (targets = model(inputs).reshape(N, -1))"
+            f"{name} returns a {type(output).__name__}; genni_ext needs a model whose forward "
+            f"returns one tensor of outputs [N, ...]; wrap it, e.g. a small Module whose "
+            f"forward returns {_unwrap_hint(output)}"
         )
-    return math.ceil(total / sample.shape[0]) + math.prod(sample.shape[1:])
+    if output.dtype not in (torch.float32, torch.float64):
+        raise InputError(
+            f"{name} returns {output.dtype} outputs; genni_ext compares real outputs in float32 "
+            "or float64, so make its forward return one of those (a model that returns class "
+            "indices, e.g. argmax, has a piecewise-constant J: compare its logits instead)"
+        )
+    outputs = output[0].numel() if output.ndim > 0 and output.shape[0] > 0 else 0
+    if output.ndim == 0 or output.shape[0] != count or outputs == 0:
+        raise InputError(
+            f"{name} maps inputs of shape {list(sample.shape)} to {list(output.shape)}; it "
+            "must return one row of outputs per probe ([N, ...])"
+        )
+    activations = math.ceil(total / count) + math.prod(sample.shape[1:])
+    return ProbeRun(outputs_per_sample=outputs, activations_per_sample=activations)
 
 
-def _every_path(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+def every_path(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     """Parameters of ``flat`` named once for every module attribute that holds them.
 
     A weight tied between two modules is held by two attributes; naming both lets
@@ -128,10 +252,10 @@ def torch_sweep(
     values = torch.empty(num_points, dtype=torch.float64, device=inputs.device)
 
     with torch.no_grad():
-        buffers = _buffers_for(model, inputs)
-        per_sample = _activation_numel_per_sample(
-            model, _every_path(model, center), buffers, inputs, flat_targets.shape[1]
-        )
+        buffers = buffers_for(model, inputs)
+        probe = probe_forward(model, every_path(model, center), buffers, inputs)
+        check_output_size(probe.outputs_per_sample, flat_targets.shape[1])
+        per_sample = probe.activations_per_sample
         # x2: autograd is off, but a layer's input and output are alive at the same time.
         bytes_per_sample = 2 * per_sample * inputs.element_size()
         if chunk_size is None:
@@ -146,7 +270,7 @@ def torch_sweep(
         with tqdm(total=num_points, disable=not progress, unit="point") as bar:
             for start in range(0, num_points, chunk_size):
                 stop = min(start + chunk_size, num_points)
-                params = _every_path(model, center + coeffs[start:stop] @ directions)
+                params = every_path(model, center + coeffs[start:stop] @ directions)
                 squared = torch.zeros(stop - start, dtype=torch.float64, device=inputs.device)
                 for first in range(0, num_probes, probe_chunk):
                     last = min(first + probe_chunk, num_probes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._checks import device_label, positive_int
+from ._checks import device_label, positive_int, positive_number
 from .errors import InputError
 from .subspace import Subspace
 
@@ -37,8 +38,13 @@ _MAX_POINTS = 10**9
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
+def _is_number(value: object) -> bool:
+    """A real number (Python or NumPy scalar), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _real_number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
         raise InputError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
@@ -55,12 +61,13 @@ def _as_float64(name: str, value: object) -> torch.Tensor:
         tensor = value.detach().to(device="cpu", dtype=torch.float64)
     elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         for index, item in enumerate(value):
-            if isinstance(item, bool) or not isinstance(item, (int, float)):
+            if not _is_number(item):
                 raise InputError(f"{name}[{index}] must be a number, got {item!r}")
-        tensor = torch.tensor(list(value), dtype=torch.float64)
+        tensor = torch.tensor([float(item) for item in value], dtype=torch.float64)
     else:
         raise InputError(
-            f"{name} must be a tensor or a sequence of numbers, got {type(value).__name__}"
+            f"{name} must be a tensor or a sequence of numbers, got {type(value).__name__} "
+            "(convert an array with torch.as_tensor)"
         )
     if not bool(torch.isfinite(tensor).all()):
         kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
@@ -140,7 +147,9 @@ class Grid:
     def uniform(cls, bound: tuple[float, float], n: int, dim: int) -> Grid:
         """``n`` evenly spaced points on [a, b] per axis, endpoints included, ``dim`` axes.
 
-        As ``torch.linspace``: n = 1 gives the single point a.
+        ``n`` must be at least 2, the two endpoints: one point cannot span [a, b] (as
+        ``torch.linspace`` it would be a alone). For a single value on an axis, use
+        :meth:`from_axes`, e.g. ``from_axes([[0.0], torch.linspace(a, b, n)])``.
         """
         if isinstance(bound, (str, bytes)) or not isinstance(bound, Sequence) or len(bound) != 2:
             raise InputError(f"bound must be a pair (a, b) of numbers, got {bound!r}")
@@ -148,7 +157,15 @@ class Grid:
         high = _real_number(bound[1], "bound[1]")
         if not low < high:
             raise InputError(f"bound=({low}, {high}) is empty or reversed; pass (a, b) with a < b")
-        n = positive_int(n, "n")
+        if not math.isfinite(high - low):
+            raise InputError(
+                f"bound=({low}, {high}) is too wide: b - a overflows float64; pass a narrower one"
+            )
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise InputError(
+                f"n must be an int >= 2 (points per axis: the endpoints a and b and n - 2 "
+                f"between), got {n!r}; for a single value on an axis use Grid.from_axes"
+            )
         dim = positive_int(dim, "dim")
         _check_size((n,) * dim)
         axis = torch.linspace(low, high, n, dtype=torch.float64)
@@ -225,6 +242,27 @@ class Marker:
     coords: torch.Tensor
     loss: float
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise InputError(f"Marker name must be a str, got {type(self.name).__name__}")
+        coords = self.coords
+        if (
+            not isinstance(coords, torch.Tensor)
+            or coords.dtype != torch.float64
+            or coords.ndim != 1
+        ):
+            got = (
+                f"{coords.dtype} {list(coords.shape)}"
+                if isinstance(coords, torch.Tensor)
+                else type(coords).__name__
+            )
+            raise InputError(
+                f"Marker coords must be a float64 tensor [m] (coordinates on the plane), got {got}"
+            )
+        if not _is_number(self.loss):
+            raise InputError(f"Marker loss must be a number (J at the point), got {self.loss!r}")
+        object.__setattr__(self, "loss", float(self.loss))
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Marker):
             return NotImplemented
@@ -267,6 +305,16 @@ class GridResult:
                 f"values must be a float64 tensor of the grid's shape {list(self.grid.shape)}, "
                 f"got {got}"
             )
+        if not isinstance(self.markers, list):
+            raise InputError(f"markers must be a list of Marker, got {type(self.markers).__name__}")
+        for index, marker in enumerate(self.markers):
+            if not isinstance(marker, Marker):
+                raise InputError(
+                    f"markers[{index}] must be a Marker, got {type(marker).__name__}; build them "
+                    "with grid_markers(problem, subspace)"
+                )
+        if not isinstance(self.metadata, dict):
+            raise InputError(f"metadata must be a dict, got {type(self.metadata).__name__}")
 
     @property
     def axes(self) -> tuple[torch.Tensor, ...] | None:
@@ -275,7 +323,7 @@ class GridResult:
 
     def eps_mask(self, eps: float) -> torch.Tensor:
         """bool, shaped like the grid: where J < ``eps``."""
-        return self.values < _check_eps(eps)
+        return self.values < positive_number(eps, "eps")
 
     def eps_set(self, eps: float) -> torch.Tensor:
         """The coefficients [K, m] (float64, grid order) of the points with J < ``eps``."""
@@ -315,14 +363,6 @@ class GridResult:
             and list(self.markers) == list(other.markers)
             and _jsonable(self.metadata) == _jsonable(other.metadata)
         )
-
-
-def _check_eps(eps: object) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or math.isnan(eps):
-        raise InputError(f"eps must be a number, got {eps!r}")
-    if eps <= 0:
-        raise InputError(f"eps must be positive (J >= 0, so nothing is below {eps!r})")
-    return float(eps)
 
 
 def _check_problem(problem: object) -> None:
@@ -392,7 +432,8 @@ def grid_markers(problem: Problem, subspace: Subspace) -> list[Marker]:
 
 
 def check_match(problem: Problem, subspace: Subspace, grid: Grid) -> None:
-    """Raise InputError unless the subspace and grid fit the problem (types, m, P, dtype)."""
+    """Raise InputError unless the subspace and grid fit the problem (types, m, P, dtype,
+    and the problem the subspace's points solve, where the subspace records it)."""
     if not isinstance(subspace, Subspace):
         raise InputError(f"subspace must be a Subspace, got {type(subspace).__name__}")
     if not isinstance(grid, Grid):
@@ -415,6 +456,19 @@ def check_match(problem: Problem, subspace: Subspace, grid: Grid) -> None:
             f"on {problem.inputs.device}; build the subspace from points of the problem's "
             "dtype and device"
         )
+    for name, recorded in (
+        ("theta_hash", subspace.theta_hash),
+        ("probes_hash", subspace.probes_hash),
+    ):
+        if recorded is not None and recorded != getattr(problem, name):
+            what = "θ" if name == "theta_hash" else "probe set"
+            raise InputError(
+                f"the subspace was built from a search of another problem: its {name} is "
+                f"{recorded} but this problem's is {getattr(problem, name)} (another {what}); "
+                "sweep it with the problem the search ran on, or, to sweep the plane on this "
+                "problem on purpose, pass dataclasses.replace(subspace, theta_hash=None, "
+                "probes_hash=None)"
+            )
 
 
 def sweep_grid(
@@ -432,7 +486,9 @@ def sweep_grid(
     Runs :func:`genni_ext.sweep` on the problem's model, probes and targets (coefficients
     cast to θ's dtype); ``backend``, ``num_threads``, ``chunk_size`` and ``progress`` are
     passed on. The subspace must be in the problem's dtype and on its device, and have as
-    many directions as the grid has coefficients.
+    many directions as the grid has coefficients. A subspace that records the problem its
+    points solve (``Subspace.from_search``) must come from this problem (same θ and probes);
+    one without that record (``Subspace.from_points``) is accepted as it is.
     """
     from .sweep import sweep
 

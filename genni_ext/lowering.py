@@ -10,7 +10,10 @@ dilation 1, zero padding), MaxPool2d, AvgPool2d, ReLU, LeakyReLU, Tanh, Sigmoid,
 Identity and Flatten. Identity and Flatten lower to nothing: activations are stored
 channel-major (C, H, W) per sample, which is already the order ``flatten`` gives.
 Anything else raises :class:`~genni_ext.errors.LoweringError` naming the layer, and
-``backend="auto"`` then uses the torch.func fallback.
+``backend="auto"`` then uses the torch.func fallback. A module with a forward() of its own
+(a custom ``nn.Module`` or a Sequential subclass) is never lowered; its error names the
+first layer inside it that could not be lowered either (dotted path, class), and says
+separately that the custom forward() is not lowered, so the user sees both obstacles.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from .errors import LoweringError
 
@@ -69,6 +73,16 @@ _ACTIVATIONS: dict[type[nn.Module], int] = {
     nn.Tanh: TANH,
     nn.Sigmoid: SIGMOID,
 }
+# The layer types the engine lowers (subclasses too, unless they override forward()).
+_SUPPORTED = (
+    *_ACTIVATIONS,
+    nn.Linear,
+    nn.Conv2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.Identity,
+    nn.Flatten,
+)
 
 
 @dataclass(frozen=True)
@@ -144,18 +158,56 @@ def _walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
     """Yield the leaf layers of nested plain Sequentials in execution order.
 
     A module listed twice runs twice, so it is yielded at each place (``named_children``
-    would name it once).
+    would name it once). A container with a forward of its own (a Sequential subclass that
+    overrides it, or another module with children that is not a supported layer; a
+    parametrized Linear has children and is checked as a Linear) raises
+    :func:`_own_forward_error`.
     """
     if module._forward_hooks or module._forward_pre_hooks:
         raise LoweringError(prefix, "it has forward hooks, which only the torch path runs")
-    if isinstance(module, nn.Sequential):
-        if type(module).forward is not nn.Sequential.forward:
-            raise LoweringError(prefix, f"{type(module).__name__} overrides forward()")
+    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
         for name, child in module._modules.items():
             if child is not None:
                 yield from _walk(child, f"{prefix}.{name}" if prefix else name)
         return
+    has_children = next(module.children(), None) is not None
+    if isinstance(module, nn.Sequential) or (has_children and not isinstance(module, _SUPPORTED)):
+        raise _own_forward_error(module, prefix)
     yield prefix, module
+
+
+def _layers(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+    """The layers inside ``module`` in ``named_modules`` order: supported layer types and
+    modules without children, not looking inside either."""
+    children = list(module.named_children())
+    if not children or isinstance(module, _SUPPORTED):
+        yield prefix, module
+        return
+    for name, child in children:
+        yield from _layers(child, f"{prefix}.{name}" if prefix else name)
+
+
+def _own_forward_error(module: nn.Module, prefix: str) -> LoweringError:
+    """The error for a container whose own forward() decides what runs.
+
+    Its forward is Python the engine cannot lower, whatever its layers are. The error names
+    the first layer (in ``named_modules`` order) that could not be lowered either, so that
+    rewriting the model as an ``nn.Sequential`` is only suggested where it would help.
+    """
+    name = type(module).__name__
+    own = (
+        f"{name} overrides forward(), which the fused engine does not lower (it runs only "
+        "nested plain nn.Sequential)"
+    )
+    for path, layer in _layers(module, prefix):
+        reason = _unsupported_reason(layer)
+        if reason is not None:
+            return LoweringError(path, f"{reason}; separately, {own}")
+    return LoweringError(
+        prefix,
+        f"{own}; its layers are all supported, so if forward() only applies them in order, "
+        "the same model written as nn.Sequential (nn.Flatten where it flattens) lowers",
+    )
 
 
 def _check_no_global_hooks() -> None:
@@ -170,36 +222,41 @@ def _check_no_global_hooks() -> None:
         )
 
 
-def _check_plain(path: str, layer: nn.Module) -> None:
-    base = next(
-        (
-            cls
-            for cls in (
-                *_ACTIVATIONS,
-                nn.Linear,
-                nn.Conv2d,
-                nn.MaxPool2d,
-                nn.AvgPool2d,
-                nn.Identity,
-                nn.Flatten,
-            )
-            if isinstance(layer, cls)
-        ),
-        None,
-    )
+def _unsupported_reason(layer: nn.Module) -> str | None:
+    """Why the type of the leaf ``layer`` cannot be lowered, or None if it can."""
+    base = next((cls for cls in _SUPPORTED if isinstance(layer, cls)), None)
     if base is None:
-        raise LoweringError(
-            path,
+        return (
             f"{type(layer).__name__} is not supported (supported: Linear, Conv2d, MaxPool2d, "
-            "AvgPool2d, ReLU, LeakyReLU, Tanh, Sigmoid, Identity, Flatten in nn.Sequential)",
+            "AvgPool2d, ReLU, LeakyReLU, Tanh, Sigmoid, Identity, Flatten in nn.Sequential)"
         )
     for method in ("forward", "_conv_forward"):
         if getattr(type(layer), method, None) is not getattr(base, method, None):
-            raise LoweringError(path, f"{type(layer).__name__} overrides {method}()")
+            return f"{type(layer).__name__} overrides {method}()"
+    return None
+
+
+def _check_plain(path: str, layer: nn.Module) -> None:
+    reason = _unsupported_reason(layer)
+    if reason is not None:
+        raise LoweringError(path, reason)
+
+
+def _check_initialized(model: nn.Module) -> None:
+    """Lazy layers (nn.LazyLinear, ...) have no shapes until their first forward pass."""
+    for name, parameter in model.named_parameters():
+        if is_lazy(parameter):
+            layer = name.rpartition(".")[0]
+            raise LoweringError(
+                layer,
+                f"{type(model.get_submodule(layer)).__name__} has uninitialized (lazy) "
+                "parameters; run one forward pass (model(x)) first so that they get shapes",
+            )
 
 
 def check_lowerable(model: nn.Module) -> None:
     """Raise LoweringError if the model's layer types cannot be lowered (no shapes needed)."""
+    _check_initialized(model)
     _check_no_global_hooks()
     for path, layer in _walk(model, ""):
         _check_plain(path, layer)
@@ -210,6 +267,7 @@ def lower(model: nn.Module, input_shape: Sequence[int]) -> Program:
 
     Raises LoweringError naming the first layer that cannot run on the fused engine.
     """
+    _check_initialized(model)
     offsets: dict[int, int] = {}
     total = 0
     for parameter in model.parameters():

@@ -84,6 +84,8 @@ def mlp(sizes: Sequence[int], activation: str = "relu", bias: bool = True) -> nn
         )
     for index, size in enumerate(sizes):
         positive_int(size, f"sizes[{index}]")
+    if not isinstance(bias, bool):
+        raise InputError(f"bias must be True or False, got {bias!r}")
     _activation(activation, "activation")
     layers: list[nn.Module] = []
     for index, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
@@ -154,6 +156,8 @@ class LeNet5(nn.Sequential):
 
 def num_params(model: nn.Module) -> int:
     """Number of scalars in ``model.parameters()`` (the length of a flat parameter vector)."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return sum(parameter.numel() for parameter in model.parameters())
 
 

@@ -8,27 +8,45 @@ flat parameter vector or for a batch of them with ``torch.func`` (``vmap`` over
 modules are handled the same way). The search (:mod:`genni_ext.search`), the subspace and
 the grid sweep all start from a Problem.
 
-The model is evaluated in its current mode, with its own buffers: call ``model.eval()``
-first if it has BatchNorm or Dropout. Its own parameter values are not used (θ is), so the
-caller may go on changing the model's parameters; its structure must stay as it was.
+The model is evaluated in its current mode, with its own buffers, and is never changed. A
+model with BatchNorm or Dropout (or RReLU) in training mode is refused, naming the layers:
+their forward would update the caller's running statistics or draw random numbers, so J
+would not be a function of θ; call ``model.eval()`` first. Its own parameter values are not
+used (θ is), so the caller may go on changing the model's parameters; its structure must
+stay as it was.
+
+Two baselines put an ε in scale (both float64, from the targets): ``zero_loss``, J of the
+function that outputs 0 (mean ‖y‖²), and ``constant_loss``, J of the best constant output ȳ,
+the mean target (mean ‖y − ȳ‖², never more than ``zero_loss``). A model whose last layer
+has a bias can output ȳ for every input, so an ε above ``constant_loss`` admits points of the
+ε-set that ignore their input: at that ε the set says nothing about θ's function.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ._checks import contiguous_finite, device_label, float_tensor, positive_int
+from ._checks import (
+    contiguous_finite,
+    device_label,
+    float_tensor,
+    module_argument,
+    positive_int,
+    seed_argument,
+)
 from .errors import InputError
 from .fallback import (
     DEFAULT_MEMORY_BUDGET,
-    _activation_numel_per_sample,
-    _buffers_for,
-    _every_path,
+    buffers_for,
+    check_vmap,
+    every_path,
+    probe_forward,
 )
 from .models import flatten_params, num_params
 
@@ -46,13 +64,6 @@ _SHAPE_PRESERVING = (
     nn.SiLU,
     nn.Softplus,
 )
-
-
-def _non_negative_int(value: object, argument: str) -> int:
-    """Return ``value`` if it is an int >= 0 (not a bool), else raise InputError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InputError(f"{argument} must be a non-negative int, got {value!r}")
-    return value
 
 
 def _check_shape(value: object, argument: str) -> tuple[int, ...]:
@@ -92,6 +103,16 @@ def infer_input_shape(model: nn.Module) -> tuple[int, ...] | None:
     return None
 
 
+def expected_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """What :func:`infer_input_shape` says, for messages about inputs that were given: None
+    where it cannot tell, a malformed ``input_shape`` attribute included (given inputs
+    decide the shape then, so the attribute is no reason to refuse them)."""
+    try:
+        return infer_input_shape(model)
+    except InputError:
+        return None
+
+
 def _short_hash(tensor: torch.Tensor) -> str:
     """First 16 hex digits of the sha256 of the tensor's bytes (dtype-specific)."""
     data = tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
@@ -111,7 +132,10 @@ class Problem:
     float64 like θ, on θ's device, finite; they are kept, not copied.
 
     ``targets`` = φ(inputs, θ) as [N, outputs] is computed once, without autograd, in θ's
-    dtype; J is evaluated in that dtype and summed in float64.
+    dtype; J is evaluated in that dtype and summed in float64. The model must return one
+    tensor with a row per probe, and be in eval mode where that matters (BatchNorm, Dropout):
+    both are checked, with one forward pass on two probes, before anything else runs.
+    ``zero_loss`` and ``constant_loss`` are J of the zero and of the best constant function.
     """
 
     model: nn.Module
@@ -131,11 +155,8 @@ class Problem:
         seed: int = 0,
         input_shape: Sequence[int] | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        module_argument(model)
         count = num_params(model)
-        if count == 0:
-            raise InputError(f"model ({type(model).__name__}) has no parameters")
         if theta is None:
             theta = flatten_params(model)
             if not theta.is_floating_point() or theta.dtype not in (torch.float32, torch.float64):
@@ -151,7 +172,7 @@ class Problem:
                 "order (genni_ext.models.flatten_params)"
             )
         theta = contiguous_finite("theta", theta).clone()
-        _non_negative_int(seed, "seed")
+        seed_argument(seed, "seed")
         if input_shape is not None:
             input_shape = _check_shape(input_shape, "input_shape")
 
@@ -166,7 +187,14 @@ class Problem:
                     "sample's shape, e.g. input_shape=(3, 32, 32))"
                 )
             generator = torch.Generator().manual_seed(seed)
-            inputs = torch.randn(num_probes, *shape, generator=generator, dtype=theta.dtype)
+            try:
+                inputs = torch.randn(num_probes, *shape, generator=generator, dtype=theta.dtype)
+            except RuntimeError as error:  # the allocation failed: num_probes is far too large
+                raise InputError(
+                    f"cannot allocate {num_probes} probes of shape {shape} "
+                    f"({num_probes * math.prod(shape) * theta.element_size():.3g} bytes): "
+                    f"{error}; use fewer probes (num_probes)"
+                ) from error
             inputs = inputs.to(theta.device)
         else:
             inputs = float_tensor("inputs", inputs)
@@ -199,7 +227,7 @@ class Problem:
         self.inputs = inputs
         self.seed = seed
         self.input_shape = shape
-        self._buffers = _buffers_for(model, inputs)
+        self._buffers = buffers_for(model, inputs)
         self._activations_per_sample = 0  # set by _compute_targets
         self.targets = self._compute_targets()
         # x2: a layer's input and output are alive at the same time.
@@ -227,6 +255,25 @@ class Problem:
         """First 16 hex digits of the sha256 of the probe inputs' bytes."""
         return _short_hash(self.inputs)
 
+    @property
+    def zero_loss(self) -> float:
+        """J of the zero function: mean over probes of ‖y‖², in float64.
+
+        An ε above it admits any θ̃ whose outputs are all 0 (for example a zero last layer).
+        """
+        return float(self.targets.double().square().sum(dim=1).mean())
+
+    @property
+    def constant_loss(self) -> float:
+        """J of the best constant output ȳ (the mean target): mean of ‖y − ȳ‖², in float64.
+
+        When ε >= constant_loss the ε-set contains functions that ignore their input (any
+        model whose last layer has a bias can output ȳ everywhere), so ε should stay well
+        below it.
+        """
+        targets = self.targets.double()
+        return float((targets - targets.mean(dim=0)).square().sum(dim=1).mean())
+
     # --- evaluation -------------------------------------------------------------------------
 
     def _forward(self, params: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
@@ -237,27 +284,16 @@ class Problem:
         ``_activations_per_sample``)."""
         num = self.inputs.shape[0]
         with torch.no_grad():
-            params = _every_path(self.model, self.theta)
-            try:
-                head = self._forward(params, self.inputs[:2])
-            except RuntimeError as error:
-                raise InputError(
-                    f"{type(self.model).__name__} cannot run on inputs of shape "
-                    f"{list(self.inputs.shape)} (one sample {list(self.input_shape)}): {error}; "
-                    "pass inputs (or input_shape) of the shape the model takes"
-                ) from error
-            outputs = head[0].numel() if head.ndim > 0 and head.shape[0] > 0 else 0
-            if head.ndim == 0 or head.shape[0] != min(num, 2) or outputs == 0:
-                raise InputError(
-                    f"{type(self.model).__name__} maps inputs of shape "
-                    f"{list(self.inputs[:2].shape)} to {list(head.shape)}; it must return one "
-                    "row of outputs per probe ([N, ...])"
-                )
-            # Activation scalars per sample: sizes the chunks and tells the search how big a
-            # step is.
-            per_sample = _activation_numel_per_sample(
-                self.model, params, self._buffers, self.inputs, outputs
+            params = every_path(self.model, self.theta)
+            probe = probe_forward(
+                self.model,
+                params,
+                self._buffers,
+                self.inputs,
+                expected_shape=expected_input_shape(self.model),
             )
+            check_vmap(self.model, params, self._buffers, self.inputs)
+            outputs, per_sample = probe.outputs_per_sample, probe.activations_per_sample
             self._activations_per_sample = per_sample
             chunk = max(1, DEFAULT_MEMORY_BUDGET // (2 * per_sample * self.inputs.element_size()))
             parts = [
@@ -277,7 +313,7 @@ class Problem:
     ) -> torch.Tensor:
         """Mean ‖φ(x, flat) - y‖² over a minibatch, in θ's dtype and differentiable in
         ``flat`` ([P]); ``torch.func.grad`` and ``vmap`` of it drive the search."""
-        out = self._forward(_every_path(self.model, flat), inputs)
+        out = self._forward(every_path(self.model, flat), inputs)
         return (out.reshape(targets.shape) - targets).square().sum(dim=-1).mean()
 
     def _evaluate(self, params: torch.Tensor) -> torch.Tensor:
@@ -292,7 +328,7 @@ class Problem:
         with torch.no_grad():
             for start in range(0, rows_total, rows):
                 stop = min(start + rows, rows_total)
-                named = _every_path(self.model, params[start:stop])
+                named = every_path(self.model, params[start:stop])
                 squared = torch.zeros(stop - start, dtype=torch.float64, device=params.device)
                 for first in range(0, num, probes):
                     last = min(first + probes, num)
@@ -311,6 +347,7 @@ class Problem:
         cast to θ's dtype and device (the model computes in that dtype) and must be finite.
         The K rows are evaluated together (``vmap`` over ``functional_call``).
         """
+        module_argument(self.model)  # the caller may have switched it to training mode since
         if not isinstance(params, torch.Tensor):
             raise InputError(f"params must be a torch.Tensor, got {type(params).__name__}")
         if (
@@ -352,6 +389,8 @@ class Problem:
             "device": device_label(self.inputs.device),
             "theta_hash": self.theta_hash,
             "probes_hash": self.probes_hash,
+            "zero_loss": self.zero_loss,
+            "constant_loss": self.constant_loss,
         }
 
     def __repr__(self) -> str:
@@ -361,4 +400,4 @@ class Problem:
         )
 
 
-__all__ = ["Problem", "infer_input_shape"]
+__all__ = ["Problem", "expected_input_shape", "infer_input_shape"]

@@ -46,16 +46,25 @@ from torch import nn
 from torch.func import grad, vmap
 from tqdm.auto import tqdm
 
-from ._checks import contiguous_finite, float_tensor, positive_int, torch_threads
+from ._checks import (
+    contiguous_finite,
+    float_tensor,
+    module_argument,
+    positive_int,
+    seed_argument,
+    torch_threads,
+)
 from .errors import InputError
 from .models import flatten_params
-from .problem import Problem, _non_negative_int
+from .problem import Problem
 
 logger = logging.getLogger("genni_ext")
 
 OPTIMIZERS = ("sgd", "adam")
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+MAX_STARTS = 10**6
+"""More random starts than this is almost certainly a typo (the seeds alone would fill memory)."""
 SMALL_STEP = 1 << 18
 """Activation scalars per step (K x batch x per sample) below which a search uses one thread."""
 
@@ -67,8 +76,10 @@ class SearchResult:
     ``params`` and ``starts`` are [K, P] in the problem's dtype; ``losses`` ([K]) and
     ``history`` ([K, R]) are float64 J on the whole probe set, ``history[:, r]`` after
     ``history_steps[r]`` steps (0 is the start; the last column is ``losses``). ``config``
-    holds the search's arguments and ``steps_run``, the steps actually taken (fewer than
-    ``steps`` when ``tol`` stopped it early).
+    holds the search's arguments, ``steps_run``, the steps actually taken (fewer than
+    ``steps`` when ``tol`` stopped it early), and the problem's ``theta_hash`` and
+    ``probes_hash`` (so that :meth:`Subspace.from_search` can tell which problem the points
+    solve; a result saved before they were recorded lacks them).
     """
 
     params: torch.Tensor
@@ -146,6 +157,13 @@ def _check_starts(problem: Problem, starts: object) -> torch.Tensor | int:
             f"starts must be a positive int (number of random starts) or a tensor [K, "
             f"{problem.num_params}], got {starts!r}"
         )
+    if starts > MAX_STARTS:
+        raise InputError(
+            f"starts={starts} is more than the {MAX_STARTS:.0e} random starts allowed: all "
+            f"starts train at once, each a vector of {problem.num_params} parameters with its "
+            "gradient and optimizer state; use fewer starts (run several searches with other "
+            "seeds to get more)"
+        )
     return starts
 
 
@@ -157,7 +175,6 @@ def _validate(
     optimizer: object,
     momentum: object,
     tol: object,
-    seed: object,
     record_every: object,
     progress: object,
 ) -> None:
@@ -166,6 +183,9 @@ def _validate(
             f"problem must be a genni_ext.Problem, got {type(problem).__name__}; build one "
             "with Problem(model, ...)"
         )
+    # The Problem checked the model's mode when it was built; the caller may have switched
+    # it to training mode since.
+    module_argument(problem.model)
     positive_int(steps, "steps")
     _positive_float(lr, "lr")
     positive_int(batch_size, "batch_size")
@@ -186,7 +206,6 @@ def _validate(
         )
     if tol is not None:
         _positive_float(tol, "tol")
-    _non_negative_int(seed, "seed")
     positive_int(record_every, "record_every")
     if not isinstance(progress, bool):
         raise InputError(f"progress must be True or False, got {progress!r}")
@@ -252,11 +271,10 @@ def search(
 
     Memory: one step holds K x ``batch_size`` samples' activations and their gradients.
     """
-    _validate(
-        problem, steps, lr, batch_size, optimizer, momentum, tol, seed, record_every, progress
-    )
+    _validate(problem, steps, lr, batch_size, optimizer, momentum, tol, record_every, progress)
     checked = _check_starts(problem, starts)
     count = checked if isinstance(checked, int) else checked.shape[0]
+    seed_argument(seed, "seed", draws=count + 1)  # start k uses seed + 1 + k
     seeds = [seed + 1 + k for k in range(count)]
     if isinstance(checked, int):
         initial = initial_params(problem, seeds)
@@ -283,6 +301,8 @@ def search(
         "seed": seed,
         "record_every": record_every,
         "steps_run": steps,
+        "theta_hash": problem.theta_hash,
+        "probes_hash": problem.probes_hash,
     }
     small = count * batch * problem._activations_per_sample < SMALL_STEP
     with torch_threads(1 if small else None, problem.theta.device):

@@ -445,6 +445,32 @@ class Experiment:
             or (self.path / "grids" / name / "metadata.json").is_file()
         ]
 
+    # --- analysis ---------------------------------------------------------------------------
+
+    @property
+    def analysis_path(self) -> Path:
+        """``analysis.json``: what ``genni analyse`` found (written whole, atomically)."""
+        return self.path / "analysis.json"
+
+    def save_analysis(self, analysis: Mapping[str, Any]) -> Path:
+        """Write the JSON-able mapping ``analysis`` to ``analysis.json``."""
+        if not isinstance(analysis, Mapping):
+            raise InputError(f"analysis must be a mapping, got {type(analysis).__name__}")
+        _write_json(self.analysis_path, dict(analysis))
+        return self.analysis_path
+
+    def load_analysis(self) -> dict[str, Any] | None:
+        """The mapping in ``analysis.json``, or None when the experiment was not analysed."""
+        if not self.analysis_path.is_file():
+            return None
+        try:
+            return _read_json(self.analysis_path)
+        except (OSError, ValueError) as error:
+            raise StoreError(
+                f"{self.analysis_path} is damaged ({error}); run `genni analyse "
+                f"{self.name}` again to rewrite it"
+            ) from None
+
     # --- config -----------------------------------------------------------------------------
 
     def save_config(self, config: Mapping[str, Any]) -> Path:
@@ -561,6 +587,11 @@ class Experiment:
             _write_array(folder / "subspace_center.npy", subspace.center)
             _write_array(folder / "subspace_basis.npy", subspace.basis)
             _write_array(folder / "subspace_points.npy", subspace.points)
+            # Which problem the subspace's points come from, where known (from_search).
+            _write_json(
+                folder / "subspace.json",
+                {"theta_hash": subspace.theta_hash, "probes_hash": subspace.probes_hash},
+            )
 
     def _read_grid(self, folder: Path) -> Grid:
         from .grid import Grid
@@ -665,10 +696,14 @@ class Experiment:
                 f"grid '{name}' of experiment '{self.name}' was saved without its subspace "
                 f"({folder}); pass subspace= to save_grid to keep it"
             )
+        origin = folder / "subspace.json"
+        hashes = _read_json(origin) if origin.is_file() else {}  # grids saved before: unknown
         return Subspace(
             _read_array(folder / "subspace_center.npy"),
             _read_array(folder / "subspace_basis.npy"),
             _read_array(folder / "subspace_points.npy"),
+            theta_hash=hashes.get("theta_hash"),
+            probes_hash=hashes.get("probes_hash"),
         )
 
     # --- the resumable sweep ----------------------------------------------------------------

@@ -88,13 +88,30 @@ class Subspace:
     ``points`` [m, P] the points θ₁..θₘ the basis was built from (the markers of a sweep).
     All three share one dtype (float32 or float64) and device. Constructing one directly
     (a basis of your own) checks shapes, finiteness and that the rows are orthonormal.
+
+    ``theta_hash`` and ``probes_hash`` say which problem (θ and probe set, as
+    ``Problem.theta_hash`` and ``Problem.probes_hash``) the points solve, where that is
+    known: :meth:`from_search` takes them from the search result. :func:`genni_ext.sweep_grid`
+    refuses a subspace whose hashes differ from its problem's; a subspace with None (from
+    :meth:`from_points`, a saved one, or a search saved before the hashes were recorded) is
+    taken on trust. ``dataclasses.replace(subspace, theta_hash=None, probes_hash=None)``
+    forgets them, to sweep the plane on purpose on another problem (fresh probes, say).
+    :meth:`equals` compares the geometry only.
     """
 
     center: torch.Tensor
     basis: torch.Tensor
     points: torch.Tensor
+    theta_hash: str | None = None
+    probes_hash: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("theta_hash", "probes_hash"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InputError(
+                    f"{name} must be None or a non-empty str (Problem.{name}), got {value!r}"
+                )
         center = float_tensor("center", self.center)
         basis = float_tensor("basis", self.basis)
         points = float_tensor("points", self.points)
@@ -202,7 +219,8 @@ class Subspace:
         a tensor [P] is used as given. Then θ₁..θₘ are the other converged points, in the
         order of ``result.params``, each kept only if it is linearly independent of θ₀ and
         the points kept before it (as in :meth:`from_points`, tol 1e-6); dependent ones
-        (e.g. duplicates) are skipped. Raises InputError if fewer than m remain.
+        (e.g. duplicates) are skipped. Raises InputError if fewer than m remain. The
+        subspace records the problem hashes of ``result.config`` (None where absent).
         """
         params, losses, converged = _search_parts(result, eps)
         m = positive_int(m, "m")
@@ -260,7 +278,14 @@ class Subspace:
                 "the centre were independent; lower m, raise eps or run more starts"
             )
         dtype = theta0.dtype
-        return cls(theta0.to(dtype), solver.basis(dtype), params[picked].to(dtype))
+        theta_hash, probes_hash = _problem_hashes(result)
+        return cls(
+            theta0.to(dtype),
+            solver.basis(dtype),
+            params[picked].to(dtype),
+            theta_hash=theta_hash,
+            probes_hash=probes_hash,
+        )
 
     def _theta(self, theta: object, name: str = "theta") -> torch.Tensor:
         theta = float_tensor(name, theta)
@@ -357,6 +382,18 @@ def _stack_points(points: object, center: torch.Tensor) -> torch.Tensor:
         )
     _check_finite("points", stacked)
     return stacked
+
+
+def _problem_hashes(result: object) -> tuple[str | None, str | None]:
+    """(theta_hash, probes_hash) of the problem a search result records, None if unknown."""
+    config = getattr(result, "config", None)
+    if not isinstance(config, dict):
+        return None, None
+    theta_hash, probes_hash = config.get("theta_hash"), config.get("probes_hash")
+    return (
+        theta_hash if isinstance(theta_hash, str) and theta_hash else None,
+        probes_hash if isinstance(probes_hash, str) and probes_hash else None,
+    )
 
 
 def _search_parts(result: object, eps: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -17,11 +17,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import contiguous_finite, float_tensor, positive_int, torch_threads
+from ._checks import contiguous_finite, float_tensor, module_argument, positive_int, torch_threads
 from .errors import BackendUnavailableError, InputError, LoweringError
-from .fallback import torch_sweep
+from .fallback import (
+    buffers_for,
+    check_output_size,
+    check_vmap,
+    every_path,
+    probe_forward,
+    torch_sweep,
+)
 from .lowering import Program, check_lowerable, lower
 from .models import num_params
+from .problem import expected_input_shape
 
 logger = logging.getLogger("genni_ext")
 
@@ -45,18 +53,20 @@ def _fused_unavailable_reason(device: torch.device) -> str | None:
     return _fused.fused_unavailable_reason(device)
 
 
-def _lowering_explanation(error: LoweringError) -> str:
+def _lowering_explanation(model: nn.Module, error: LoweringError) -> str:
+    """The line for a model that does not lower, naming the layer by dotted path and class:
+    "torch: layer 'features.1' cannot be lowered: BatchNorm2d is not supported (...)". The
+    class is put before the reason where the reason does not name it already."""
+    reason = error.reason
+    if error.layer:
+        try:
+            kind = type(model.get_submodule(error.layer)).__name__
+        except AttributeError:  # a path the error names but named_modules does not hold
+            kind = ""
+        if kind and kind not in reason:
+            reason = f"{kind}: {reason}"
     where = f"layer '{error.layer}'" if error.layer else "the model"
-    return f"torch: {where} cannot be lowered: {error.reason}"
-
-
-def _check_output_size(program: Program, targets: torch.Tensor) -> None:
-    if program.output_size != targets.shape[1]:
-        raise InputError(
-            f"targets has {targets.shape[1]} values per probe but the model outputs "
-            f"{program.output_size}; compute targets with the same model "
-            "(targets = model(inputs).reshape(N, -1))"
-        )
+    return f"torch: {where} cannot be lowered: {reason}"
 
 
 def _choose(
@@ -78,7 +88,7 @@ def _choose(
         else:
             program = lower(model, input_shape)
     except LoweringError as error:
-        return _Choice(_lowering_explanation(error), None)
+        return _Choice(_lowering_explanation(model, error), None)
     reason = _fused_unavailable_reason(device)
     if reason is not None:
         return _Choice(f"torch: the fused backend cannot run on {device}: {reason}", None)
@@ -130,7 +140,7 @@ def select_program(
         program = choice.program
     else:
         program = lower(model, input_shape)
-    _check_output_size(program, targets)
+    check_output_size(program.output_size, targets.shape[1])
     if backend == "fused":
         reason = _fused_unavailable_reason(device)
         if reason is not None:
@@ -143,8 +153,10 @@ def select_program(
 def explain_backend(model: nn.Module, inputs: torch.Tensor | None = None) -> str:
     """One line: which backend ``sweep(..., backend="auto")`` uses for ``model`` and why.
 
-    With ``inputs`` ([N, ...]) the model is lowered for their per-sample shape on their
-    device; without, only its layer types are checked, for the CPU.
+    With ``inputs`` ([N, ...], float32 or float64) the model is lowered for their
+    per-sample shape on their device; without, only its layer types are checked, for the
+    CPU. Only lowering is explained: ``sweep`` checks more (parameters, eval mode, that
+    the model runs on the inputs) before it runs.
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -152,8 +164,12 @@ def explain_backend(model: nn.Module, inputs: torch.Tensor | None = None) -> str
         return _choose(model, None, torch.device("cpu")).explanation
     if not isinstance(inputs, torch.Tensor):
         raise InputError(f"inputs must be a torch.Tensor or None, got {type(inputs).__name__}")
-    if inputs.ndim < 2:
-        raise InputError(f"inputs must have shape [N, ...], got {list(inputs.shape)}")
+    inputs = float_tensor("inputs", inputs)
+    if inputs.ndim < 2 or inputs.shape[0] == 0:
+        raise InputError(
+            f"inputs must have shape [N, ...] with N >= 1 (one probe per row), got "
+            f"{list(inputs.shape)}"
+        )
     return _choose(
         model, tuple(inputs.shape[1:]), inputs.device, inputs.shape[0], inputs.dtype
     ).explanation
@@ -173,11 +189,8 @@ def _validate(
     targets: object,
 ) -> tuple[torch.Tensor, ...]:
     """Check the sweep's arguments; return the five tensors detached and contiguous."""
-    if not isinstance(model, nn.Module):
-        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = module_argument(model)
     count = num_params(model)
-    if count == 0:
-        raise InputError(f"model ({type(model).__name__}) has no parameters to sweep over")
     named = {
         "center": float_tensor("center", center),
         "directions": float_tensor("directions", directions),
@@ -231,6 +244,21 @@ def _validate(
     return tuple(contiguous_finite(name, tensor) for name, tensor in named.items())
 
 
+def _check_model_takes(
+    model: nn.Module, center: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
+) -> None:
+    """Run the model at ``center`` on two probes, so that inputs it cannot take, an output
+    that is not one tensor, or targets of another width raise InputError on every backend
+    before any work (the fused engine would report them as lowering problems)."""
+    params, buffers = every_path(model, center), buffers_for(model, inputs)
+    with torch.no_grad():
+        probe = probe_forward(
+            model, params, buffers, inputs, expected_shape=expected_input_shape(model)
+        )
+        check_vmap(model, params, buffers, inputs)
+    check_output_size(probe.outputs_per_sample, targets.shape[1])
+
+
 def sweep(
     model: nn.Module,
     center: torch.Tensor,
@@ -251,7 +279,12 @@ def sweep(
     All five must be float32 or float64 of one dtype, on one device, finite; the model
     computes in that dtype on that device and the result lies there too. The model's own
     parameter values are not used (its buffers are), and it runs in its current mode:
-    call ``model.eval()`` first if it has BatchNorm or Dropout.
+    BatchNorm or Dropout in training mode is refused (call ``model.eval()`` first).
+
+    Before any work, on every backend, the model runs once at ``center`` on two probes:
+    inputs whose per-sample shape it cannot take (the error names the shape it expects and
+    the one given), a forward that returns anything but one float tensor [N, ...], one that
+    cannot run under ``vmap``, and targets of another width raise InputError.
 
     Layout: tensors that need grad are detached and non-contiguous ones are copied to
     contiguous memory, since a copy of the caller's data is cheap next to the sweep.
@@ -279,6 +312,7 @@ def sweep(
     center, directions, coeffs, inputs, targets = _validate(
         model, center, directions, coeffs, inputs, targets
     )
+    _check_model_takes(model, center, inputs, targets)
     device = inputs.device
 
     program = select_program(model, inputs, targets, backend, log=True)

@@ -201,8 +201,11 @@ def test_fused_rejects_a_shape_mismatch_before_running() -> None:
         _run(args, backend="fused")
     args = _valid()
     args["inputs"] = torch.randn(10, 4)
-    with pytest.raises(LoweringError, match="layer '0'"):
-        _run(args, backend="fused")
+    for backend in ("fused", "auto", "torch"):
+        with pytest.raises(
+            InputError, match=r"one sample \(4,\)\); it takes one sample of shape \(3,\)"
+        ):
+            _run(args, backend=backend)
 
 
 def test_explain_backend_bad_inputs() -> None:

@@ -133,12 +133,16 @@ def test_demo_quick(tmp_path: Path) -> None:
     out = done.stdout
     home = tmp_path / "genni_home"  # the default home: ./genni_home
     assert f"home:        {home}" in out
-    assert re.search(r"\d+ of 8 starts converged \(J < 0\.0025\)", out)
-    assert re.search(r"20×20 on \[-2, 2\]\^2: ε-set \d+ of 400 points", out)
-    assert re.search(r"8×8×8 on \[-2, 2\]\^3: ε-set \d+ of 512 points", out)
+    assert re.search(r"\d+ of 32 starts converged \(J < 0\.0022\d+\)", out)
+    assert re.search(r"21×21 on \[-2\.5, 2\.5\]\^2: ε-set \d+ of 441 points", out)
+    assert re.search(r"9×9×9 on \[-2\.5, 2\.5\]\^3: ε-set \d+ of 729 points", out)
+    # The analysis: class dimension, found points, topology with the resolution check.
+    assert "the class is locally 2-dimensional" in out
+    assert re.search(r"Of 32 found points: \d+ symmetry images of θ", out)
+    assert "refined to 41×41" in out and "refined to 17×17×17" in out
+    assert "warning" not in out  # ε = 5 % of the constant function's J
     assert "time taken:" in out
     experiment = Experiment("demo_quick", home)
-    assert experiment.grids() == ["plane2d", "space3d"]
     # The demo ends by drawing every picture that fits, and report.md shows each one.
     pictures = {
         "search_convergence.png",
@@ -151,6 +155,11 @@ def test_demo_quick(tmp_path: Path) -> None:
     assert pictures | {"space3d_scatter3d.html"} <= drawn
     report = (experiment.path / "report.md").read_text()
     assert "space3d_umap" in report  # drawn, or listed with the reason it was not
+    assert "## What the ε-set is" in report and "**Class dimension** (at θ)" in report
+    for figure in ("found_points", "plane2d_components", "space3d_betti_curve"):
+        assert (experiment.plots_dir / f"{figure}.png").is_file()
+        assert f"(plots/{figure}.png)" in report
+    assert set(experiment.grids()) == {"plane2d", "space3d", "plane2d_refined", "space3d_refined"}
     for name in pictures:
         assert f"(plots/{name})" in report
         assert float(matplotlib.image.imread(experiment.plots_dir / name).std()) > 0.0
@@ -168,15 +177,60 @@ def test_demo_quick(tmp_path: Path) -> None:
     assert again.stdout.count("computing 0 chunks") == 2
 
 
+def test_demo_paper_warns_about_trivial_functions(tmp_path: Path) -> None:
+    """--paper: the paper's θ, whose ε = 0.0025 is 18× the zero function's J: said at once."""
+    done = _genni(tmp_path, "demo", "--paper", "--quick", "--no-progress", timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "warning: ε = 0.0025 is" in done.stdout
+    assert "the ε-set contains functions that ignore their input" in done.stdout
+    report = (tmp_path / "genni_home/experiments/demo_paper_quick/report.md").read_text()
+    assert "**Warning:**" in report
+
+
+def test_analyse_command(tmp_path: Path) -> None:
+    """genni analyse on a searched and swept experiment: analysis.json, figures, report."""
+    config = _write(tmp_path / "tiny.yml", TINY)
+    home = str(tmp_path / "home")
+    for command in ("search", "sweep"):
+        done = _genni(tmp_path, command, "--config", str(config), "--home", home, "--no-progress")
+        assert done.returncode == 0, done.stderr
+    done = _genni(tmp_path, "analyse", "tiny", "plane", "--home", home, "--no-refine",
+                  "--eps-relative", "0.5", "--no-progress")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    experiment = Experiment("tiny", Path(home))
+    analysis = experiment.load_analysis()
+    assert analysis is not None and set(analysis["topology"]) == {"plane"}
+    constant = analysis["baselines"]["constant_loss"]
+    assert analysis["eps"] == pytest.approx(0.5 * constant)
+    assert analysis["topology"]["plane"]["resolution"]["checked"] is False
+    assert analysis["identifiability"]["computed"] is True
+    assert "plane_refined" not in experiment.grids()
+    assert (experiment.plots_dir / "plane_components.png").is_file()
+    assert "## What the ε-set is" in (experiment.path / "report.md").read_text()
+    missing = _genni(tmp_path, "analyse", "nope", "--home", home)
+    assert missing.returncode == 1 and "nope" in missing.stderr
+    both = _genni(tmp_path, "analyse", "tiny", "--home", home, "--eps", "1", "--eps-relative", "1")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
 def test_demo_presets_are_the_papers() -> None:
-    config = validate_config(cli.DEMO_TWO_NEURON)
+    """--paper is the paper's experiment exactly; the default demo keeps its net, probes and
+    optimiser but takes a θ with a non-trivial function and ε relative to it."""
+    config = validate_config(cli.DEMO_TWO_NEURON_PAPER)
     assert config["model"] == {"name": "two_neuron"}
     assert config["seed"] == 10
     assert config["probes"]["num_probes"] == 16384
     assert (config["search"]["batch_size"], config["search"]["lr"]) == (256, 0.015)
     assert config["subspace"]["eps"] == 0.0025
+    assert config["subspace"]["eps_relative"] is None
     grids = {(g["dim"], g["n"], tuple(g["bound"])) for g in config["grids"]}
     assert grids == {(2, 100, (-2.0, 2.0)), (3, 50, (-2.0, 2.0))}
+    demo = validate_config(cli.DEMO_TWO_NEURON)
+    assert (demo["seed"], demo["subspace"]["eps_relative"]) == (5, 0.05)
+    for key in ("model", "probes"):
+        assert demo[key] == {**config[key], **({"seed": 5} if key == "probes" else {})}
+    assert (demo["search"]["batch_size"], demo["search"]["lr"]) == (256, 0.015)
+    assert all(g["n"] % 2 == 1 for g in demo["grids"])  # c = 0 on the grid
     lenet = validate_config(cli.DEMO_LENET)
     assert lenet["model"]["name"] == "lenet5"
     assert (lenet["model"]["input_size"], lenet["model"]["num_outputs"]) == (28, 1)
@@ -247,7 +301,7 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     return dict(action.choices)
 
 
-@pytest.mark.parametrize("command", ["search", "sweep", "ls", "demo"])
+@pytest.mark.parametrize("command", ["search", "sweep", "ls", "analyse", "demo"])
 def test_help_lists_every_option(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
@@ -262,7 +316,7 @@ def test_help_lists_every_option(command: str, capsys: pytest.CaptureFixture[str
         if not action.option_strings:
             assert action.metavar in text
         assert action.help, f"{action.dest} of `genni {command}` has no help text"
-    if command != "ls":
+    if command not in ("ls", "analyse"):
         for key in (*TOP_KEYS, "num_probes", "starts", "record_every", "eps", "bound"):
             assert f"{key}:" in text, f"config key {key} missing from `genni {command} --help`"
 
@@ -270,7 +324,7 @@ def test_help_lists_every_option(command: str, capsys: pytest.CaptureFixture[str
 def test_top_level_help(tmp_path: Path) -> None:
     done = _genni(tmp_path, "--help", timeout=60)
     assert done.returncode == 0
-    for command in ("search", "sweep", "ls", "demo"):
+    for command in ("search", "sweep", "ls", "analyse", "demo"):
         assert command in done.stdout
 
 

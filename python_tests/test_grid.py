@@ -75,7 +75,7 @@ def test_uniform_is_c_order_like_cartesian_prod() -> None:
     assert axis[0] == -2 and axis[-1] == 2  # endpoints included
 
 
-@pytest.mark.parametrize(("n", "dim"), [(1, 1), (4, 1), (3, 3), (2, 4)])
+@pytest.mark.parametrize(("n", "dim"), [(2, 1), (4, 1), (3, 3), (2, 4)])
 def test_uniform_shapes(n: int, dim: int) -> None:
     grid = Grid.uniform((0.0, 1.0), n, dim)
     assert grid.shape == (n,) * dim and grid.coeffs.shape == (n**dim, dim)
@@ -126,9 +126,10 @@ def test_grid_equals() -> None:
         (lambda: Grid.uniform((0, 1, 2), 3, 2), r"bound must be a pair \(a, b\)"),
         (lambda: Grid.uniform("ab", 3, 2), "bound must be a pair"),
         (lambda: Grid.uniform((0, "1"), 3, 2), r"bound\[1\] must be a finite number"),
-        (lambda: Grid.uniform((0, 1), 0, 2), "n must be a positive int, got 0"),
-        (lambda: Grid.uniform((0, 1), 2.5, 2), "n must be a positive int"),
-        (lambda: Grid.uniform((0, 1), True, 2), "n must be a positive int"),
+        (lambda: Grid.uniform((0, 1), 0, 2), "n must be an int >= 2.*got 0"),
+        (lambda: Grid.uniform((-2, 2), 1, 2), r"n must be an int >= 2.*got 1.*Grid\.from_axes"),
+        (lambda: Grid.uniform((0, 1), 2.5, 2), "n must be an int >= 2"),
+        (lambda: Grid.uniform((0, 1), True, 2), "n must be an int >= 2"),
         (lambda: Grid.uniform((0, 1), 3, 0), "dim must be a positive int, got 0"),
         (lambda: Grid.uniform((0, 1), 10**5, 3), "more than the 1e[+]09 allowed"),
         (lambda: Grid.from_axes([]), "axes must be a non-empty list"),
@@ -327,9 +328,9 @@ _GRID = Grid.uniform((-1, 1), 3, 2)
         (lambda p, s, r: sweep_grid("problem", s, _GRID), "problem must be a genni_ext.Problem"),
         (lambda p, s, r: sweep_grid(p, s, _GRID, backend="gpu"), "backend='gpu'"),
         (lambda p, s, r: sweep_grid(p, s, _GRID, num_threads=0), "num_threads must be"),
-        (lambda p, s, r: r.eps_mask(0.0), "eps must be positive"),
-        (lambda p, s, r: r.eps_set(float("nan")), "eps must be a number"),
-        (lambda p, s, r: r.eps_set("0.1"), "eps must be a number"),
+        (lambda p, s, r: r.eps_mask(0.0), "eps must be a positive finite number"),
+        (lambda p, s, r: r.eps_set(float("nan")), "eps must be a positive finite number"),
+        (lambda p, s, r: r.eps_set("0.1"), "eps must be a positive number"),
         (lambda p, s, r: r.eps_params(0.1, s, chunk_size=0), "chunk_size must be a positive"),
         (lambda p, s, r: r.eps_params(0.1, _equivalent_subspace(3)), "subspace has m=3"),
         (lambda p, s, r: r.eps_params(0.1, "subspace"), "subspace must be a Subspace"),

@@ -208,3 +208,10 @@ def test_unflatten_params_batched() -> None:
 def test_flatten_params_needs_parameters() -> None:
     with pytest.raises(InputError, match="no parameters"):
         flatten_params(nn.ReLU())
+
+
+def test_flatten_params_and_mlp_refuse_what_is_not_theirs() -> None:
+    with pytest.raises(InputError, match=r"torch\.nn\.Module, got list"):
+        flatten_params([1])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="bias must be True or False"):
+        mlp([2, 3], bias="no")  # type: ignore[arg-type]

@@ -216,13 +216,23 @@ def test_surface_eps_empty() -> None:
 
 
 def test_slices_default_panels_share_one_colorbar() -> None:
-    result = _hyperbola(n=9, dim=3)
+    """By default a panel on every marker's plane (θ0 at c3 = 0 is on the grid; θ1 at 1.9
+    and θ2 at −0.2 are not, and their panels say so), then evenly spaced ones up to 4."""
+    result = _hyperbola(n=9, dim=3)  # c3 = -2, -1.5, ..., 2
     fig = planes.slices(result, 2)
     panels = [ax for ax in fig.axes if ax.get_title().startswith("c3 = ")]
-    axis = result.grid.axes[2].numpy()
-    assert [ax.get_title() for ax in panels] == [f"c3 = {v:.3g}" for v in axis[[0, 3, 5, 8]]]
+    assert [ax.get_title() for ax in panels] == [
+        "c3 = -2",
+        "c3 = -0.5",
+        "c3 = 0\n(nearest grid plane: θ2 at -0.2)",
+        "c3 = 2\n(nearest grid plane: θ1 at 1.9)",
+    ]
+    assert sorted(_marker_points(panels[2])) == ["θ0", "θ2"]
+    assert sorted(_marker_points(panels[3])) == ["θ1"]
+    for ax in panels:
+        assert ax.get_aspect() == 1.0
     (cbar,) = _colorbar_axes(fig)
-    values = result.values.numpy()[:, :, [0, 3, 5, 8]]
+    values = result.values.numpy()[:, :, [0, 3, 4, 8]]
     np.testing.assert_allclose(cbar.get_ylim(), (values.min(), values.max()), rtol=1e-9)
     for ax in panels:
         assert isinstance(_filled(ax).norm, LogNorm)
@@ -233,7 +243,10 @@ def test_slices_at_nearest_values_and_markers_on_nearest_panel() -> None:
     result = _hyperbola(n=9, dim=3)  # axis values -2, -1.5, ..., 2
     fig = planes.slices(result, 1, at=[-1.9, 0.4, 0.6])
     panels = [ax for ax in fig.axes if ax.get_title().startswith("c2 = ")]
-    assert [ax.get_title() for ax in panels] == ["c2 = -2", "c2 = 0.5"]  # 0.4, 0.6 → 0.5
+    assert [ax.get_title() for ax in panels] == [
+        "c2 = -2",
+        "c2 = 0.5\n(nearest grid plane: θ0 at 0, θ1 at 1)",  # 0.4, 0.6 → 0.5
+    ]
     # θ0 (c2 = 0) and θ1 (c2 = 1) are nearest 0.5, θ2 (c2 = 0.5) too
     assert _marker_points(panels[0]) == {}
     drawn = _marker_points(panels[1])
@@ -351,3 +364,19 @@ def test_real_sweep_contour_and_surface_mark_the_found_points() -> None:
     (cbar,) = _colorbar_axes(fig)
     np.testing.assert_allclose(cbar.get_ylim(), (positive.min(), positive.max()), rtol=1e-9)
     _assert_nontrivial(_png(planes.surface(result, eps=0.0025)))
+
+
+def test_contour_hatches_the_trivial_part_of_the_eps_set() -> None:
+    """With ε at or above J of the best constant function (from the sweep's metadata), the
+    band constant_loss ≤ J < ε is hatched and the title warns; below it, neither."""
+    result = _hyperbola()  # J from 1e-4 up to ~290 on the plane
+    result.metadata["problem"] = {"zero_loss": 2.0, "constant_loss": 1.5}
+    fig = planes.contour(result, eps=5.0)
+    ax = fig.axes[0]
+    assert "ε ≥ J of a trivial function (constant 1.5, zero 2)" in ax.get_title()
+    hatched = [c for c in ax.collections if getattr(c, "hatches", None) == ["//"]]
+    assert hatched, "no hatched band"
+    assert ax.get_aspect() == 1.0
+    calm = planes.contour(result, eps=1.0).axes[0]
+    assert "trivial" not in calm.get_title()
+    assert not [c for c in calm.collections if getattr(c, "hatches", None) == ["//"]]

@@ -146,7 +146,7 @@ def test_umap_coefficients_points_markers_and_determinism() -> None:
     for index, name in enumerate(markers):
         dot = collection(fig.axes[0], f"marker:{name}")
         assert tuple(dot.get_facecolor()[0][:3]) == pytest.approx(
-            to_rgb(_style.marker_colour(index, umap=True))
+            to_rgb(_style.marker_colour(index))
         )
     assert np.isfinite(points).all()
     assert colour_bar(fig).get_ylim()[1] == pytest.approx(eps)

@@ -304,8 +304,10 @@ def test_history_and_result() -> None:
     assert json.loads(json.dumps(config)) == config
     assert set(config) == {
         "steps", "lr", "batch_size", "optimizer", "momentum", "tol", "seed", "record_every",
-        "steps_run",
+        "steps_run", "theta_hash", "probes_hash",
     }  # fmt: skip
+    assert config["theta_hash"] == problem.theta_hash
+    assert config["probes_hash"] == problem.probes_hash
     assert config["steps_run"] == 250 and config["tol"] is None and config["seed"] == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -212,6 +213,10 @@ def test_grid_round_trip(tmp_path: Path, mlp_case: tuple[Problem, Subspace]) -> 
     loaded = experiment.load_grid("whole")
     assert loaded.equals(expected)
     assert experiment.load_subspace("whole").equals(subspace)
+    origin = dataclasses.replace(subspace, theta_hash="t" * 16, probes_hash="p" * 16)
+    experiment.save_grid(expected, "known", subspace=origin)
+    loaded = experiment.load_subspace("known")
+    assert (loaded.theta_hash, loaded.probes_hash) == ("t" * 16, "p" * 16)
 
     listed = Grid.from_coeffs(torch.tensor([[0.0, 0.0], [0.5, -0.25], [1.0, 1.0]]))
     points = sweep_grid(problem, subspace, listed)
@@ -228,7 +233,7 @@ def test_grid_round_trip(tmp_path: Path, mlp_case: tuple[Problem, Subspace]) -> 
     assert swept.markers == expected.markers
     assert swept.equals(experiment.load_grid("chunked"))
     assert experiment.load_subspace("chunked").equals(subspace)
-    assert experiment.grids() == ["chunked", "points", "whole"]
+    assert experiment.grids() == ["chunked", "known", "points", "whole"]
     status = experiment.sweep_status("chunked")
     assert (status.complete, status.chunks_done, status.num_chunks) == (True, 5, 5)
     assert not (experiment.grid_dir("chunked") / "chunks").exists()

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import positive_number
 from ..errors import InputError
-from ..grid import GridResult, _check_eps
+from ..grid import GridResult
 from ..store import atomic_write_text
 from . import _style
 from .sets import _empty_reason, _eps_points, _summary
@@ -39,7 +40,7 @@ def scatter3d_html(result: GridResult, eps: float, path: str | os.PathLike) -> P
         raise InputError(
             f"scatter3d_html needs a genni_ext.GridResult, got {type(result).__name__}"
         )
-    eps = _check_eps(eps)
+    eps = positive_number(eps, "eps")
     if result.grid.dim != 3:
         raise InputError(
             f"scatter3d_html needs a grid with m = 3 coefficients per point, got m = "

@@ -27,6 +27,7 @@ from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator
 
+from .._checks import positive_number
 from ..errors import InputError
 from ..grid import GridResult
 from . import _style
@@ -43,11 +44,7 @@ EPS_COLOUR = "black"
 def _check_eps(eps: object, *, optional: bool = True) -> float | None:
     if eps is None and optional:
         return None
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise InputError(f"eps must be a positive number, got {eps!r}")
-    if not math.isfinite(eps) or eps <= 0:
-        raise InputError(f"eps must be a positive finite number, got {eps!r}")
-    return float(eps)
+    return positive_number(eps, "eps")
 
 
 def _check_grid(result: object, dim: int, what: str) -> GridResult:
@@ -155,6 +152,42 @@ def _eps_notes(raw: np.ndarray, eps: float | None) -> tuple[list[str], bool]:
     return [note], inside < finite.size
 
 
+def _trivial_level(result: GridResult, eps: float | None) -> tuple[list[str], float | None]:
+    """Title notes and the J of the best constant function when ε reaches it.
+
+    The baselines come from the sweep's metadata (``Problem.describe()``); where ε is at or
+    above the constant function's J, grid points with constant_loss ≤ J < ε are in the
+    ε-set but fit θ no better than a function that ignores its input.
+    """
+    problem = result.metadata.get("problem") if isinstance(result.metadata, dict) else None
+    if eps is None or not isinstance(problem, dict):
+        return [], None
+    constant = problem.get("constant_loss")
+    zero = problem.get("zero_loss")
+    if not isinstance(constant, (int, float)) or not isinstance(zero, (int, float)):
+        return [], None
+    if eps < min(constant, zero):
+        return [], None
+    note = (
+        f"warning: ε ≥ J of a trivial function (constant {constant:.3g}, zero {zero:.3g}); "
+        "hatched: in the ε-set but no better than a constant"
+    )
+    return [note], float(min(constant, zero))
+
+
+def _hatch_trivial(
+    ax: Axes, axes: tuple[np.ndarray, np.ndarray], values: np.ma.MaskedArray, low: float, eps: float
+) -> None:
+    """Hatch where low ≤ J < ε: the part of the ε-set no better than a trivial function."""
+    x, y = np.meshgrid(axes[0], axes[1], indexing="ij")
+    finite = values.compressed()
+    if not finite.size or not (finite.min() < eps and finite.max() >= low):
+        return
+    ax.contourf(x, y, values, levels=[low, eps], colors="none", hatches=["//"])
+    ax.contour(x, y, values, levels=[low], colors="white", linewidths=1.0, linestyles="--")
+    ax.plot([], [], color="white", linestyle="--", label=f"J = {low:.3g} (trivial)")
+
+
 def _title(ax: Axes, title: str, notes: Sequence[str]) -> None:
     ax.set_title("\n".join([title, *notes]), fontsize=9)
 
@@ -218,7 +251,10 @@ def contour(
     With ``log`` the colour scale is a :class:`~matplotlib.colors.LogNorm` over the finite
     positive values; values ≤ 0 are clipped to the smallest positive value. NaN/inf are
     masked. With ``eps`` the level J = ε is drawn as a black line (and on the colour bar);
-    an empty ε-set is said in the title.
+    an empty ε-set is said in the title. Where ε reaches the J of a trivial function (the
+    sweep's metadata holds the problem's ``zero_loss`` and ``constant_loss``), the part of
+    the ε-set at or above it is hatched and the title warns. Axes have equal scales: the
+    coordinates are distances in parameter space.
     """
     result = _check_grid(result, 2, "contour")
     eps = _check_eps(eps)
@@ -229,19 +265,25 @@ def contour(
     scale = _scale(raw, log=log, levels=levels)
     eps_notes, crosses = _eps_notes(raw, eps)
 
+    trivial_notes, trivial = _trivial_level(result, eps)
+
     fig = _style.new_figure()
     ax = fig.add_subplot()
     filled = _draw_plane(ax, (axes[0], axes[1]), scale, scale.values, eps if crosses else None)
+    if trivial is not None and eps is not None:
+        _hatch_trivial(ax, (axes[0], axes[1]), scale.values, trivial, eps)
     for index, (marker, c) in enumerate(zip(result.markers, coords, strict=True)):
         _scatter_marker(ax, index, marker.name, float(c[0]), float(c[1]))
     ax.set_xlabel(_style.AXIS_LABELS[0])
     ax.set_ylabel(_style.AXIS_LABELS[1])
+    # Coordinates are Euclidean distances along orthonormal directions: equal scales.
+    ax.set_aspect("equal")
     if filled is not None:
         _colorbar(fig, filled, ax, eps)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize=8)
     kind = "log" if isinstance(scale.norm, LogNorm) else "linear"
-    _title(ax, f"J on the plane ({kind} colour scale)", [*scale.notes, *eps_notes])
+    _title(ax, f"J on the plane ({kind} colour scale)", [*scale.notes, *eps_notes, *trivial_notes])
     return fig
 
 
@@ -298,10 +340,22 @@ def surface(result: GridResult, *, eps: float | None = None) -> Figure:
     return fig
 
 
-def _nearest_indices(axis: np.ndarray, at: Sequence[float] | None) -> list[int]:
-    if at is None:
-        count = min(4, axis.size)
-        return sorted({int(i) for i in np.round(np.linspace(0, axis.size - 1, count))})
+def _marker_planes(axis: np.ndarray, positions: Sequence[float]) -> list[int]:
+    """Grid indices of the planes nearest the markers, then evenly spaced ones up to 4."""
+    picked: list[int] = []
+    for value in positions:
+        index = int(np.argmin(np.abs(axis - value)))
+        if index not in picked:
+            picked.append(index)
+    for index in np.round(np.linspace(0, axis.size - 1, min(4, axis.size))):
+        if len(picked) >= 4:
+            break
+        if int(index) not in picked:
+            picked.append(int(index))
+    return sorted(picked)
+
+
+def _nearest_indices(axis: np.ndarray, at: Sequence[float]) -> list[int]:
     if isinstance(at, (str, bytes)) or not isinstance(at, Sequence) or len(at) == 0:
         raise InputError(f"at must be a non-empty list of coefficient values, got {at!r}")
     picked: list[int] = []
@@ -316,6 +370,16 @@ def _nearest_indices(axis: np.ndarray, at: Sequence[float] | None) -> list[int]:
     return picked
 
 
+def _panel_title(label: str, plane: float, names: list[str], positions: list[float]) -> str:
+    """ "c3 = 0", or where the markers drawn on it are off the plane, their own c3."""
+    title = f"{label} = {plane:.3g}"
+    off = [(name, value) for name, value in zip(names, positions, strict=True) if value != plane]
+    if off:
+        where = ", ".join(f"{name} at {value:.3g}" for name, value in off)
+        title += f"\n(nearest grid plane: {where})"
+    return title
+
+
 def slices(
     result: GridResult,
     axis: int,
@@ -327,10 +391,14 @@ def slices(
 ) -> Figure:
     """Contour panels of J over a 3-D axis grid at several values of coefficient ``axis``.
 
-    Panels sit at the grid values nearest to ``at`` (duplicates dropped; default: 4 evenly
-    spaced grid values) and share one colour bar spanning the values drawn (log scale as
+    Panels sit at the grid values nearest to ``at`` (duplicates dropped); by default on
+    the plane of every marker (its coordinate along ``axis``) and then evenly spaced planes
+    up to 4 panels. They share one colour bar spanning the values drawn (log scale as
     :func:`contour`, values ≤ 0 clipped). Each marker is drawn on the panel nearest its
-    coordinate along ``axis``. With ``eps`` the level J = ε is drawn on every panel.
+    coordinate along ``axis``; where that is not the marker's own plane (the grid has no
+    point there: an odd number of points puts 0 on a symmetric grid), the panel's title
+    says where the marker is. With ``eps`` the level J = ε is drawn on every panel it
+    crosses. Axes have equal scales.
     """
     result = _check_grid(result, 3, "slices")
     if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < 3:
@@ -340,7 +408,10 @@ def slices(
         raise InputError(f"levels must be a positive int, got {levels!r}")
     coords = _marker_coords(result, 3, "slices")
     axes, raw = _sorted_grid(result)
-    picked = _nearest_indices(axes[axis], at)
+    positions = [float(c[axis]) for c in coords]
+    picked = (
+        _marker_planes(axes[axis], positions) if at is None else _nearest_indices(axes[axis], at)
+    )
     others = [i for i in range(3) if i != axis]
     panels = [np.take(raw, index, axis=axis) for index in picked]
     drawn = np.stack(panels)
@@ -368,12 +439,17 @@ def slices(
         filled = _draw_plane(ax, (axes[others[0]], axes[others[1]]), scale, values, line)
         if mappable is None:
             mappable = filled
+        names, on_panel = [], []
         for m_index, (marker, c) in enumerate(zip(result.markers, coords, strict=True)):
             if owner[m_index] == panel:
                 _scatter_marker(ax, m_index, marker.name, float(c[others[0]]), float(c[others[1]]))
-        ax.set_title(f"{_style.AXIS_LABELS[axis]} = {axes[axis][index]:.3g}", fontsize=9)
+                names.append(marker.name)
+                on_panel.append(float(c[axis]))
+        plane = float(axes[axis][index])
+        ax.set_title(_panel_title(_style.AXIS_LABELS[axis], plane, names, on_panel), fontsize=8)
         ax.set_xlabel(_style.AXIS_LABELS[others[0]])
         ax.set_ylabel(_style.AXIS_LABELS[others[1]])
+        ax.set_aspect("equal")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right", fontsize=7)
     if mappable is not None:

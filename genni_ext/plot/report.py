@@ -4,7 +4,10 @@ By grid dimension: 2-D grids get the linear-scale surface and the log-scale cont
 grids the ε-set from several angles, slices and a UMAP of the ε-set (plus an interactive
 HTML view where plotly is installed); grids of 4 or more dimensions a UMAP. The search gets
 its convergence plot. A picture that cannot be drawn (an empty ε-set for UMAP, say) is
-listed in the report with the reason instead of stopping the others.
+listed in the report with the reason instead of stopping the others. Where the experiment
+was analysed (``genni analyse``: ``analysis.json``), the report opens with what the ε-set
+is: the trivial-function warning, the class dimension at θ, the found points by kind and
+each grid's topology with its resolution check, and the analysis figures.
 """
 
 from __future__ import annotations
@@ -38,6 +41,54 @@ def _save(figure: Figure, path: Path) -> Path:
     return atomic_write(path, write)
 
 
+def save_figure(figure: Figure, experiment: Experiment, stem: str) -> Path:
+    """Write ``figure`` to ``plots/<stem>.png`` of ``experiment`` (atomically)."""
+    return _save(figure, experiment.plots_dir / f"{stem}.png")
+
+
+def _analysis_lines(analysis: dict, grids: Sequence[str]) -> list[str]:
+    """The report's "What the ε-set is" section from ``analysis.json``."""
+    lines = ["## What the ε-set is", ""]
+    baselines = analysis.get("baselines") or {}
+    lines.append(
+        f"J of the zero function {baselines.get('zero_loss', float('nan')):.3g}, of the best "
+        f"constant function {baselines.get('constant_loss', float('nan')):.3g}; ε = "
+        f"{analysis.get('eps', float('nan')):.3g}."
+    )
+    if baselines.get("warning"):
+        lines += ["", f"**Warning:** {baselines['warning']}"]
+    local = analysis.get("identifiability") or {}
+    lines += ["", f"**Class dimension** ({local.get('where', '?')}): "]
+    lines[-1] += local.get("summary", "not computed.") if local.get("computed") else "not computed."
+    found = analysis.get("found_points")
+    if found:
+        lines += [
+            "",
+            f"**Found points:** {found['summary']}",
+            "",
+            "![found points](plots/found_points.png)",
+        ]
+    for name in grids:
+        entry = (analysis.get("topology") or {}).get(name)
+        if not entry:
+            continue
+        lines += ["", f"**Topology of grid '{name}':** {entry['summary']}", ""]
+        if "shape" in entry:
+            lines += [
+                f"![{name} components](plots/{name}_components.png)",
+                f"![{name} Betti curve](plots/{name}_betti_curve.png)",
+                f"![{name} persistence](plots/{name}_persistence.png)",
+            ]
+    timings = analysis.get("seconds") or {}
+    if timings:
+        lines += [
+            "",
+            "Analysis times: "
+            + "; ".join(f"{key} {value:.1f} s" for key, value in timings.items()),
+        ]
+    return [*lines, ""]
+
+
 def _grid_figures(result: GridResult, eps: float) -> list[tuple[str, Callable[[], Figure]]]:
     """(file suffix, figure maker) for every picture that fits the grid's dimension."""
     from .planes import contour, slices, surface
@@ -53,7 +104,7 @@ def _grid_figures(result: GridResult, eps: float) -> list[tuple[str, Callable[[]
     if dim == 3 and has_axes:
         figures += [
             ("scatter3d", lambda: scatter3d(result, eps)),
-            ("slices", lambda: slices(result, axis=2)),
+            ("slices", lambda: slices(result, axis=2, eps=eps)),
         ]
     if dim >= 3:
         figures.append(("umap", lambda: umap(result, eps)))
@@ -67,17 +118,32 @@ def draw_experiment(
     eps: float | None = None,
     search: str = "search",
 ) -> Drawn:
-    """Draw the search and the named grids (default: every complete grid) into plots/.
+    """Draw the search and the named grids (default: every complete grid but the
+    resolution checks' refined sweeps) into plots/.
 
     ``eps`` defaults to the experiment config's ``subspace.eps``. Writes report.md in the
-    experiment folder with each figure and the numbers behind it.
+    experiment folder with each figure and the numbers behind it, opening with the
+    analysis where ``genni analyse`` made one.
     """
+    from ..experiment_analysis import is_refinement
+
     config = experiment.load_config() if experiment.config_path.exists() else {}
     if eps is None:
         eps = float(config.get("subspace", {}).get("eps", 0.0025))
-    names = list(grids) if grids else experiment.grids()
+    names = (
+        list(grids) if grids else [name for name in experiment.grids() if not is_refinement(name)]
+    )
     drawn = Drawn()
     lines = [f"# {experiment.name}", "", f"ε = {eps:g}", ""]
+    analysis = experiment.load_analysis()
+    if analysis is not None:
+        if abs(float(analysis.get("eps", eps)) - eps) > 1e-12 * eps:
+            lines += [
+                f"(The analysis below was made at ε = {analysis['eps']:.3g}; run "
+                f"`genni analyse {experiment.name}` again for ε = {eps:g}.)",
+                "",
+            ]
+        lines += _analysis_lines(analysis, names)
 
     if search in experiment.searches():
         from .planes import search_convergence

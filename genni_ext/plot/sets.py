@@ -23,8 +23,9 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from .._checks import positive_number
 from ..errors import InputError
-from ..grid import GridResult, _check_eps
+from ..grid import GridResult
 from ..subspace import Subspace
 from . import _style
 
@@ -82,7 +83,7 @@ def scatter3d(
     """The ε-set of a 3-D grid as a 3-D scatter coloured by J, one panel per
     (elevation, azimuth) view, with markers θ0..θm and a colour bar topped by ε."""
     result = _check_result(result, "scatter3d")
-    eps = _check_eps(eps)
+    eps = positive_number(eps, "eps")
     if result.grid.dim != 3:
         raise InputError(
             f"scatter3d needs a grid with m = 3 coefficients per point, got m = "
@@ -252,7 +253,7 @@ def umap(
     fitted UMAP. An ε-set of fewer than 3 points gives a figure that says so.
     """
     result = _check_result(result, "umap")
-    eps = _check_eps(eps)
+    eps = positive_number(eps, "eps")
     if space not in SPACES:
         raise InputError(f"space={space!r} is not known; use one of {', '.join(SPACES)}")
     m = result.grid.dim
@@ -330,7 +331,7 @@ def umap(
     )
     for number, marker in enumerate(result.markers):
         x, y = (float(v) for v in marker_xy[number])
-        colour = _style.marker_colour(number, umap=True)
+        colour = _style.marker_colour(number)
         ax.scatter(
             [x],
             [y],

@@ -1,0 +1,253 @@
+"""``genni analyse``: what the ε-set of a stored experiment is, computed and written down.
+
+For an experiment in the store (config, search, grids) this runs every analysis of
+:mod:`genni_ext.analysis`: the trivial-function baselines at the experiment's ε, the local
+dimension of [θ] at θ against the known-symmetry orbit (for models above 10,000
+parameters, restricted to the plane of the first grid at its centre θ₀), what each found
+point is, and the topology of every 2-D and 3-D grid's ε-set with its resolution check.
+The check sweeps a grid of twice the resolution with the experiment's own runner
+(:meth:`Experiment.run_sweep`, stored as ``<grid>_refined``, resumable like any grid), and
+says so. Results go to ``analysis.json`` (numbers and plain-sentence summaries) and
+``plots/`` (Betti curve, persistence diagram, component map per grid; the found points).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .analysis import (
+    Baselines,
+    Explanation,
+    Identifiability,
+    Topology,
+    explain,
+    identifiability,
+    topology,
+)
+from .config import build_problem, validate_config
+from .errors import InputError
+from .grid import Grid, GridResult
+from .store import Experiment, StoreError
+
+REFINED_SUFFIX = "_refined"
+# Above this many parameters the exact Jacobian SVD is left out and the rank is taken in
+# the plane of the first grid (genni_ext.analysis.identifiability's max_params).
+EXACT_RANK_MAX_PARAMS = 10_000
+
+Say = Callable[[str], None]
+
+
+def is_refinement(name: str) -> bool:
+    """Whether grid ``name`` is a resolution check's refined sweep of another grid."""
+    return name.endswith(REFINED_SUFFIX)
+
+
+def _analysed_grids(experiment: Experiment, grids: Sequence[str] | None) -> list[str]:
+    known = experiment.grids()
+    if grids is None:
+        return [name for name in known if not is_refinement(name)]
+    for name in grids:
+        if name not in known:
+            raise InputError(
+                f"experiment '{experiment.name}' has no grid {name!r} (grids: "
+                f"{', '.join(known) or 'none'})"
+            )
+    return list(grids)
+
+
+def _eps(config: dict[str, Any], baselines: Baselines, eps: float | None, relative: float | None):
+    if eps is not None or relative is not None:
+        return baselines.resolve_eps(eps, relative)
+    spec = config["subspace"]
+    if spec.get("eps_relative") is not None:
+        return baselines.resolve_eps(eps_relative=spec["eps_relative"])
+    return baselines.resolve_eps(spec["eps"])
+
+
+def _identifiability(
+    problem: Any, experiment: Experiment, grids: list[str], say: Say
+) -> tuple[Identifiability | None, str]:
+    if problem.num_params <= EXACT_RANK_MAX_PARAMS:
+        return identifiability(problem), "at θ"
+    if not grids:
+        return None, (
+            f"not computed: {problem.num_params:,} parameters is above the exact limit of "
+            f"{EXACT_RANK_MAX_PARAMS:,} and there is no grid whose plane could stand in"
+        )
+    subspace = experiment.load_subspace(grids[0])
+    subspace = _to(subspace, problem.theta)
+    say(
+        f"  {problem.num_params:,} parameters: the Jacobian's rank is taken in the plane of "
+        f"grid '{grids[0]}' at its centre θ₀"
+    )
+    return identifiability(problem, subspace=subspace), f"in the plane of grid '{grids[0]}' at θ₀"
+
+
+def _to(value: Any, like: Any) -> Any:
+    """A copy of dataclass ``value`` with its tensors in ``like``'s dtype and device."""
+    import dataclasses
+
+    import torch
+
+    moved = {
+        field.name: getattr(value, field.name).to(dtype=like.dtype, device=like.device)
+        for field in dataclasses.fields(value)
+        if isinstance(getattr(value, field.name), torch.Tensor)
+        and getattr(value, field.name).is_floating_point()
+    }
+    return dataclasses.replace(value, **moved)
+
+
+def _refiner(
+    experiment: Experiment, problem: Any, config: dict[str, Any], name: str, progress: bool
+) -> Callable[[Grid], GridResult]:
+    subspace = _to(experiment.load_subspace(name), problem.theta)
+
+    def sweep_refined(grid: Grid) -> GridResult:
+        return experiment.run_sweep(
+            problem,
+            subspace,
+            grid,
+            f"{name}{REFINED_SUFFIX}",
+            backend=config["backend"],
+            num_threads=config["num_threads"],
+            progress=progress,
+        )
+
+    return sweep_refined
+
+
+def _topology_entry(topo: Topology) -> dict[str, Any]:
+    check = topo.resolution
+    return {
+        "shape": list(topo.shape),
+        "betti": list(topo.betti),
+        "component_sizes": topo.component_sizes,
+        "marker_components": topo.marker_components,
+        "persistence": [[dim, birth, death] for dim, birth, death in topo.persistence],
+        "resolution": {
+            "checked": check.checked,
+            "refined_shape": list(check.shape) if check.shape else None,
+            "betti_coarse": list(check.betti_coarse) if check.betti_coarse else None,
+            "betti_refined": list(check.betti_refined) if check.betti_refined else None,
+            "stable": check.stable,
+            "reason": check.reason,
+        },
+        "summary": topo.summary(),
+    }
+
+
+def _identifiability_entry(result: Identifiability | None, where: str) -> dict[str, Any]:
+    if result is None:
+        return {"computed": False, "where": where}
+    gap = result.gap if result.gap is None or math.isfinite(result.gap) else None
+    return {
+        "computed": True,
+        "where": where,
+        "num_params": result.num_params,
+        "num_directions": result.num_directions,
+        "rank": result.rank,
+        "null_dim": result.null_dim,
+        "symmetry_dim": result.symmetry_dim,
+        "unexplained_dim": result.unexplained_dim,
+        "probe_limited": result.probe_limited,
+        "gap": gap,
+        "tol": result.tol,
+        "method": result.method,
+        "symmetry_reason": result.symmetry_reason,
+        "seconds": result.seconds,
+        "summary": result.summary(),
+    }
+
+
+def _explanation_entry(result: Explanation) -> dict[str, Any]:
+    return {
+        "kinds": result.kinds,
+        "details": result.details,
+        "counts": result.counts,
+        "losses": [float(value) for value in result.losses],
+        "residuals": [float(value) for value in result.residuals],
+        "thresholds": result.thresholds,
+        "summary": result.summary(),
+    }
+
+
+def analyse_experiment(
+    experiment: Experiment,
+    grids: Sequence[str] | None = None,
+    *,
+    eps: float | None = None,
+    eps_relative: float | None = None,
+    refine: bool = True,
+    progress: bool = True,
+    say: Say = print,
+) -> dict[str, Any]:
+    """Analyse ``experiment`` (its config, search and ``grids``, default: all but the
+    refinements), write ``analysis.json`` and the analysis figures, and return the
+    analysis as written. ε is the config's unless ``eps`` or ``eps_relative`` is given.
+    ``refine=False`` skips the resolution checks (their entries then say "not checked").
+    """
+    from .plot import analysis as figures
+    from .plot.report import save_figure
+
+    if not isinstance(experiment, Experiment):
+        raise InputError(f"experiment must be a genni_ext.Experiment, got {type(experiment)}")
+    if not experiment.exists:
+        raise StoreError(f"experiment '{experiment.name}' does not exist in {experiment.home}")
+    config = validate_config(experiment.load_config())
+    names = _analysed_grids(experiment, grids)
+    problem = build_problem(config)
+    baselines = Baselines.of(problem)
+    eps = _eps(config, baselines, eps, eps_relative)
+    analysis: dict[str, Any] = {"experiment": experiment.name, "eps": eps}
+    timings: dict[str, float] = {}
+
+    analysis["baselines"] = baselines.describe(eps)
+    if analysis["baselines"]["warning"]:
+        say(f"warning: {analysis['baselines']['warning']}")
+
+    start = time.perf_counter()
+    local, where = _identifiability(problem, experiment, names, say)
+    timings["identifiability"] = time.perf_counter() - start
+    analysis["identifiability"] = _identifiability_entry(local, where)
+    say(f"class dimension ({where}): {local.summary() if local else where}")
+
+    search_name = config["search"]["name"]
+    plots: list[str] = []
+    if search_name in experiment.searches():
+        start = time.perf_counter()
+        found = explain(experiment.load_search(search_name), problem, eps)
+        timings["found_points"] = time.perf_counter() - start
+        analysis["found_points"] = _explanation_entry(found)
+        say(f"found points: {found.summary()}")
+        plots.append(save_figure(figures.found_points(found), experiment, "found_points"))
+    else:
+        analysis["found_points"] = None
+
+    analysis["topology"] = {}
+    for name in names:
+        result = experiment.load_grid(name)
+        if result.grid.axes is None or result.grid.dim not in (2, 3):
+            analysis["topology"][name] = {"summary": "not computed: needs a 2-D or 3-D axis grid"}
+            continue
+        start = time.perf_counter()
+        refiner = _refiner(experiment, problem, config, name, progress) if refine else None
+        topo = topology(result, eps, sweep_refined=refiner)
+        timings[f"topology {name}"] = time.perf_counter() - start
+        analysis["topology"][name] = _topology_entry(topo)
+        say(f"grid '{name}': {topo.summary()}")
+        plots.append(save_figure(figures.betti_curve(topo), experiment, f"{name}_betti_curve"))
+        plots.append(
+            save_figure(figures.persistence_diagram(topo), experiment, f"{name}_persistence")
+        )
+        plots.append(
+            save_figure(figures.component_map(topo, result), experiment, f"{name}_components")
+        )
+    analysis["seconds"] = timings
+    analysis["plots"] = [Path(path).name for path in plots]
+    experiment.save_analysis(analysis)
+    return analysis
