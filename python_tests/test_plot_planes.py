@@ -380,3 +380,15 @@ def test_contour_hatches_the_trivial_part_of_the_eps_set() -> None:
     calm = planes.contour(result, eps=1.0).axes[0]
     assert "trivial" not in calm.get_title()
     assert not [c for c in calm.collections if getattr(c, "hatches", None) == ["//"]]
+
+
+def test_slices_ignore_round_off_of_the_plane_and_the_markers() -> None:
+    """An axis value of -1e-16 is the plane c3 = 0, and markers 1e-9 off it lie on it."""
+    result = _hyperbola(n=9, dim=3)
+    axes = list(result.grid.axes)
+    axes[2] = axes[2] - 1e-16
+    grid = Grid.from_axes(axes)
+    markers = [Marker("θ0", torch.tensor([0.0, 0.0, 5e-9], dtype=torch.float64), 1.0)]
+    shifted = GridResult(result.values, grid, markers, {})
+    titles = [ax.get_title() for ax in planes.slices(shifted, 2).axes if ax.get_title()]
+    assert "c3 = 0" in titles

@@ -76,6 +76,22 @@ LENETS = [
     (28, 3, "avg", 2, None, 10),
     (32, 3, "max", 0, None, 1),
 ]
+LENET_IDS = [f"{s}px-{c}ch-{p}-pad{q}-{a}-out{o}" for s, c, p, q, a, o in LENETS]
+
+
+def _lenet(spec: tuple) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The LeNet-5 of one LENETS row (seeded by its index) and its input shape."""
+    size, channels, pool, padding, output_activation, outputs = spec
+    torch.manual_seed(LENETS.index(spec))
+    model = LeNet5(
+        in_channels=channels,
+        input_size=size,
+        num_outputs=outputs,
+        pool=pool,
+        padding=padding,
+        output_activation=output_activation,
+    )
+    return model, (channels, size, size)
 
 
 # --- the block steps on the CPU -----------------------------------------------------------
@@ -101,32 +117,12 @@ def test_emulated_conv_net(
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(
-    "size, channels, pool, padding, output_activation, outputs",
-    LENETS,
-    ids=[f"{s}px-{c}ch-{p}-pad{q}-{a}-out{o}" for s, c, p, q, a, o in LENETS],
-)
+@pytest.mark.parametrize("lenet", LENETS, ids=LENET_IDS)
 def test_emulated_lenet5(
-    size: int,
-    channels: int,
-    pool: str,
-    padding: int,
-    output_activation: str | None,
-    outputs: int,
-    dtype: torch.dtype,
-    make_case: MakeCase,
-    check_j: CheckJ,
+    lenet: tuple, dtype: torch.dtype, make_case: MakeCase, check_j: CheckJ
 ) -> None:
-    torch.manual_seed(LENETS.index((size, channels, pool, padding, output_activation, outputs)))
-    model = LeNet5(
-        in_channels=channels,
-        input_size=size,
-        num_outputs=outputs,
-        pool=pool,
-        padding=padding,
-        output_activation=output_activation,
-    )
-    shape = (channels, size, size)
+    model, shape = _lenet(lenet)
+    channels = shape[0]
     case = make_case(model, shape, dtype=dtype, num_samples=11, num_points=2)
     if _plan(model, shape, 11, scalar_bytes=case[1].element_size())["samples"] == 0:
         # 8 samples of a 3-channel input and its first pooled conv, plus conv2's weights,
@@ -352,32 +348,12 @@ def test_cuda_conv_net(name: str, dtype: torch.dtype, make_case: MakeCase, check
 
 @needs_cuda
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(
-    "size, channels, pool, padding, output_activation, outputs",
-    LENETS,
-    ids=[f"{s}px-{c}ch-{p}-pad{q}-{a}-out{o}" for s, c, p, q, a, o in LENETS],
-)
+@pytest.mark.parametrize("lenet", LENETS, ids=LENET_IDS)
 def test_cuda_lenet5(
-    size: int,
-    channels: int,
-    pool: str,
-    padding: int,
-    output_activation: str | None,
-    outputs: int,
-    dtype: torch.dtype,
-    make_case: MakeCase,
-    check_j: CheckJ,
+    lenet: tuple, dtype: torch.dtype, make_case: MakeCase, check_j: CheckJ
 ) -> None:
-    torch.manual_seed(LENETS.index((size, channels, pool, padding, output_activation, outputs)))
-    model = LeNet5(
-        in_channels=channels,
-        input_size=size,
-        num_outputs=outputs,
-        pool=pool,
-        padding=padding,
-        output_activation=output_activation,
-    )
-    shape = (channels, size, size)
+    model, shape = _lenet(lenet)
+    channels = shape[0]
     case = make_case(model, shape, dtype=dtype, num_samples=100, num_points=12)
     # "auto": the tiled kernel, except for 3-channel inputs in float64, whose smallest tile
     # does not fit a block's shared memory (test_emulated_lenet5): the reference kernel.

@@ -69,7 +69,7 @@ def betti_curve(topo: Topology) -> Figure:
     ax.legend(fontsize=8)
     ax.set_title(
         f"Betti numbers of the ε-set against ε ({'×'.join(map(str, topo.shape))} grid)\n"
-        f"at ε = {topo.eps:.3g}: β = {topo.betti}; {_resolution_note(topo)}",
+        f"at ε = {topo.eps:.3g}: β = {topo.betti}\n{_resolution_note(topo)}",
         fontsize=9,
     )
     return fig
@@ -185,16 +185,19 @@ def found_points(explanation: Explanation) -> Figure:
         )
     counts = {kind: explanation.kinds.count(kind) for kind in KIND_COLOURS}
     total = len(explanation.kinds)
-    fig = _style.new_figure(6.4, 2.6)
+    fig = _style.new_figure(6.4, 2.4)
     ax = fig.add_subplot()
     left = 0
     for kind, colour in KIND_COLOURS.items():
         if counts[kind]:
             ax.barh([0], [counts[kind]], left=left, color=colour, label=f"{kind}: {counts[kind]}")
+            ax.text(left + counts[kind] / 2, 0, str(counts[kind]), ha="center", va="center")
             left += counts[kind]
     ax.set_xlim(0, max(total, 1))
+    ax.set_ylim(-0.5, 1.1)
     ax.set_yticks([])
     ax.set_xlabel("found points")
-    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.45))
-    ax.set_title(f"What the {total} found points are", fontsize=9)
+    ax.legend(fontsize=8, ncol=len(KIND_COLOURS), loc="upper center", frameon=False)
+    shown = ", ".join(f"{counts[kind]} {kind}" for kind in KIND_COLOURS if counts[kind])
+    ax.set_title(f"What the {total} found points are: {shown}", fontsize=9)
     return fig

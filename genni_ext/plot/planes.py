@@ -370,10 +370,25 @@ def _nearest_indices(axis: np.ndarray, at: Sequence[float]) -> list[int]:
     return picked
 
 
-def _panel_title(label: str, plane: float, names: list[str], positions: list[float]) -> str:
-    """ "c3 = 0", or where the markers drawn on it are off the plane, their own c3."""
-    title = f"{label} = {plane:.3g}"
-    off = [(name, value) for name, value in zip(names, positions, strict=True) if value != plane]
+def _panel_title(
+    label: str, plane: float, step: float, names: list[str], positions: list[float]
+) -> str:
+    """"c3 = 0", or where the markers drawn on it are off the plane, their own c3.
+
+    Values within 1e-6 of a grid step count as equal (and as 0 near 0): round-off of the
+    grid's axis and of the markers' coordinates is not a place.
+    """
+    tiny = 1e-6 * step
+
+    def shown(value: float) -> float:
+        return 0.0 if abs(value) <= tiny else value
+
+    title = f"{label} = {shown(plane):.3g}"
+    off = [
+        (name, shown(value))
+        for name, value in zip(names, positions, strict=True)
+        if abs(value - plane) > tiny
+    ]
     if off:
         where = ", ".join(f"{name} at {value:.3g}" for name, value in off)
         title += f"\n(nearest grid plane: {where})"
@@ -446,7 +461,9 @@ def slices(
                 names.append(marker.name)
                 on_panel.append(float(c[axis]))
         plane = float(axes[axis][index])
-        ax.set_title(_panel_title(_style.AXIS_LABELS[axis], plane, names, on_panel), fontsize=8)
+        step = float(np.diff(axes[axis]).min())
+        title = _panel_title(_style.AXIS_LABELS[axis], plane, step, names, on_panel)
+        ax.set_title(title, fontsize=8)
         ax.set_xlabel(_style.AXIS_LABELS[others[0]])
         ax.set_ylabel(_style.AXIS_LABELS[others[1]])
         ax.set_aspect("equal")
