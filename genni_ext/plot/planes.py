@@ -373,7 +373,7 @@ def _nearest_indices(axis: np.ndarray, at: Sequence[float]) -> list[int]:
 def _panel_title(
     label: str, plane: float, step: float, names: list[str], positions: list[float]
 ) -> str:
-    """"c3 = 0", or where the markers drawn on it are off the plane, their own c3.
+    """ "c3 = 0", or where the markers drawn on it are off the plane, their own c3.
 
     Values within 1e-6 of a grid step count as equal (and as 0 near 0): round-off of the
     grid's axis and of the markers' coordinates is not a place.
