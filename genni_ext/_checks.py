@@ -48,6 +48,34 @@ def positive_number(value: object, argument: str) -> float:
     return float(value)
 
 
+def resolve_eps(
+    eps: object, eps_relative: object, constant_loss: object, where: str = "this result"
+) -> float:
+    """The absolute ε: ``eps``, or ``eps_relative`` × ``constant_loss`` (the J of the best
+    constant function, ``Problem.constant_loss``). Exactly one of the two must be given;
+    ``where`` says what lacks the constant-function loss when it is unknown (None)."""
+    if (eps is None) == (eps_relative is None):
+        raise InputError(
+            "give exactly one of eps (absolute) and eps_relative (a fraction of the J of the "
+            f"best constant function), got eps={eps!r}, eps_relative={eps_relative!r}"
+        )
+    if eps is not None:
+        return positive_number(eps, "eps")
+    fraction = positive_number(eps_relative, "eps_relative")
+    if constant_loss is None:
+        raise InputError(
+            f"eps_relative needs the constant-function loss, which {where} does not record "
+            "(it was made before genni_ext recorded it); give an absolute eps"
+        )
+    constant = float(constant_loss)  # type: ignore[arg-type]
+    if not math.isfinite(constant) or constant <= 0:
+        raise InputError(
+            f"eps_relative needs a positive constant-function loss, got {constant!r} (θ's "
+            "outputs are the same on every probe); give an absolute eps"
+        )
+    return fraction * constant
+
+
 def non_negative_int(value: object, argument: str) -> int:
     """Return ``value`` if it is an int >= 0 (not a bool), else raise InputError."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._checks import device_label, positive_int, positive_number
+from ._checks import device_label, positive_int, resolve_eps
 from .errors import InputError
 from .subspace import Subspace
 
@@ -321,13 +321,25 @@ class GridResult:
         """The grid's axes (None for a coefficient list)."""
         return self.grid.axes
 
-    def eps_mask(self, eps: float) -> torch.Tensor:
-        """bool, shaped like the grid: where J < ``eps``."""
-        return self.values < positive_number(eps, "eps")
+    def resolve_eps(self, eps: float | None = None, eps_relative: float | None = None) -> float:
+        """The absolute ε: ``eps``, or ``eps_relative`` × the constant-function loss of the
+        problem the grid was swept for (``metadata["problem"]["constant_loss"]``)."""
+        problem = self.metadata.get("problem") if isinstance(self.metadata, dict) else None
+        constant = problem.get("constant_loss") if isinstance(problem, dict) else None
+        return resolve_eps(eps, eps_relative, constant, "this grid's metadata")
 
-    def eps_set(self, eps: float) -> torch.Tensor:
-        """The coefficients [K, m] (float64, grid order) of the points with J < ``eps``."""
-        return self.grid.coeffs[self.eps_mask(eps).reshape(-1)]
+    def eps_mask(
+        self, eps: float | None = None, *, eps_relative: float | None = None
+    ) -> torch.Tensor:
+        """bool, shaped like the grid: where J < ε (``eps``, or ``eps_relative`` × the
+        constant-function loss, see :meth:`resolve_eps`)."""
+        return self.values < self.resolve_eps(eps, eps_relative)
+
+    def eps_set(
+        self, eps: float | None = None, *, eps_relative: float | None = None
+    ) -> torch.Tensor:
+        """The coefficients [K, m] (float64, grid order) of the points with J < ε."""
+        return self.grid.coeffs[self.eps_mask(eps, eps_relative=eps_relative).reshape(-1)]
 
     def eps_params(
         self, eps: float, subspace: Subspace, *, chunk_size: int = 4096

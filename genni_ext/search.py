@@ -51,6 +51,8 @@ from ._checks import (
     float_tensor,
     module_argument,
     positive_int,
+    positive_number,
+    resolve_eps,
     seed_argument,
     torch_threads,
 )
@@ -90,18 +92,16 @@ class SearchResult:
     seeds: list[int]
     config: dict
 
-    def converged(self, eps: float) -> torch.Tensor:
-        """Bool [K]: which starts ended with J < ``eps`` (NaN counts as not converged)."""
-        _positive_float(eps, "eps")
+    def converged(
+        self, eps: float | None = None, *, eps_relative: float | None = None
+    ) -> torch.Tensor:
+        """Bool [K]: which starts ended with J < ε (NaN counts as not converged).
+
+        ε is ``eps``, or ``eps_relative`` × the problem's constant-function loss (recorded in
+        ``config`` by :func:`search`).
+        """
+        eps = resolve_eps(eps, eps_relative, self.config.get("constant_loss"), "this search")
         return self.losses < eps
-
-
-def _positive_float(value: object, argument: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{argument} must be a positive number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise InputError(f"{argument} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def _reset_owners(model: nn.Module) -> list[str]:
@@ -187,7 +187,7 @@ def _validate(
     # it to training mode since.
     module_argument(problem.model)
     positive_int(steps, "steps")
-    _positive_float(lr, "lr")
+    positive_number(lr, "lr")
     positive_int(batch_size, "batch_size")
     if optimizer not in OPTIMIZERS:
         raise InputError(
@@ -205,7 +205,7 @@ def _validate(
             "optimizer='adam' (Adam uses betas (0.9, 0.999))"
         )
     if tol is not None:
-        _positive_float(tol, "tol")
+        positive_number(tol, "tol")
     positive_int(record_every, "record_every")
     if not isinstance(progress, bool):
         raise InputError(f"progress must be True or False, got {progress!r}")
@@ -303,6 +303,7 @@ def search(
         "steps_run": steps,
         "theta_hash": problem.theta_hash,
         "probes_hash": problem.probes_hash,
+        "constant_loss": problem.constant_loss,
     }
     small = count * batch * problem._activations_per_sample < SMALL_STEP
     with torch_threads(1 if small else None, problem.theta.device):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ._checks import float_tensor, positive_int
+from ._checks import float_tensor, positive_int, resolve_eps
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -207,12 +207,16 @@ class Subspace:
     def from_search(
         cls,
         result: SearchResult,
-        eps: float,
+        eps: float | None,
         m: int,
         *,
         center: int | torch.Tensor | None = None,
+        eps_relative: float | None = None,
     ) -> Subspace:
-        """A plane through m + 1 of the points a search found below ``eps``.
+        """A plane through m + 1 of the points a search found below ε.
+
+        ε is ``eps``, or (with ``eps=None``) ``eps_relative`` × the problem's constant-function
+        loss that the search recorded.
 
         θ₀ is ``center``: None picks the converged point with the lowest final loss, an
         int is an index into ``result.params`` (used even if that start did not converge),
@@ -222,6 +226,9 @@ class Subspace:
         (e.g. duplicates) are skipped. Raises InputError if fewer than m remain. The
         subspace records the problem hashes of ``result.config`` (None where absent).
         """
+        config = getattr(result, "config", None)
+        constant = config.get("constant_loss") if isinstance(config, dict) else None
+        eps = resolve_eps(eps, eps_relative, constant, "this search")
         params, losses, converged = _search_parts(result, eps)
         m = positive_int(m, "m")
         count = params.shape[0]

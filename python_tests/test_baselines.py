@@ -55,7 +55,7 @@ def test_resolve_eps_takes_exactly_one() -> None:
     for bad in (0.0, -1.0, float("nan"), float("inf"), True, "0.1"):
         with pytest.raises(InputError, match="eps"):
             baselines.resolve_eps(eps_relative=bad)  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="constant function"):
+    with pytest.raises(InputError, match="positive constant-function loss"):
         Baselines(zero_loss=1.0, constant_loss=0.0).resolve_eps(eps_relative=0.1)
 
 

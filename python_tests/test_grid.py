@@ -342,3 +342,16 @@ _GRID = Grid.uniform((-1, 1), 3, 2)
 def test_sweep_grid_bad_input(problem: Problem, subspace: Subspace, result, make, message) -> None:
     with pytest.raises(InputError, match=message):
         make(problem, subspace, result)
+
+
+def test_eps_relative_uses_the_sweeps_constant_function_loss() -> None:
+    grid = Grid.uniform((-1.0, 1.0), 5, 2)
+    values = grid.coeffs.square().sum(dim=1).reshape(grid.shape)
+    result = GridResult(values, grid, [], {"problem": {"constant_loss": 0.8}})
+    assert torch.equal(result.eps_mask(eps_relative=0.5), result.eps_mask(0.4))
+    assert torch.equal(result.eps_set(eps_relative=0.5), result.eps_set(0.4))
+    bare = GridResult(values, grid, [], {})
+    with pytest.raises(InputError, match="does not record"):
+        bare.eps_mask(eps_relative=0.5)
+    with pytest.raises(InputError, match="exactly one"):
+        result.eps_mask(0.4, eps_relative=0.5)

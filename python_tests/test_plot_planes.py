@@ -392,3 +392,11 @@ def test_slices_ignore_round_off_of_the_plane_and_the_markers() -> None:
     shifted = GridResult(result.values, grid, markers, {})
     titles = [ax.get_title() for ax in planes.slices(shifted, 2).axes if ax.get_title()]
     assert "c3 = 0" in titles
+
+
+def test_plots_take_eps_relative_to_the_constant_function() -> None:
+    result = _hyperbola()
+    result.metadata["problem"] = {"zero_loss": 20.0, "constant_loss": 10.0}
+    relative = planes.contour(result, eps_relative=0.01).axes[0].get_title()
+    absolute = planes.contour(result, eps=0.1).axes[0].get_title()
+    assert "ε = 0.1" in relative and relative == absolute

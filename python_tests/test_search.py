@@ -304,10 +304,14 @@ def test_history_and_result() -> None:
     assert json.loads(json.dumps(config)) == config
     assert set(config) == {
         "steps", "lr", "batch_size", "optimizer", "momentum", "tol", "seed", "record_every",
-        "steps_run", "theta_hash", "probes_hash",
+        "steps_run", "theta_hash", "probes_hash", "constant_loss",
     }  # fmt: skip
     assert config["theta_hash"] == problem.theta_hash
     assert config["probes_hash"] == problem.probes_hash
+    assert config["constant_loss"] == problem.constant_loss
+    # ε relative to the constant function's J, as the config recorded it.
+    eps = 0.5 * problem.constant_loss
+    assert torch.equal(result.converged(eps_relative=0.5), result.converged(eps))
     assert config["steps_run"] == 250 and config["tol"] is None and config["seed"] == 1
 
 

@@ -281,9 +281,9 @@ def test_from_search_says_how_many_converged_and_were_independent() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"eps": 0.0}, "eps must be positive"),
-        ({"eps": float("nan")}, "eps must be a finite number"),
-        ({"eps": "1e-3"}, "eps must be a finite number"),
+        ({"eps": 0.0}, "eps must be a positive finite number"),
+        ({"eps": float("nan")}, "eps must be a positive finite number"),
+        ({"eps": "1e-3"}, "eps must be a positive number"),
         ({"m": 0}, "m must be a positive int"),
         ({"m": 2.0}, "m must be a positive int"),
         ({"center": 6}, r"center=6 is out of range .* \[0, 5\]"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .._checks import positive_number
+from .._checks import positive_number, resolve_eps
 from ..errors import InputError
 
 
@@ -47,21 +47,7 @@ class Baselines:
 
         Exactly one of the two must be given.
         """
-        if (eps is None) == (eps_relative is None):
-            raise InputError(
-                "give exactly one of eps (absolute) and eps_relative (a fraction of the "
-                f"constant-function loss {self.constant_loss:.3g}), got eps={eps!r}, "
-                f"eps_relative={eps_relative!r}"
-            )
-        if eps is not None:
-            return positive_number(eps, "eps")
-        fraction = positive_number(eps_relative, "eps_relative")
-        if self.constant_loss == 0:
-            raise InputError(
-                "eps_relative needs a non-zero constant-function loss, but θ's outputs are "
-                "the same on every probe (a constant function); give an absolute eps"
-            )
-        return fraction * self.constant_loss
+        return resolve_eps(eps, eps_relative, self.constant_loss, "the problem")
 
     def warning(self, eps: float) -> str | None:
         """A sentence when ε reaches a trivial function's J, else None."""

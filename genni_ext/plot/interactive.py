@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import positive_number
 from ..errors import InputError
 from ..grid import GridResult
 from ..store import atomic_write_text
@@ -32,7 +31,13 @@ def _plotly() -> Any:
     return go
 
 
-def scatter3d_html(result: GridResult, eps: float, path: str | os.PathLike) -> Path:
+def scatter3d_html(
+    result: GridResult,
+    eps: float | None,
+    path: str | os.PathLike,
+    *,
+    eps_relative: float | None = None,
+) -> Path:
     """Write the ε-set of a 3-D grid (J < ``eps``) as a rotatable, zoomable 3-D scatter to
     ``path`` (one HTML file with plotly.js inside; hover shows c1, c2, c3 and J), markers
     θ0..θm included. Written atomically; returns the path."""
@@ -40,7 +45,7 @@ def scatter3d_html(result: GridResult, eps: float, path: str | os.PathLike) -> P
         raise InputError(
             f"scatter3d_html needs a genni_ext.GridResult, got {type(result).__name__}"
         )
-    eps = positive_number(eps, "eps")
+    eps = result.resolve_eps(eps, eps_relative)
     if result.grid.dim != 3:
         raise InputError(
             f"scatter3d_html needs a grid with m = 3 coefficients per point, got m = "

@@ -27,7 +27,7 @@ from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator
 
-from .._checks import positive_number
+from .._checks import resolve_eps
 from ..errors import InputError
 from ..grid import GridResult
 from . import _style
@@ -41,10 +41,12 @@ EPS_COLOUR = "black"
 # --------------------------------------------------------------------------- checks
 
 
-def _check_eps(eps: object, *, optional: bool = True) -> float | None:
-    if eps is None and optional:
+def _check_eps(result: GridResult, eps: object, eps_relative: object) -> float | None:
+    """ε for a picture of ``result``: ``eps``, ``eps_relative`` × the sweep's constant-function
+    loss (:meth:`GridResult.resolve_eps`), or None when neither is given."""
+    if eps is None and eps_relative is None:
         return None
-    return positive_number(eps, "eps")
+    return result.resolve_eps(eps, eps_relative)  # type: ignore[arg-type]
 
 
 def _check_grid(result: object, dim: int, what: str) -> GridResult:
@@ -244,7 +246,12 @@ def _scatter_marker(ax: Axes, index: int, name: str, x: float, y: float) -> None
 
 
 def contour(
-    result: GridResult, *, log: bool = True, eps: float | None = None, levels: int = 20
+    result: GridResult,
+    *,
+    log: bool = True,
+    eps: float | None = None,
+    eps_relative: float | None = None,
+    levels: int = 20,
 ) -> Figure:
     """Filled contour of J over a 2-D axis grid, markers at their coordinates.
 
@@ -257,7 +264,7 @@ def contour(
     coordinates are distances in parameter space.
     """
     result = _check_grid(result, 2, "contour")
-    eps = _check_eps(eps)
+    eps = _check_eps(result, eps, eps_relative)
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise InputError(f"levels must be a positive int, got {levels!r}")
     coords = _marker_coords(result, 2, "contour")
@@ -287,7 +294,9 @@ def contour(
     return fig
 
 
-def surface(result: GridResult, *, eps: float | None = None) -> Figure:
+def surface(
+    result: GridResult, *, eps: float | None = None, eps_relative: float | None = None
+) -> Figure:
     """3-D surface of J (linear scale) over a 2-D axis grid, markers at (c1, c2, J).
 
     NaN/inf values are masked (left out of the surface). With ``eps`` the level J = ε is
@@ -295,7 +304,7 @@ def surface(result: GridResult, *, eps: float | None = None) -> Figure:
     the title. A marker whose J is not finite is drawn at the top of the surface.
     """
     result = _check_grid(result, 2, "surface")
-    eps = _check_eps(eps)
+    eps = _check_eps(result, eps, eps_relative)
     coords = _marker_coords(result, 2, "surface")
     axes, raw = _sorted_grid(result)
     scale = _scale(raw, log=False, levels=20)
@@ -402,6 +411,7 @@ def slices(
     *,
     log: bool = True,
     eps: float | None = None,
+    eps_relative: float | None = None,
     levels: int = 20,
 ) -> Figure:
     """Contour panels of J over a 3-D axis grid at several values of coefficient ``axis``.
@@ -418,7 +428,7 @@ def slices(
     result = _check_grid(result, 3, "slices")
     if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < 3:
         raise InputError(f"axis must be 0, 1 or 2 (the coefficient to slice along), got {axis!r}")
-    eps = _check_eps(eps)
+    eps = _check_eps(result, eps, eps_relative)
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise InputError(f"levels must be a positive int, got {levels!r}")
     coords = _marker_coords(result, 3, "slices")
@@ -501,7 +511,9 @@ def _check_search(search_result: object) -> tuple[np.ndarray, np.ndarray, np.nda
     return losses, history, steps
 
 
-def search_convergence(search_result: object, eps: float) -> Figure:
+def search_convergence(
+    search_result: object, eps: float | None = None, *, eps_relative: float | None = None
+) -> Figure:
     """J against step for every start (log y) and the final J of each start, with ε.
 
     Converged starts (final J < ε) are green, the others red; the legend counts each.
@@ -510,8 +522,9 @@ def search_convergence(search_result: object, eps: float) -> Figure:
     left panel (the final J is still drawn).
     """
     losses, history, steps = _check_search(search_result)
-    eps_value = _check_eps(eps, optional=False)
-    assert eps_value is not None
+    config = getattr(search_result, "config", None)
+    constant = config.get("constant_loss") if isinstance(config, dict) else None
+    eps_value = resolve_eps(eps, eps_relative, constant, "this search")
     converged = np.isfinite(losses) & (losses < eps_value)
     k = losses.size
     everything = np.concatenate([history.reshape(-1), losses, [eps_value]])

@@ -23,7 +23,6 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .._checks import positive_number
 from ..errors import InputError
 from ..grid import GridResult
 from ..subspace import Subspace
@@ -76,14 +75,15 @@ def _colour_bar(fig: Figure, norm: Normalize, axes: Sequence[Axes] | Axes) -> No
 
 def scatter3d(
     result: GridResult,
-    eps: float,
+    eps: float | None = None,
     *,
+    eps_relative: float | None = None,
     views: Sequence[tuple[float, float]] = ((30, 45), (30, 135), (60, 225), (0, 0)),
 ) -> Figure:
     """The ε-set of a 3-D grid as a 3-D scatter coloured by J, one panel per
     (elevation, azimuth) view, with markers θ0..θm and a colour bar topped by ε."""
     result = _check_result(result, "scatter3d")
-    eps = positive_number(eps, "eps")
+    eps = result.resolve_eps(eps, eps_relative)
     if result.grid.dim != 3:
         raise InputError(
             f"scatter3d needs a grid with m = 3 coefficients per point, got m = "
@@ -236,8 +236,9 @@ def _message_figure(fig: Figure, ax: Axes, text: str) -> None:
 
 def umap(
     result: GridResult,
-    eps: float,
+    eps: float | None = None,
     *,
+    eps_relative: float | None = None,
     space: str = "coefficients",
     subspace: Subspace | None = None,
     seed: int = 0,
@@ -253,7 +254,7 @@ def umap(
     fitted UMAP. An ε-set of fewer than 3 points gives a figure that says so.
     """
     result = _check_result(result, "umap")
-    eps = positive_number(eps, "eps")
+    eps = result.resolve_eps(eps, eps_relative)
     if space not in SPACES:
         raise InputError(f"space={space!r} is not known; use one of {', '.join(SPACES)}")
     m = result.grid.dim
