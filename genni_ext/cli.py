@@ -50,6 +50,7 @@ import copy
 import datetime as _dt
 import logging
 import math
+import signal
 import sys
 import textwrap
 import time
@@ -745,6 +746,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             "is $GENNI_HOME, else genni_home: in ./genni.yml, else ./genni_home"
         )
         return 0
+    missing = [experiment.name for experiment in experiments if not experiment.exists]
     for experiment in experiments:
         if not experiment.exists:
             _say(f"{experiment.name}/  (not found)")
@@ -785,6 +787,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
                 f"  {label:<{width}}  {text:<{inner}}  {_size(folder_size(folder)):>9}  "
                 f"{_date(folder)}"
             )
+    if missing:
+        raise InputError(f"no experiment {', '.join(map(repr, missing))} in {home}")
     return 0
 
 
@@ -807,6 +811,13 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if not experiment.exists:
         raise StoreError(
             f"no experiment {args.experiment!r} in {experiment.home}; `genni ls` lists them"
+        )
+    known = experiment.grids()
+    unknown = [name for name in args.grids if name not in known]
+    if unknown:  # before anything is drawn
+        raise InputError(
+            f"experiment '{experiment.name}' has no grid {', '.join(map(repr, unknown))} "
+            f"(grids: {', '.join(known) or 'none'})"
         )
     _report_drawn(draw_experiment(experiment, args.grids or None, eps=args.eps))
     return 0
@@ -954,10 +965,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="genni: %(message)s")
+    # SIGTERM (a batch system's kill, `kill PID`) stops a command as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _COMMANDS[args.command](args)
     except GenniError as error:
         print(f"genni {args.command}: error: {error}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as error:  # e.g. an unwritable home: a file, a read-only mount, /proc
+        where = f" ({error.filename})" if error.filename else ""
+        print(
+            f"genni {args.command}: error: {error.strerror or error}{where}; check that the "
+            "path is a folder you can write to (the home is GENNI_HOME, --home, or "
+            "genni_home: in ./genni.yml)",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     except KeyboardInterrupt:
         print(
@@ -967,6 +990,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ expected. Numbers may be written as ints where floats are expected (``lr: 1``)::
                                      # the saved config records the ε it gave
       m: 2                           # directions of the plane (default dim of a grid)
       center: null                   # θ₀: index of a start, null: the best converged one
-    grids:                           # one sweep each, saved as grids/<name>/
+    grids:                           # one sweep each, saved as grids/<name>/ (name, bound
+                                     # and n required; dim optional)
       - name: plane2d
         bound: [-2, 2]               # [a, b] on every axis
         n: 100                       # points per axis
@@ -65,6 +66,7 @@ from .errors import InputError
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "identity")
 MODEL_NAMES = ("two_neuron", "mlp", "lenet5")
+MODEL_ALIASES = {"lenet": "lenet5"}
 BACKEND_NAMES = ("auto", "fused", "torch")
 OPTIMIZERS = ("sgd", "adam")
 
@@ -112,6 +114,12 @@ def _float(*, positive: bool = False, non_negative: bool = False, optional: bool
         )
         if optional:
             kind += " or null"
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string; it is a number to anyone writing it.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(key, f"expected {kind}, got {_describe(value)}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"expected {kind}, got {_describe(value)}")
         value = float(value)
@@ -313,7 +321,8 @@ def _model(value: object) -> dict[str, Any]:
     given = _mapping(value, "model")
     if "name" not in given:
         raise ConfigError("model.name", f"is missing: expected one of {' | '.join(MODEL_NAMES)}")
-    name = _choice(MODEL_NAMES)(given["name"], "model.name")
+    # "lenet", as `genni demo --model lenet` spells it, is LeNet-5.
+    name = _choice(MODEL_NAMES)(MODEL_ALIASES.get(given["name"], given["name"]), "model.name")
     schema = _MODEL_ARGS[str(name)]
     _unknown(given, ("name", *schema), "model")
     model: dict[str, Any] = {"name": name}

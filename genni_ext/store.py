@@ -142,6 +142,12 @@ def genni_home(cwd: str | os.PathLike[str] | None = None) -> Path:
                 f"{settings} must hold a mapping such as 'genni_home: path/to/home', got "
                 f"{type(content).__name__}"
             )
+        unknown = sorted(str(key) for key in (content or {}) if key != "genni_home")
+        if unknown:
+            raise InputError(
+                f"{settings}: unknown key(s) {', '.join(unknown)}; the only key is "
+                "'genni_home: path/to/home'"
+            )
         value = (content or {}).get("genni_home")
         if value is not None:
             if not isinstance(value, str) or not value.strip():

@@ -23,6 +23,7 @@ import yaml
 
 from genni_ext import cli
 from genni_ext.config import TOP_KEYS, build_problem, validate_config
+from genni_ext.errors import InputError
 from genni_ext.grid import Grid, sweep_grid
 from genni_ext.store import Experiment
 from genni_ext.subspace import Subspace
@@ -436,3 +437,67 @@ def test_search_and_sweep_on_cuda(tmp_path: Path) -> None:
     again = _genni(tmp_path, "sweep", "--config", str(config), "--home", home, "--no-progress")
     assert again.returncode == 1
     assert "device (J on another kind of device" in again.stderr
+
+
+# --- the front door of the store and the command line -------------------------------------
+
+
+def test_config_reads_1e_3_as_a_number_and_lenet_as_lenet5() -> None:
+    config = validate_config(
+        {**TINY, "search": {"lr": "1e-3"}, "model": {"name": "lenet", "input_size": 16}}
+    )
+    assert config["search"]["lr"] == 0.001
+    assert config["model"]["name"] == "lenet5"
+    with pytest.raises(InputError, match=r"search\.lr"):
+        validate_config({**TINY, "search": {"lr": "fast"}})
+
+
+def test_genni_yml_with_a_typo_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "genni.yml").write_text("genni_hom: elsewhere\n")
+    done = _genni(tmp_path, "ls", timeout=60)
+    assert done.returncode == 1 and "unknown key(s) genni_hom" in done.stderr
+
+
+def test_ls_of_an_unknown_experiment_fails(tmp_path: Path) -> None:
+    done = _genni(tmp_path, "ls", "nope", timeout=60)
+    assert done.returncode == 1 and "no experiment 'nope'" in done.stderr
+
+
+def test_an_unwritable_home_is_one_clear_error(tmp_path: Path) -> None:
+    home = tmp_path / "a_file"
+    home.write_text("not a folder")
+    config = _write(tmp_path / "tiny.yml", TINY)
+    done = _genni(tmp_path, "search", "--config", str(config), "--home", str(home), timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "check that the path is a folder" in done.stderr
+
+
+def test_plot_checks_grid_names_before_drawing(tmp_path: Path) -> None:
+    config = _write(tmp_path / "tiny.yml", {**TINY, "grids": TINY["grids"][:1]})
+    home = str(tmp_path / "home")
+    for command in ("search", "sweep"):
+        done = _genni(tmp_path, command, "--config", str(config), "--home", home, "--no-progress")
+        assert done.returncode == 0, done.stderr
+    done = _genni(tmp_path, "plot", "tiny", "nope", "--home", home, timeout=60)
+    assert done.returncode == 1 and "no grid 'nope'" in done.stderr
+    assert not (Path(home) / "experiments/tiny/plots").exists()
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
+    """SIGTERM mid-sweep: the interrupted message, exit 130, finished chunks kept."""
+    config = _write(tmp_path / "resume.yml", RESUME)
+    home = str(tmp_path / "home")
+    done = _genni(tmp_path, "search", "--config", str(config), "--home", home, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    process = subprocess.Popen(
+        _command("sweep", "--config", str(config), "--home", home, "--no-progress"),
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    chunks = Path(home) / "experiments/resume/grids/plane/chunks"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (chunks.is_dir() and len(list(chunks.iterdir())) >= 2):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted; finished chunks are saved" in err

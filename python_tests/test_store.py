@@ -83,8 +83,11 @@ def test_home_from_genni_yml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_home_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GENNI_HOME", raising=False)
     assert genni_home(tmp_path) == tmp_path / "genni_home"
-    (tmp_path / "genni.yml").write_text("other_setting: 1\n")  # no genni_home: default
+    (tmp_path / "genni.yml").write_text("# no genni_home: the default\n")
     assert genni_home(tmp_path) == tmp_path / "genni_home"
+    (tmp_path / "genni.yml").write_text("genni_hom: elsewhere\n")  # a typo is refused
+    with pytest.raises(InputError, match="unknown key"):
+        genni_home(tmp_path)
 
 
 @pytest.mark.parametrize(
