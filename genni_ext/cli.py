@@ -48,6 +48,7 @@ import argparse
 import contextlib
 import copy
 import datetime as _dt
+import importlib.util
 import logging
 import math
 import signal
@@ -370,6 +371,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     analyse.add_argument(
         "--no-refine", action="store_true", help="skip the resolution check's finer sweeps"
+    )
+    analyse.add_argument(
+        "--similarity",
+        action="store_true",
+        help="also CKA, G_ReLU-Procrustes and G_ReLU-CKA per layer between θ and the found "
+        "point of lowest J",
+    )
+    analyse.add_argument(
+        "--stitching",
+        action="store_true",
+        help="also stitch θ's network into that point's after every hidden layer",
+    )
+    analyse.add_argument(
+        "--morse",
+        action="store_true",
+        help="also the Morse graph of descent on each grid (needs the dynamics extra, CMGDB)",
     )
     analyse.add_argument(
         "--no-progress", action="store_true", help="no progress bars (they go to stderr)"
@@ -840,6 +857,9 @@ def _cmd_analyse(args: argparse.Namespace) -> int:
         eps=args.eps,
         eps_relative=args.eps_relative,
         refine=not args.no_refine,
+        morse=args.morse,
+        similarity=args.similarity,
+        stitching=args.stitching,
         progress=not args.no_progress,
         say=_say,
     )
@@ -908,7 +928,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     _say("analysis")
     analysis_start = time.perf_counter()
-    analyse_experiment(experiment, progress=progress, say=lambda line: _say(f"  {line}"))
+    analyse_experiment(
+        experiment,
+        morse=importlib.util.find_spec("CMGDB") is not None,
+        similarity=True,
+        stitching=True,
+        progress=progress,
+        say=lambda line: _say(f"  {line}"),
+    )
     analysis_seconds = time.perf_counter() - analysis_start
     _say("plots")
     grids = [spec["name"] for spec, _, _ in swept]

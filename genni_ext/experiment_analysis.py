@@ -23,9 +23,11 @@ from .analysis import (
     Baselines,
     Explanation,
     Identifiability,
+    MorseGraph,
     Topology,
     explain,
     identifiability,
+    morse_graph,
     topology,
 )
 from .config import build_problem, validate_config
@@ -164,6 +166,30 @@ def _identifiability_entry(result: Identifiability | None, where: str) -> dict[s
     }
 
 
+def _morse_entry(morse: MorseGraph) -> dict[str, Any]:
+    return {
+        "log": morse.log,
+        "box_shape": list(morse.box_shape),
+        "sets": [
+            {
+                "index": s.index,
+                "kind": s.kind,
+                "min_loss": s.min_loss,
+                "volume": s.volume,
+                "share": s.share,
+                "markers": list(s.markers),
+                "boxes": int(s.boxes.shape[0]),
+            }
+            for s in morse.morse_sets
+        ],
+        "edges": [[int(a), int(b)] for a, b in morse.graph.edges],
+        "marker_basins": morse.marker_basins,
+        "dropped": morse.dropped,
+        "seconds": morse.timings.get("total"),
+        "summary": morse.summary(),
+    }
+
+
 def _explanation_entry(result: Explanation) -> dict[str, Any]:
     return {
         "kinds": result.kinds,
@@ -176,6 +202,77 @@ def _explanation_entry(result: Explanation) -> dict[str, Any]:
     }
 
 
+def _representations(
+    experiment: Experiment,
+    problem: Any,
+    found: Explanation,
+    analysis: dict[str, Any],
+    timings: dict[str, float],
+    similarity: bool,
+    stitching: bool,
+    say: Say,
+) -> list[Path]:
+    """Similarity and stitching between θ and the found point of lowest J."""
+    import numpy as np
+
+    from .analysis import compare, stitch_all
+    from .plot import analysis as figures
+    from .plot.report import save_figure
+
+    losses = np.where(np.isfinite(found.losses), found.losses, np.inf)
+    best = int(np.argmin(losses))
+    config = validate_config(experiment.load_config())
+    other = experiment.load_search(config["search"]["name"]).params[best]
+    other = other.to(dtype=problem.theta.dtype, device=problem.theta.device)
+    model, theta, inputs = problem.model, problem.theta, problem.inputs
+    entry: dict[str, Any] = {"point": best, "kind": found.kinds[best], "loss": float(losses[best])}
+    plots: list[Path] = []
+    if similarity:
+        entry["similarity"] = {}
+        for metric in ("cka", "relu_procrustes", "relu_cka"):
+            start = time.perf_counter()
+            comparison = compare(model, theta, other, inputs, metric=metric)
+            timings[f"similarity {metric}"] = time.perf_counter() - start
+            entry["similarity"][metric] = {
+                "layers": comparison.layers,
+                "diagonal": [_finite(value) for value in comparison.diagonal],
+                "matrix": [[_finite(value) for value in row] for row in comparison.matrix],
+                "summary": comparison.summary(),
+            }
+            say(comparison.summary())
+            plots.append(
+                save_figure(
+                    figures.similarity_heatmap(comparison), experiment, f"similarity_{metric}"
+                )
+            )
+    if stitching:
+        start = time.perf_counter()
+        stitches = stitch_all(model, theta, other, inputs)
+        timings["stitching"] = time.perf_counter() - start
+        entry["stitching"] = [
+            {
+                "layer": item.layer,
+                "penalty": item.penalty,
+                "other_loss": item.other_loss,
+                "ratio": _finite(item.ratio),
+                "exact": item.exact,
+                "summary": item.summary(),
+            }
+            for item in stitches
+        ]
+        for item in stitches:
+            say(item.summary())
+        plots.append(save_figure(figures.stitching_penalties(stitches), experiment, "stitching"))
+    analysis["representations"] = entry
+    return plots
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN or inf: None stands for them."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def analyse_experiment(
     experiment: Experiment,
     grids: Sequence[str] | None = None,
@@ -183,13 +280,20 @@ def analyse_experiment(
     eps: float | None = None,
     eps_relative: float | None = None,
     refine: bool = True,
+    morse: bool = False,
+    similarity: bool = False,
+    stitching: bool = False,
     progress: bool = True,
     say: Say = print,
 ) -> dict[str, Any]:
     """Analyse ``experiment`` (its config, search and ``grids``, default: all but the
     refinements), write ``analysis.json`` and the analysis figures, and return the
     analysis as written. ε is the config's unless ``eps`` or ``eps_relative`` is given.
-    ``refine=False`` skips the resolution checks (their entries then say "not checked").
+    ``refine=False`` skips the resolution checks (their entries then say "not checked");
+    ``morse=True`` adds the Morse graph of descent on each 2-D and 3-D grid (CMGDB);
+    ``similarity=True`` and ``stitching=True`` compare θ with the found point of lowest J
+    on the probes (CKA, G_ReLU-Procrustes and G_ReLU-CKA per layer; a ps_inv-initialised
+    linear stitch after every hidden layer).
     """
     from .plot import analysis as figures
     from .plot.report import save_figure
@@ -225,6 +329,10 @@ def analyse_experiment(
         analysis["found_points"] = _explanation_entry(found)
         say(f"found points: {found.summary()}")
         plots.append(save_figure(figures.found_points(found), experiment, "found_points"))
+        if similarity or stitching:
+            plots += _representations(
+                experiment, problem, found, analysis, timings, similarity, stitching, say
+            )
     else:
         analysis["found_points"] = None
 
@@ -247,6 +355,18 @@ def analyse_experiment(
         plots.append(
             save_figure(figures.component_map(topo, result), experiment, f"{name}_components")
         )
+        if morse:
+            start = time.perf_counter()
+            graph = morse_graph(result)
+            timings[f"morse {name}"] = time.perf_counter() - start
+            analysis.setdefault("morse", {})[name] = _morse_entry(graph)
+            say(f"grid '{name}' dynamics: {graph.summary()}")
+            for stem, figure in (
+                ("morse_sets", figures.morse_sets(graph, result)),
+                ("morse_graph", figures.morse_graph_figure(graph)),
+                ("retraction", figures.retraction(graph, result)),
+            ):
+                plots.append(save_figure(figure, experiment, f"{name}_{stem}"))
     analysis["seconds"] = timings
     analysis["plots"] = [Path(path).name for path in plots]
     experiment.save_analysis(analysis)

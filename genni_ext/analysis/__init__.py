@@ -9,6 +9,13 @@
   equivalents of another kind (dead units, zero outgoing weights), approximate or trivial.
 - :func:`betti` and :func:`topology`: Betti numbers, persistence and components of
   {J < ε} on a swept grid, with a resolution check on a grid twice as fine.
+- :func:`cka`, :func:`procrustes`, :func:`relu_cka` and :func:`compare`: how alike the
+  representations of θ and a found point are, layer by layer, up to the symmetries of the
+  activations; :func:`stitch` and :func:`stitch_all`: whether one network's layer can be
+  fed into the other's next layers through a linear (or permutation) layer.
+- :func:`morse_graph`: the Morse decomposition of gradient descent on J restricted to the
+  swept plane or space (CMGDB): attracting minima, saddles between them, and which part of
+  the plane flows where.
 
 Every result has a ``summary()`` in plain sentences; ``genni analyse`` runs them all on a
 stored experiment (``genni_ext.experiment_analysis``).
@@ -16,22 +23,41 @@ stored experiment (``genni_ext.experiment_analysis``).
 
 from .alignment import Alignment, Explanation, align, explain
 from .baselines import Baselines
+from .dynamics import MorseDecomposition, MorseGraph, MorseSet, morse_decomposition, morse_graph
 from .local_dimension import Identifiability, identifiability
 from .persistence import ResolutionCheck, Topology, betti, topology
+from .representations import hidden_layer_names, layer_outputs
+from .similarity import Comparison, cka, compare, procrustes, relu_cka
+from .stitching import Stitch, stitch, stitch_all
 from .structure import HiddenLayer, hidden_layers
 
 __all__ = [
     "Alignment",
     "Baselines",
+    "Comparison",
     "Explanation",
     "HiddenLayer",
     "Identifiability",
+    "MorseDecomposition",
+    "MorseGraph",
+    "MorseSet",
     "ResolutionCheck",
+    "Stitch",
     "Topology",
     "align",
     "betti",
+    "cka",
+    "compare",
     "explain",
+    "hidden_layer_names",
     "hidden_layers",
     "identifiability",
+    "layer_outputs",
+    "morse_decomposition",
+    "morse_graph",
+    "procrustes",
+    "relu_cka",
+    "stitch",
+    "stitch_all",
     "topology",
 ]

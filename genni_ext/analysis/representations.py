@@ -10,7 +10,7 @@ activation in between it is the layer's own output. The last Linear or Conv2d (t
 output layer) is not a hidden layer.
 
 How it is taken: the model runs with θ by ``torch.func.functional_call`` (θ a dict of
-tensors; the caller's parameters are neither read nor changed), and forward pre-hooks on
+tensors; the model's own parameter values are not used, nor changed), and forward pre-hooks on
 its leaf layers count their calls in execution order and read the first input of the one
 call that holds a representation (for stitching, :func:`forward_replacing` replaces it).
 The hooks are removed in a ``finally``.
@@ -313,9 +313,11 @@ def layer_outputs(
         if call in by_call:
             parts[by_call[call]].append(value.detach())
 
-    with torch.no_grad(), _visiting(model, keep):
+    # One visit per chunk: the call counter restarts with each forward pass.
+    with torch.no_grad():
         for first in range(0, inputs.shape[0], PROBE_CHUNK):
-            _forward(model, params, buffers, inputs[first : first + PROBE_CHUNK])
+            with _visiting(model, keep):
+                _forward(model, params, buffers, inputs[first : first + PROBE_CHUNK])
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 

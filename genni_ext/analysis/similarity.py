@@ -288,8 +288,8 @@ class Comparison:
             f"{name} {value:.4f}" for name, value in zip(self.layers, self.diagonal, strict=True)
         )
         text = (
-            f"{MEANINGS[self.metric].capitalize()} between θ's and the other point's hidden "
-            f"layers on {self.num_probes} inputs, layer by layer: {values}."
+            f"{self.metric} between θ's and the other point's hidden layers on "
+            f"{self.num_probes} inputs, layer by layer: {values} ({MEANINGS[self.metric]})."
         )
         return " ".join([text, *self.notes])
 

@@ -32,16 +32,22 @@ representations; "random", PyTorch's default Linear init, U(−1/√C, 1/√C) f
 after every step P is put back on the Birkhoff polytope by clipping at 0 and Sinkhorn
 normalisation (alternating row and column normalisation, :data:`SINKHORN_ITERATIONS`
 rounds) and s is clipped at 0; the regulariser −``alpha`` ‖P‖_F pushes P towards a vertex
-(a permutation). ``permutation`` is P rounded by a Hungarian matching (maximising the
-matched entries), and ``rounded_penalty`` J with P replaced by it. Its start: "random" is
-Sinkhorn of uniform [0, 1) entries with s = 1; the others start from their matrix W₀ with
-s the column sums of max(W₀, 0) and P Sinkhorn of max(W₀, 0)·diag(s)⁻¹ (a scaled
-permutation starts exactly).
+(a permutation). For loss "mse" the push is −``alpha`` × constant_loss × ‖P‖_F, so that
+``alpha`` means the same for any output scale (J is in output units squared; the
+cross-entropy needs no such scale). ``permutation`` is P rounded by a Hungarian matching
+(maximising the matched entries), and ``rounded_penalty`` J with P replaced by it. Its
+start: "random" is Sinkhorn of uniform [0, 1) entries with s = 1; the others start from
+their matrix W₀ with s the column sums of max(W₀, 0) and P Sinkhorn of
+max(W₀, 0)·diag(s)⁻¹ (a scaled permutation starts exactly). The search is not convex: from
+a random start (500 steps, lr 0.03) it found the planted permutation of the 6-unit first
+layer of an mlp 10-6-6-2 in 12 of 12 tries (4 networks × 3 seeds), but that of the 12-unit
+first layer of an mlp 5-12-17-3 (12 ReLU units of 5 inputs) in 1 of 6 tries with 1000 steps.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -184,7 +190,7 @@ class _Setting:
 
 
 def _non_negative(value: object, argument: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputError(f"{argument} must be a number >= 0, got {value!r}")
     if not math.isfinite(value) or value < 0:
         raise InputError(f"{argument} must be a finite number >= 0, got {value!r}")
@@ -405,6 +411,8 @@ def _stitch_layer(model: nn.Module, setting: _Setting, position: int, options: _
     variables = [value.detach().clone().requires_grad_(True) for value in variables]
     optimizer = torch.optim.Adam(variables, lr=options.lr)
     best = (math.inf, 0, [value.detach().clone() for value in variables])
+    # J has the units of the outputs squared; the push is relative to the constant loss.
+    push_scale = setting.problem.constant_loss if options.loss == "mse" else 1.0
 
     def effective(values: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if birkhoff:
@@ -417,7 +425,7 @@ def _stitch_layer(model: nn.Module, setting: _Setting, position: int, options: _
         if options.l1 > 0:
             objective = objective + options.l1 * matrix.abs().sum()
         if birkhoff and options.alpha > 0:
-            objective = objective - options.alpha * variables[0].norm()
+            objective = objective - options.alpha * push_scale * variables[0].norm()
         value = float(objective.detach())
         if value < best[0]:
             best = (value, step, [value.detach().clone() for value in variables])

@@ -16,7 +16,10 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from ..analysis.alignment import Explanation
+from ..analysis.dynamics import MorseGraph
 from ..analysis.persistence import FEATURE_NAMES, Topology
+from ..analysis.similarity import Comparison
+from ..analysis.stitching import Stitch
 from ..errors import InputError
 from ..grid import GridResult
 from . import _style
@@ -200,4 +203,198 @@ def found_points(explanation: Explanation) -> Figure:
     ax.legend(fontsize=8, ncol=len(KIND_COLOURS), loc="upper center", frameon=False)
     shown = ", ".join(f"{counts[kind]} {kind}" for kind in KIND_COLOURS if counts[kind])
     ax.set_title(f"What the {total} found points are: {shown}", fontsize=9)
+    return fig
+
+
+def _check_morse(morse: object, result: object, what: str) -> tuple[MorseGraph, GridResult]:
+    if not isinstance(morse, MorseGraph):
+        raise InputError(
+            f"{what} needs a genni_ext.analysis.MorseGraph (from morse_graph(result)), got "
+            f"{type(morse).__name__}"
+        )
+    if not isinstance(result, GridResult) or result.grid.axes is None:
+        raise InputError(f"{what} needs the GridResult on an axis grid the Morse graph is of")
+    return morse, result
+
+
+def _kind_colour(kind: str, index: int) -> str:
+    palette = {
+        "attracting": ("tab:blue", "tab:cyan", "tab:green", "navy"),
+        "saddle": ("tab:orange", "gold"),
+        "repelling": ("tab:red", "magenta"),
+    }
+    colours = palette.get(kind, ("grey",))
+    return colours[index % len(colours)]
+
+
+def morse_sets(morse: MorseGraph, result: GridResult) -> Figure:
+    """The Morse sets' boxes over the log contour of J (a 3-D grid: projected onto c1, c2),
+    coloured by kind (attracting blue/green, saddle orange, repelling red), with markers."""
+    morse, result = _check_morse(morse, result, "morse_sets")
+    from matplotlib.patches import Rectangle
+
+    from .planes import contour
+
+    if result.grid.dim == 2:
+        fig = contour(result)
+        ax = fig.axes[0]
+    else:
+        fig = _style.new_figure()
+        ax = fig.add_subplot()
+        ax.set_aspect("equal")
+        ax.set_xlabel(_style.AXIS_LABELS[0])
+        ax.set_ylabel(_style.AXIS_LABELS[1])
+        ax.set_xlim(morse.lower_bounds[0], morse.upper_bounds[0])
+        ax.set_ylim(morse.lower_bounds[1], morse.upper_bounds[1])
+    for number, (morse_set, rects) in enumerate(
+        zip(morse.morse_sets, morse.rectangles((0, 1)), strict=True)
+    ):
+        colour = _kind_colour(morse_set.kind, number)
+        for x, y, width, height in rects:
+            ax.add_patch(Rectangle((x, y), width, height, color=colour, alpha=0.6, linewidth=0))
+        ax.plot([], [], color=colour, linewidth=6, label=f"set {morse_set.index}: {morse_set.kind}")
+    if result.grid.dim == 3:
+        for index, marker in enumerate(result.markers):
+            coords = marker.coords.detach().cpu().double().numpy()
+            ax.scatter([coords[0]], [coords[1]], s=60, color=_style.marker_colour(index),
+                       edgecolors="black", zorder=5, label=marker.name)  # fmt: skip
+    ax.legend(fontsize=7, loc="upper right")
+    what = "log J" if morse.log else "J"
+    projected = " (projected onto c1, c2)" if result.grid.dim == 3 else ""
+    ax.set_title(
+        f"Morse sets of descent on {what}{projected}: {len(morse.morse_sets)} "
+        f"({'×'.join(map(str, morse.box_shape))} boxes)",
+        fontsize=9,
+    )
+    return fig
+
+
+def morse_graph_figure(morse: MorseGraph) -> Figure:
+    """The Morse graph: one node per Morse set at the height of its lowest J (log scale),
+    an arrow from a set to each set descent reaches from it."""
+    if not isinstance(morse, MorseGraph):
+        raise InputError(f"morse_graph_figure needs a MorseGraph, got {type(morse).__name__}")
+    fig = _style.new_figure(5.6, 5.2)
+    ax = fig.add_subplot()
+    sets = morse.morse_sets
+    floor = min((s.min_loss for s in sets if s.min_loss > 0), default=1e-12)
+    heights = {s.index: math.log10(max(s.min_loss, floor)) for s in sets}
+    # Sets within half a decade of J share a row, side by side.
+    xs: dict[int, int] = {}
+    row_height, column, widest = -math.inf, 0, 1
+    for s in sorted(sets, key=lambda item: heights[item.index]):
+        if heights[s.index] - row_height < 0.5:
+            column += 1
+        else:
+            row_height, column = heights[s.index], 0
+        xs[s.index] = column
+        widest = max(widest, column + 1)
+    for source, target in morse.graph.edges:
+        ax.annotate(
+            "", xy=(xs[target], heights[target]), xytext=(xs[source], heights[source]),
+            arrowprops={"arrowstyle": "->", "color": "grey", "shrinkA": 12, "shrinkB": 12},
+        )  # fmt: skip
+    for number, s in enumerate(sets):
+        ax.scatter([xs[s.index]], [heights[s.index]], s=300, color=_kind_colour(s.kind, number),
+                   edgecolors="black", zorder=5)  # fmt: skip
+        label = f"{s.index}" + (f" ({', '.join(s.markers)})" if s.markers else "")
+        ax.annotate(label, (xs[s.index], heights[s.index]), xytext=(10, 0),
+                    textcoords="offset points", va="center", fontsize=8)  # fmt: skip
+    ax.set_xticks([])
+    ax.set_xlim(-0.5, widest - 0.5 + 0.8)
+    ax.set_ylabel("log10 of the lowest J in the set")
+    kinds = ", ".join(
+        f"{sum(s.kind == k for s in sets)} {k}" for k in ("attracting", "saddle", "repelling")
+    )
+    ax.set_title(f"Morse graph: {len(sets)} sets ({kinds})", fontsize=9)
+    return fig
+
+
+def retraction(morse: MorseGraph, result: GridResult) -> Figure:
+    """Each grid point coloured by the Morse set descent from it reaches (white: undecided at
+    this resolution, several attractors reachable); a 3-D grid shows its middle c3 slice."""
+    morse, result = _check_morse(morse, result, "retraction")
+    axes = [axis.numpy().astype(np.float64) for axis in result.grid.axes]
+    field = morse.grid_retraction
+    note = ""
+    if field.ndim == 3:
+        middle = field.shape[2] // 2
+        field = field[:, :, middle]
+        note = f"; slice c3 = {axes[2][middle]:.3g}"
+    count = len(morse.morse_sets)
+    palette = ["white", *(_kind_colour(s.kind, n) for n, s in enumerate(morse.morse_sets))]
+    fig = _style.new_figure()
+    ax = fig.add_subplot()
+    x, y = np.meshgrid(axes[0], axes[1], indexing="ij")
+    ax.pcolormesh(x, y, field + 1, cmap=ListedColormap(palette), vmin=-0.5, vmax=count + 0.5)
+    for index, marker in enumerate(result.markers):
+        coords = marker.coords.detach().cpu().double().numpy()
+        ax.scatter([coords[0]], [coords[1]], s=60, color=_style.marker_colour(index),
+                   edgecolors="black", zorder=5, label=marker.name)  # fmt: skip
+    ax.set_aspect("equal")
+    ax.set_xlabel(_style.AXIS_LABELS[0])
+    ax.set_ylabel(_style.AXIS_LABELS[1])
+    if result.markers:
+        ax.legend(fontsize=7, loc="upper right")
+    shares = ", ".join(f"set {s.index}: {100 * s.share:.0f} %" for s in morse.morse_sets if s.share)
+    ax.set_title(f"Where descent goes (order retraction){note}\n{shares}", fontsize=9)
+    return fig
+
+
+def similarity_heatmap(comparison: Comparison) -> Figure:
+    """The layer × layer similarity of θ's (rows) and the other point's (columns) hidden
+    layers, values printed in the cells; NaN cells (no value defined) are left blank."""
+    if not isinstance(comparison, Comparison):
+        raise InputError(
+            f"similarity_heatmap needs a Comparison (from compare(...)), got "
+            f"{type(comparison).__name__}"
+        )
+    matrix = np.asarray(comparison.matrix, dtype=np.float64)
+    count = len(comparison.layers)
+    fig = _style.new_figure(2.2 + 0.9 * count, 1.8 + 0.8 * count)
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=1.0, cmap="viridis")
+    for i in range(count):
+        for j in range(count):
+            if math.isfinite(matrix[i, j]):
+                shade = "white" if matrix[i, j] < 0.6 else "black"
+                ax.text(j, i, f"{matrix[i, j]:.3f}", ha="center", va="center", fontsize=8,
+                        color=shade)  # fmt: skip
+    ax.set_xticks(range(count), comparison.layers, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(count), comparison.layers, fontsize=8)
+    ax.set_xlabel("other point's layer")
+    ax.set_ylabel("θ's layer")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    ax.set_title(
+        f"{comparison.metric} of hidden layers ({comparison.num_probes} inputs)", fontsize=9
+    )
+    return fig
+
+
+def stitching_penalties(stitches: list[Stitch]) -> Figure:
+    """The stitched network's J against the layer where θ's network is stitched into the
+    other point's, with the other point's own J for reference (log scale)."""
+    if not isinstance(stitches, (list, tuple)) or not stitches:
+        raise InputError("stitching_penalties needs a non-empty list of Stitch (stitch_all)")
+    for item in stitches:
+        if not isinstance(item, Stitch):
+            raise InputError(f"stitching_penalties needs Stitch results, got {type(item).__name__}")
+    layers = [item.layer for item in stitches]
+    penalties = [max(item.penalty, 1e-300) for item in stitches]
+    fig = _style.new_figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    ax.plot(range(len(layers)), penalties, marker="o", label="stitched network")
+    ax.axhline(stitches[0].other_loss, color="grey", linestyle="--", label="other point alone")
+    ax.axhline(stitches[0].constant_loss, color="tab:red", linestyle=":",
+               label="best constant function")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", fontsize=8)
+    ax.set_xlabel("stitched after θ's layer")
+    ax.set_ylabel("J of the stitched network")
+    ax.legend(fontsize=8)
+    first = stitches[0]
+    ax.set_title(
+        f"Stitching θ into the other point ({first.kind}, {first.init} init, {first.steps} steps)",
+        fontsize=9,
+    )
     return fig

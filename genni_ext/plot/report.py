@@ -79,6 +79,31 @@ def _analysis_lines(analysis: dict, grids: Sequence[str]) -> list[str]:
                 f"![{name} Betti curve](plots/{name}_betti_curve.png)",
                 f"![{name} persistence](plots/{name}_persistence.png)",
             ]
+    representations = analysis.get("representations")
+    if representations:
+        lines += [
+            "",
+            f"**Representations of θ and found point {representations['point']}** "
+            f"({representations['kind']}, J = {representations['loss']:.3g}):",
+        ]
+        for metric, entry in (representations.get("similarity") or {}).items():
+            lines += ["", entry["summary"], "", f"![{metric}](plots/similarity_{metric}.png)"]
+        for entry in representations.get("stitching") or []:
+            lines += ["", entry["summary"]]
+        if representations.get("stitching"):
+            lines += ["", "![stitching](plots/stitching.png)"]
+    for name in grids:
+        entry = (analysis.get("morse") or {}).get(name)
+        if not entry:
+            continue
+        lines += [
+            "",
+            f"**Dynamics on grid '{name}' (Morse graph of descent):** {entry['summary']}",
+            "",
+            f"![{name} Morse sets](plots/{name}_morse_sets.png)",
+            f"![{name} Morse graph](plots/{name}_morse_graph.png)",
+            f"![{name} retraction](plots/{name}_retraction.png)",
+        ]
     timings = analysis.get("seconds") or {}
     if timings:
         lines += [
