@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._checks import positive_int
+from ._checks import contiguous_finite, float_tensor, positive_int
 from .errors import InputError
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -180,6 +180,20 @@ def _check_flat(model: nn.Module, flat: object, argument: str, *, batched: bool)
             f"{expected} parameters; pass a tensor of shape {shapes}"
         )
     return flat
+
+
+def flat_point(model: nn.Module, value: object, argument: str) -> torch.Tensor:
+    """``value`` if it is a finite float32/float64 flat parameter vector of ``model`` ([P]),
+    made contiguous; else InputError naming ``argument``. The one check of a point in
+    parameter space that the analyses share."""
+    point = float_tensor(argument, value)
+    size = num_params(model)
+    if point.ndim != 1 or point.shape[0] != size:
+        raise InputError(
+            f"{argument} has shape {list(point.shape)} but {type(model).__name__} has {size} "
+            f"parameters; pass a flat vector of shape [{size}] (genni_ext.models.flatten_params)"
+        )
+    return contiguous_finite(argument, point)
 
 
 def load_flat_params(model: nn.Module, flat: torch.Tensor) -> None:

@@ -7,6 +7,10 @@ the baseline the benchmarks report speed-ups against.
 
 :func:`emulated_tiled_sweep` runs the tiled CUDA kernel's block steps on the CPU, thread
 by thread between its barriers, so that its indexing is tested on machines without a GPU.
+
+Also shared by tests and benchmarks: :data:`CONV_NETS` (conv nets that cover the
+lowering's and the engines' paths), :func:`benchmark_problem` (the benchmarks' set-up) and
+:func:`plant_relu_symmetry` (a G_ReLU image of θ with its exact stitch: a known answer).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -280,3 +285,33 @@ CONV_NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "valid_string_padding": (_valid_string_padding, (2, 4, 7)),
     "wide_activation": (_wide_activation, (1, 12, 12)),
 }
+
+
+@torch.no_grad()
+def plant_relu_symmetry(
+    model: nn.Sequential, pairs: tuple[tuple[int, int, int], ...], seed: int
+) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """A G_ReLU image of the nn.Sequential ``model``'s θ, for tests with a known answer:
+    for each (layer, next layer, inputs per unit in the next layer) of ``pairs``, unit i of
+    the layer becomes s_i × unit p(i) (a random permutation p and scales s in [0.3, 3],
+    from ``seed``) and the next layer reads it. Returns the image's flat parameters and,
+    per pair, the exact stitch D·P (out × in: entry (i, p(i)) is s_i)."""
+    image = copy.deepcopy(model)
+    matrices = []
+    for offset, (first, second, block) in enumerate(pairs):
+        units = image[first].weight.shape[0]
+        order = torch.randperm(units, generator=torch.Generator().manual_seed(seed + offset))
+        scales = 0.3 + 2.7 * torch.rand(
+            units, generator=torch.Generator().manual_seed(seed + 50 + offset), dtype=torch.float64
+        )
+        layer, following = image[first], image[second]
+        shape = (-1,) + (1,) * (layer.weight.ndim - 1)
+        layer.weight.copy_(layer.weight[order] * scales.view(shape))
+        layer.bias.copy_(layer.bias[order] * scales)
+        grouped = following.weight.reshape(following.weight.shape[0], units, block, -1)
+        grouped = grouped[:, order] / scales.view(1, -1, 1, 1)
+        following.weight.copy_(grouped.reshape(following.weight.shape))
+        matrix = np.zeros((units, units))
+        matrix[np.arange(units), order.numpy()] = scales.numpy()
+        matrices.append(matrix)
+    return flatten_params(image), matrices

@@ -20,6 +20,7 @@ from genni_ext.analysis.representations import hidden_layer_names, layer_outputs
 from genni_ext.analysis.similarity import cka, compare, procrustes, relu_cka
 from genni_ext.errors import InputError
 from genni_ext.models import LeNet5, flatten_params, mlp
+from genni_ext.testing import plant_relu_symmetry
 
 F64 = torch.float64
 METRICS = ("cka", "debiased_cka", "procrustes", "relu_procrustes", "relu_cka")
@@ -42,25 +43,6 @@ def permuted_scaled(x: torch.Tensor, seed: int) -> torch.Tensor:
     return x[:, order] * scales.view(1, -1, *(1,) * (x.ndim - 2))
 
 
-@torch.no_grad()
-def plant(model: nn.Sequential, pairs: tuple[tuple[int, int, int], ...], seed: int) -> torch.Tensor:
-    """A G_ReLU image of the model's θ: for each (layer, next layer, inputs per unit in the
-    next layer), unit i of the layer becomes s_i × unit p(i) and the next layer reads it."""
-    image = copy.deepcopy(model)
-    for offset, (first, second, block) in enumerate(pairs):
-        units = image[first].weight.shape[0]
-        order = torch.randperm(units, generator=generator(seed + offset))
-        scales = 0.3 + 2.7 * torch.rand(units, generator=generator(seed + 50 + offset), dtype=F64)
-        layer, following = image[first], image[second]
-        shape = (-1,) + (1,) * (layer.weight.ndim - 1)
-        layer.weight.copy_(layer.weight[order] * scales.view(shape))
-        layer.bias.copy_(layer.bias[order] * scales)
-        grouped = following.weight.reshape(following.weight.shape[0], units, block, -1)
-        grouped = grouped[:, order] / scales.view(1, -1, 1, 1)
-        following.weight.copy_(grouped.reshape(following.weight.shape))
-    return flatten_params(image)
-
-
 MLP_PAIRS = ((0, 2, 1), (2, 4, 1))
 LENET_PAIRS = ((0, 3, 1), (3, 7, 25), (7, 9, 1), (9, 11, 1))
 
@@ -70,7 +52,7 @@ def planted_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     torch.manual_seed(1)
     model = mlp([5, 12, 17, 3]).double()
     inputs = torch.randn(512, 5, generator=generator(2), dtype=F64)
-    return model, flatten_params(model), plant(model, MLP_PAIRS, seed=3), inputs
+    return model, flatten_params(model), plant_relu_symmetry(model, MLP_PAIRS, seed=3)[0], inputs
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +60,7 @@ def planted_lenet() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor
     torch.manual_seed(5)
     model = LeNet5().double()
     inputs = torch.randn(512, 1, 28, 28, generator=generator(6), dtype=F64)
-    return model, flatten_params(model), plant(model, LENET_PAIRS, seed=7), inputs
+    return model, flatten_params(model), plant_relu_symmetry(model, LENET_PAIRS, seed=7)[0], inputs
 
 
 # --- representations -------------------------------------------------------------------------

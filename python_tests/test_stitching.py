@@ -20,38 +20,13 @@ from genni_ext.analysis.representations import layer_outputs
 from genni_ext.analysis.stitching import stitch, stitch_all
 from genni_ext.errors import InputError
 from genni_ext.models import LeNet5, flatten_params, mlp
+from genni_ext.testing import plant_relu_symmetry
 
 F64 = torch.float64
 
 
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-@torch.no_grad()
-def plant(
-    model: nn.Sequential, pairs: tuple[tuple[int, int, int], ...], seed: int
-) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """A G_ReLU image of the model's θ and, per hidden layer, the exact stitch D·P (out ×
-    in: entry (i, p(i)) is s_i). ``pairs`` lists (layer, next layer, inputs per unit in
-    the next layer)."""
-    image = copy.deepcopy(model)
-    matrices = []
-    for offset, (first, second, block) in enumerate(pairs):
-        units = image[first].weight.shape[0]
-        order = torch.randperm(units, generator=generator(seed + offset))
-        scales = 0.3 + 2.7 * torch.rand(units, generator=generator(seed + 50 + offset), dtype=F64)
-        layer, following = image[first], image[second]
-        shape = (-1,) + (1,) * (layer.weight.ndim - 1)
-        layer.weight.copy_(layer.weight[order] * scales.view(shape))
-        layer.bias.copy_(layer.bias[order] * scales)
-        grouped = following.weight.reshape(following.weight.shape[0], units, block, -1)
-        grouped = grouped[:, order] / scales.view(1, -1, 1, 1)
-        following.weight.copy_(grouped.reshape(following.weight.shape))
-        matrix = np.zeros((units, units))
-        matrix[np.arange(units), order.numpy()] = scales.numpy()
-        matrices.append(matrix)
-    return flatten_params(image), matrices
 
 
 def live_units(model: nn.Module, theta: torch.Tensor, inputs: torch.Tensor) -> list[np.ndarray]:
@@ -66,7 +41,7 @@ def live_units(model: nn.Module, theta: torch.Tensor, inputs: torch.Tensor) -> l
 def planted_mlp():
     torch.manual_seed(1)
     model = mlp([5, 12, 17, 3]).double()
-    image, matrices = plant(model, ((0, 2, 1), (2, 4, 1)), seed=3)
+    image, matrices = plant_relu_symmetry(model, ((0, 2, 1), (2, 4, 1)), seed=3)
     inputs = torch.randn(512, 5, generator=generator(2), dtype=F64)
     return model, flatten_params(model), image, matrices, inputs
 
@@ -75,7 +50,9 @@ def planted_mlp():
 def planted_lenet():
     torch.manual_seed(5)
     model = LeNet5().double()
-    image, matrices = plant(model, ((0, 3, 1), (3, 7, 25), (7, 9, 1), (9, 11, 1)), seed=7)
+    image, matrices = plant_relu_symmetry(
+        model, ((0, 3, 1), (3, 7, 25), (7, 9, 1), (9, 11, 1)), seed=7
+    )
     inputs = torch.randn(512, 1, 28, 28, generator=generator(6), dtype=F64)
     return model, flatten_params(model), image, matrices, inputs
 
@@ -119,7 +96,7 @@ def test_birkhoff_started_at_ps_inv_rounds_to_the_planted_permutation(planted_ml
 def test_birkhoff_from_a_random_start_finds_the_planted_permutation() -> None:
     torch.manual_seed(0)
     model = mlp([10, 6, 6, 2]).double()
-    image, matrices = plant(model, ((0, 2, 1), (2, 4, 1)), seed=1)
+    image, matrices = plant_relu_symmetry(model, ((0, 2, 1), (2, 4, 1)), seed=1)
     inputs = torch.randn(512, 10, generator=generator(3), dtype=F64)
     result = stitch(
         model, flatten_params(model), image, 0, inputs, kind="birkhoff", init="random",

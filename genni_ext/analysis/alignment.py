@@ -31,9 +31,9 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.func import functional_call
 
-from .._checks import contiguous_finite, float_tensor, positive_number
+from .._checks import float_tensor, positive_number
 from ..errors import InputError
-from ..models import num_params, unflatten_params
+from ..models import flat_point, unflatten_params
 from ..problem import Problem, infer_input_shape
 from ..search import SearchResult
 from .structure import HiddenLayer, constant_loss, hidden_layers
@@ -71,19 +71,6 @@ class Alignment:
     explained: bool
     tol: float
     notes: tuple[str, ...]
-
-
-def _flat_point(model: nn.Module, value: object, argument: str) -> torch.Tensor:
-    """A finite flat parameter vector of ``model``, as float64 on the CPU."""
-    point = float_tensor(argument, value)
-    size = num_params(model)
-    if point.ndim != 1 or point.shape[0] != size:
-        raise InputError(
-            f"{argument} has shape {list(point.shape)} but {type(model).__name__} has {size} "
-            f"parameters; pass a flat vector of shape [{size}] "
-            "(genni_ext.models.flatten_params)"
-        )
-    return contiguous_finite(argument, point).double().cpu()
 
 
 def _units(layer: HiddenLayer, point: torch.Tensor) -> torch.Tensor:
@@ -208,8 +195,8 @@ def align(
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     tol = positive_number(tol, "tol")
-    reference = _flat_point(model, theta, "theta")
-    target = _flat_point(model, other, "other")
+    reference = flat_point(model, theta, "theta").double().cpu()
+    target = flat_point(model, other, "other").double().cpu()
     layers = hidden_layers(model, _input_shape(model, input_shape))
     permutations, scales, aligned, residual = _align_points(layers, reference, target)
     notes = tuple(note for note in map(_narrower_search, layers) if note is not None)

@@ -43,7 +43,7 @@ from .._checks import contiguous_finite, float_tensor, module_argument, positive
 from ..errors import InputError, LoweringError
 from ..fallback import buffers_for, every_path, probe_forward
 from ..lowering import CONV2D, LINEAR, OP_NAMES, lower
-from ..models import flatten_params, num_params
+from ..models import flat_point, flatten_params
 from ..problem import expected_input_shape
 
 PARAMETRIC_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -181,19 +181,6 @@ def _input_shape(value: object) -> tuple[int, ...]:
             f"such as (5,) or (1, 28, 28), got {value!r}"
         )
     return tuple(positive_int(size, f"input_shape[{i}]") for i, size in enumerate(value))
-
-
-def flat_point(model: nn.Module, value: object, argument: str) -> torch.Tensor:
-    """``value`` if it is a finite float32/float64 flat parameter vector of ``model`` ([P]),
-    made contiguous; else InputError naming ``argument``."""
-    point = float_tensor(argument, value)
-    size = num_params(model)
-    if point.ndim != 1 or point.shape[0] != size:
-        raise InputError(
-            f"{argument} has shape {list(point.shape)} but {type(model).__name__} has {size} "
-            f"parameters; pass a flat vector of shape [{size}] (genni_ext.models.flatten_params)"
-        )
-    return contiguous_finite(argument, point)
 
 
 def probe_inputs(value: object, theta: torch.Tensor) -> torch.Tensor:

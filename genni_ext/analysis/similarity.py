@@ -57,7 +57,8 @@ from torch import nn
 
 from .._checks import contiguous_finite, float_tensor, module_argument
 from ..errors import InputError
-from .representations import flat_point, layer_outputs, probe_inputs
+from ..models import flat_point
+from .representations import layer_outputs, probe_inputs
 
 METRICS = ("cka", "debiased_cka", "procrustes", "relu_procrustes", "relu_cka")
 """The metrics :func:`compare` computes."""

@@ -61,11 +61,11 @@ from torch.func import functional_call
 from .._checks import non_negative_int, positive_number, seed_argument
 from ..errors import InputError
 from ..fallback import every_path
+from ..models import flat_point
 from ..problem import Problem
 from .alignment import EXACT_RELATIVE, align
 from .representations import (
     LayerSite,
-    flat_point,
     forward_replacing,
     layer_outputs,
     select_layer,
