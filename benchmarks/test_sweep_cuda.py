@@ -11,20 +11,26 @@ Each workload is one benchmark group with these benchmarks (float32 unless named
 * ``fused-reference``: the reference kernel (one thread per sample, activations in global
   memory), ``_fused.fused_sweep(..., cuda_kernel="reference")``;
 * ``tiled-…``: the tiled kernel with other plans (``TileOptions``), to choose the defaults;
-* ``fused-f64``: the tiled kernel in float64 (correctness, not speed);
-* ``torch``: ``genni_ext.sweep(..., backend="torch")``;
+* ``fused-f64``: the tiled kernel in float64 (correctness, not speed), and
+  ``f64-torch-layout`` the same with torch's weight layout;
+* ``fused-tf32``: ``genni_ext.sweep(..., backend="fused", precision="tf32")`` (tensor cores);
+* ``torch``: ``genni_ext.sweep(..., backend="torch")``, float32 throughout (cuBLAS and
+  cuDNN with TF32 off: torch's own default runs convolutions in TF32);
+* ``torch-tf32``: the same with ``precision="tf32"`` (cuBLAS and cuDNN in TF32);
 * ``loop``: ``genni_ext.testing.loop_sweep`` on a few grid points.
 
 Grids too large to time whole in a short GPU session are timed on an evenly spaced subset
 (``timed_points`` and ``note`` in extra_info); compare ``seconds_per_point``. Every timed
 call ends with ``torch.cuda.synchronize()``. A "matmul" group times an 8192² float32
-``torch.matmul`` with TF32 off: the card's practical fp32 rate in the same run.
+``torch.matmul`` with TF32 off and on: the card's practical fp32 and TF32 rates in the
+same run.
 The set-up is test_sweep.py's (``genni_ext.testing.benchmark_problem``), on the GPU.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -37,6 +43,7 @@ from torch import nn
 
 import genni_ext
 from genni_ext import _fused
+from genni_ext._checks import torch_precision
 from genni_ext._fused import TileOptions
 from genni_ext.lowering import Program, lower
 from genni_ext.models import LeNet5, TwoNeuronNet, mlp
@@ -204,33 +211,45 @@ def _timed(benchmark: BenchmarkFixture, call: Callable[[], torch.Tensor], rounds
     return result, min(timed), statistics.median(timed)
 
 
+def _selected(variable: str) -> set[str] | None:
+    """The comma-separated names in environment variable ``variable``, or None (all)."""
+    value = os.environ.get(variable, "").strip()
+    return {name.strip() for name in value.split(",")} if value else None
+
+
 def _cases() -> list[object]:
+    """Every (workload, method); GENNI_BENCH_WORKLOADS and GENNI_BENCH_METHODS (comma-
+    separated) keep only the named ones, for a short GPU lease."""
     cases: list[object] = []
+    workloads, chosen = _selected("GENNI_BENCH_WORKLOADS"), _selected("GENNI_BENCH_METHODS")
     for workload in WORKLOADS:
-        methods = ["fused", "fused-reference", "fused-f64", "torch", "loop"]
+        if workloads is not None and workload.key not in workloads:
+            continue
+        methods = ["fused", "fused-reference", "fused-f64", "f64-torch-layout", "fused-tf32"]
+        methods += ["torch", "torch-tf32", "loop"]
         methods += [f"tiled-{name}" for name in workload.tiles]
+        if chosen is not None:
+            methods = [method for method in methods if method in chosen]
         cases += [
             pytest.param(workload.key, method, id=f"{workload.key}-{method}") for method in methods
         ]
     return cases
 
 
-def test_cuda_matmul(benchmark: BenchmarkFixture) -> None:
-    """8192² float32 matmul without TF32: the card's practical fp32 rate in this run."""
+@pytest.mark.parametrize("precision", ["full", "tf32"])
+def test_cuda_matmul(benchmark: BenchmarkFixture, precision: str) -> None:
+    """8192² float32 matmul, TF32 off ("full") or on: the card's practical rates in this run."""
     size = 8192
     left = torch.randn(size, size, device="cuda")
     right = torch.randn(size, size, device="cuda")
-    benchmark.group = "cuda matmul: torch.matmul 8192x8192 float32 (TF32 off)"
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    mode = "TF32 on" if precision == "tf32" else "TF32 off"
+    benchmark.group = f"cuda matmul: torch.matmul 8192x8192 float32 ({mode})"
+    with torch_precision(precision):
         _, fastest, median = _timed(benchmark, lambda: torch.matmul(left, right), 5)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
     flops = 2 * size**3
     benchmark.extra_info.update(
         {
-            "method": "matmul",
+            "method": "matmul" if precision == "full" else "matmul-tf32",
             "device": torch.cuda.get_device_name(),
             "seconds": fastest,
             "gflops": flops / fastest / 1e9,
@@ -243,18 +262,21 @@ def test_cuda_matmul(benchmark: BenchmarkFixture) -> None:
 @pytest.mark.parametrize(("key", "method"), _cases())
 def test_cuda_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
     workload = WORKLOADS_BY_KEY[key]
-    dtype = torch.float64 if method == "fused-f64" else torch.float32
+    dtype = torch.float64 if method in ("fused-f64", "f64-torch-layout") else torch.float32
+    precision = "tf32" if method.endswith("tf32") else "full"
     prepared = problem(key, dtype)
     data = prepared.data
     benchmark.group = workload.group
     args = (data.center, data.directions)
     probes = (data.inputs, data.targets)
     rounds = 3
-    if method == "torch":
+    if method in ("torch", "torch-tf32"):
         coeffs = data.subset(workload.torch_points)
 
         def call() -> torch.Tensor:
-            return genni_ext.sweep(data.model, *args, coeffs, *probes, backend="torch")
+            return genni_ext.sweep(
+                data.model, *args, coeffs, *probes, backend="torch", precision=precision
+            )
 
     elif method == "loop":
         coeffs = data.subset(workload.loop_points)
@@ -263,18 +285,22 @@ def test_cuda_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
         def call() -> torch.Tensor:
             return loop_sweep(data.model, *args, coeffs, *probes, batch_size=LOOP_BATCH)
 
-    elif method == "fused":
+    elif method in ("fused", "fused-tf32"):
         coeffs = data.subset(workload.fused_points)
 
         def call() -> torch.Tensor:
-            return genni_ext.sweep(data.model, *args, coeffs, *probes, backend="fused")
+            return genni_ext.sweep(
+                data.model, *args, coeffs, *probes, backend="fused", precision=precision
+            )
 
     else:
-        slow = method in ("fused-reference", "fused-f64")
+        slow = method in ("fused-reference", "fused-f64", "f64-torch-layout")
         coeffs = data.subset(workload.slow_points if slow else workload.fused_points)
         kernel: _fused.CudaKernel = "reference" if method == "fused-reference" else "tiled"
         tile = workload.tiles.get(method.removeprefix("tiled-"))
-        if method == "fused-f64":
+        if method == "f64-torch-layout":
+            tile = TileOptions(layout=1)
+        if dtype == torch.float64:
             rounds = 1
 
         def call() -> torch.Tensor:
@@ -288,8 +314,10 @@ def test_cuda_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
     flops = prepared.program.flops_per_sample * workload.probes * points
     plan = _fused.cuda_tile_plan(
         prepared.program, workload.probes, dtype,
-        "reference" if method in ("torch", "loop", "fused-reference") else "auto",
-        workload.tiles.get(method.removeprefix("tiled-")), torch.device("cuda"),
+        "reference" if method in ("torch", "torch-tf32", "loop", "fused-reference") else "auto",
+        TileOptions(layout=1) if method == "f64-torch-layout"
+        else workload.tiles.get(method.removeprefix("tiled-")),
+        torch.device("cuda"), precision if method == "fused-tf32" else "full",
     )  # fmt: skip
     benchmark.extra_info.update(
         {
@@ -322,4 +350,6 @@ def test_cuda_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
         difference = float((values.double() - reference.double()).abs().max())
         benchmark.extra_info["max_abs_diff_vs_fused"] = difference
         scale = float(reference.abs().max()) + 1e-12
-        assert difference <= 1e-3 * scale, f"{method} disagrees with fused: {difference}"
+        benchmark.extra_info["max_rel_diff_vs_fused"] = difference / scale
+        limit = 3e-2 if precision == "tf32" else 1e-3
+        assert difference <= limit * scale, f"{method} disagrees with fused: {difference}"

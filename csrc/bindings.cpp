@@ -123,6 +123,7 @@ genni::TilePlan plan_from_dict(const py::dict& d) {
   plan.arena_elems = d["arena_elems"].cast<int64_t>();
   plan.smem_bytes = d["smem_bytes"].cast<int64_t>();
   plan.transposed = d["transposed"].cast<bool>();
+  plan.tf32 = d["tf32"].cast<bool>();
   plan.param_elems = d["param_elems"].cast<int64_t>();
   const auto weights_at = d["weights_at"].cast<std::vector<int>>();
   if (weights_at.size() != static_cast<size_t>(genni::kMaxOps))
@@ -143,7 +144,7 @@ genni::TilePlan plan_from_dict(const py::dict& d) {
 // smem_per_sm are the shared memory of a block and of a multiprocessor (cuda_limits()).
 py::dict tile_plan(const Rows& ops, const std::vector<double>& slopes, int64_t num_params,
                    int64_t num_samples, int scalar_bytes, int samples, int threads, int max_lanes,
-                   int layout, int64_t smem_limit, int64_t smem_per_sm) {
+                   int layout, bool tf32, int64_t smem_limit, int64_t smem_per_sm) {
   if (num_params <= 0 || num_samples <= 0)
     throw std::invalid_argument("genni: P and N must be positive");
   if (samples < 0 || samples % genni::kTileAlign != 0)
@@ -159,7 +160,7 @@ py::dict tile_plan(const Rows& ops, const std::vector<double>& slopes, int64_t n
   const Program program = genni::make_program(ops, slopes, num_params);
   const genni::TilePlan plan = genni::tile_plan(
       program, num_params, num_samples, scalar_bytes,
-      genni::TileOptions{samples, threads, max_lanes, layout}, smem_limit, smem_per_sm);
+      genni::TileOptions{samples, threads, max_lanes, layout, tf32}, smem_limit, smem_per_sm);
   py::dict out;
   out["samples"] = plan.samples;
   out["threads"] = plan.threads;
@@ -171,6 +172,7 @@ py::dict tile_plan(const Rows& ops, const std::vector<double>& slopes, int64_t n
   out["smem_bytes"] = plan.smem_bytes;
   out["lanes"] = std::vector<int>(plan.lanes, plan.lanes + genni::kMaxOps);
   out["transposed"] = plan.transposed;
+  out["tf32"] = plan.tf32;
   out["param_elems"] = plan.param_elems;
   out["weights_at"] = std::vector<int>(plan.weights_at, plan.weights_at + genni::kMaxOps);
   return out;
@@ -222,6 +224,7 @@ py::dict cuda_limits() {
   out["smem_optin"] = limits.smem_optin;
   out["smem_per_sm"] = limits.smem_per_sm;
   out["multiprocessors"] = limits.multiprocessors;
+  out["compute_capability"] = limits.compute_capability;
   return out;
 }
 

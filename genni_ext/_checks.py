@@ -199,3 +199,26 @@ def torch_threads(num_threads: int | None, device: torch.device) -> Iterator[Non
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def torch_precision(precision: str) -> Iterator[None]:
+    """cuBLAS matmuls and cuDNN convolutions in TF32 (``"tf32"``) or in full float32
+    (``"full"``) inside the block, then restore: torch's own default runs float32
+    convolutions in TF32, which would make the torch backend less precise than asked."""
+    tf32 = precision == "tf32"
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision") and hasattr(conv, "conv"):  # torch >= 2.9
+        previous = (matmul.fp32_precision, conv.conv.fp32_precision)
+        matmul.fp32_precision = conv.conv.fp32_precision = "tf32" if tf32 else "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.conv.fp32_precision = previous
+        return
+    previous_flags = (matmul.allow_tf32, conv.allow_tf32)
+    matmul.allow_tf32 = conv.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, conv.allow_tf32 = previous_flags

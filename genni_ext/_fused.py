@@ -27,6 +27,8 @@ from .lowering import CONV2D, Program
 
 FirstLayer = Literal["auto", "affine", "direct"]
 CudaKernel = Literal["auto", "tiled", "reference"]
+Precision = Literal["full", "tf32"]
+PRECISIONS = ("full", "tf32")
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,8 @@ class TileOptions:
     ``samples`` per tile (a multiple of 8), ``threads`` per block (a multiple of 32, at most
     256), ``max_lanes``: the most samples one thread's register tile takes (1, 2, 4 or 8),
     ``layout``: of the weights, 1 torch's or 2 transposed (outputs contiguous, so that a
-    register tile's weights load as vectors).
+    register tile's weights load as vectors); the default is transposed for float32 and
+    torch's for float64, the faster of the two for each on an H200 (benchmarks/README.md).
     """
 
     samples: int = 0
@@ -117,12 +120,15 @@ def fused_sweep(
     first_layer: FirstLayer = "auto",
     cuda_kernel: CudaKernel = "auto",
     tile: TileOptions | None = None,
+    precision: Precision = "full",
 ) -> torch.Tensor:
     """J for every row of ``coeffs`` (float64 [G], on the inputs' device) on the fused engine.
 
     The tensors must be validated already (genni_ext.sweep does it): one dtype, float32 or
     float64, one device, C-contiguous. ``first_layer`` applies to the CPU and the reference
-    CUDA kernel; ``cuda_kernel`` and ``tile`` choose and tune the CUDA kernel.
+    CUDA kernel; ``cuda_kernel`` and ``tile`` choose and tune the CUDA kernel;
+    ``precision="tf32"`` runs its Linear and Conv2d layers on tensor cores (float32 on CUDA,
+    tiled kernel only).
     """
     tensors = {
         "center": center,
@@ -143,6 +149,7 @@ def fused_sweep(
     reason = fused_unavailable_reason(device)
     if reason is not None:
         raise BackendUnavailableError(f"the fused backend cannot run: {reason}")
+    check_precision(precision, dtype, device)
 
     ext = _extension()
     num_points, m = coeffs.shape
@@ -159,7 +166,12 @@ def fused_sweep(
     step = chunk_size or _chunk_points(program, num_samples, num_points, progress)
     plan = None
     if device.type == "cuda":
-        plan = cuda_tile_plan(program, num_samples, dtype, cuda_kernel, tile, device)
+        plan = cuda_tile_plan(program, num_samples, dtype, cuda_kernel, tile, device, precision)
+        if plan is None and precision == "tf32":
+            raise BackendUnavailableError(
+                "precision='tf32' runs on the tiled CUDA kernel, and this model's smallest tile "
+                "does not fit in shared memory; use backend='torch' (cuBLAS/cuDNN in TF32)"
+            )
         if plan is not None:
             per_point = plan["param_elems"] * center.element_size()
             step = min(step, max(1, _CUDA_PARAM_BYTES // per_point))
@@ -221,25 +233,57 @@ def _sweep_cuda_chunk(
         return partial.sum(dim=1) / num_samples
 
 
+def check_precision(precision: str, dtype: torch.dtype, device: torch.device) -> None:
+    """InputError unless ``precision`` is known and can run in ``dtype`` on ``device``."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision={precision!r} is not known; use 'full' or 'tf32'")
+    if precision == "tf32" and (device.type != "cuda" or dtype != torch.float32):
+        raise InputError(
+            f"precision='tf32' runs float32 sweeps on CUDA tensor cores, not {dtype} on "
+            f"{device.type}; use precision='full' (the dtype's own precision)"
+        )
+
+
 def cuda_auto_choice(
-    program: Program, num_samples: int, dtype: torch.dtype, device: torch.device
+    program: Program,
+    num_samples: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    precision: Precision = "full",
 ) -> tuple[bool, str]:
     """Whether ``backend="auto"`` runs the fused engine on this CUDA device, and why.
 
     The rule, from benchmarks/test_sweep_cuda.py on an H200 (benchmarks/README.md, GPU
-    section; three runs): the tiled kernel beat torch.func on every workload measured
-    (1.8x to 6.8x in the latest run), so it runs wherever its tile fits. Where it does not,
-    the reference kernel would run: it lost to torch.func on LeNet-5 (0.34x to 0.40x), so
-    networks with a Conv2d go to torch.func; on MLPs it was on par or faster (0.94x to
-    1.08x on mlp([12, 64, 64, 1]), 3.3x on the two-neuron net), so they stay fused.
+    section; five runs): the tiled kernel beat torch.func on every workload measured
+    (1.6x to 6.8x), so it runs wherever its tile fits. Where it does not, the reference
+    kernel would run: it lost to torch.func on LeNet-5 (0.34x to 0.40x), so networks with a
+    Conv2d go to torch.func; on MLPs it was on par or faster (0.94x to 1.08x on
+    mlp([12, 64, 64, 1]), 3.3x on the two-neuron net), so they stay fused. In TF32 the
+    tiled kernel lost to torch.func in TF32 on LeNet-5 (0.75x to 0.87x, run 5), so conv
+    nets go to torch.func; on the MLPs it was on par or faster (0.98x, 1.9x).
     """
-    plan = cuda_tile_plan(program, num_samples, dtype, "auto", None, device)
+    has_conv = bool((program.ops[:, 0] == CONV2D).any())
+    if precision == "tf32" and has_conv:
+        return False, (
+            "precision='tf32' on a conv net: the tiled kernel's TF32 mode measured slower than "
+            "torch.func with cuDNN in TF32 (0.75x to 0.87x on LeNet-5, H200)"
+        )
+    plan = cuda_tile_plan(program, num_samples, dtype, "auto", None, device, precision)
     if plan is not None:
+        if plan["tf32"]:
+            return True, (
+                f"tiled kernel, TF32 tensor cores, {plan['samples']} samples per tile "
+                "(on MLPs measured on par with torch.func in TF32 or faster: 0.98x to 1.9x)"
+            )
         return True, (
             f"tiled kernel, {plan['samples']} samples per tile, {plan['threads']} threads "
             "per block (measured faster than torch.func on every GPU workload)"
         )
-    has_conv = bool((program.ops[:, 0] == CONV2D).any())
+    if precision == "tf32":
+        return False, (
+            "precision='tf32' runs on the tiled kernel, whose smallest tile does not fit in "
+            "shared memory; torch.func runs with cuBLAS in TF32"
+        )
     if has_conv:
         return False, (
             "the tiled kernel's smallest tile does not fit in shared memory, and the "
@@ -258,22 +302,34 @@ def cuda_tile_plan(
     cuda_kernel: CudaKernel = "auto",
     tile: TileOptions | None = None,
     device: torch.device | None = None,
+    precision: Precision = "full",
 ) -> dict[str, int] | None:
     """The tiled CUDA kernel's plan, or None where the reference kernel runs instead.
 
     "auto" takes the tiled kernel wherever its smallest tile fits in shared memory;
-    "tiled" raises BackendUnavailableError where it does not; "reference" returns None.
+    "tiled" raises BackendUnavailableError where it does not; "reference" returns None
+    (and raises for precision="tf32", which only the tiled kernel runs).
     """
     if cuda_kernel not in ("auto", "tiled", "reference"):
         raise InputError(f"cuda_kernel={cuda_kernel!r}; use 'auto', 'tiled' or 'reference'")
+    tf32 = precision == "tf32"
     if cuda_kernel == "reference":
+        if tf32:
+            raise InputError(
+                "precision='tf32' runs on the tiled kernel, not cuda_kernel='reference'"
+            )
         return None
     ext = _extension()
     with torch.cuda.device(device):
         limits = ext.cuda_limits()
+    if tf32 and limits["compute_capability"] < 80:
+        raise BackendUnavailableError(
+            "precision='tf32' needs tensor cores with TF32 (compute capability 8.0 or newer); "
+            f"this GPU has {limits['compute_capability'] / 10:.1f}"
+        )
     plan = _tile_plan(
         ext, program, num_samples, torch.empty((), dtype=dtype).element_size(), tile,
-        limits["smem_optin"], limits["smem_per_sm"],
+        limits["smem_optin"], limits["smem_per_sm"], tf32=tf32,
     )  # fmt: skip
     if plan["samples"] > 0:
         return plan
@@ -293,12 +349,20 @@ def _tile_plan(
     tile: TileOptions | None,
     smem_limit: int,
     smem_per_sm: int,
+    *,
+    tf32: bool = False,
 ) -> dict[str, int]:
     options = tile or TileOptions()
+    if tf32 and options.layout == 1:
+        raise InputError("precision='tf32' runs the transposed weight layout; drop layout=1")
+    if tf32 and options.samples % 16 != 0:
+        raise InputError(
+            f"precision='tf32' takes tiles of a multiple of 16 samples, not {options.samples}"
+        )
     return ext.tile_plan(
         program.ops.tolist(), program.slopes.tolist(), program.num_params, num_samples,
         scalar_bytes, options.samples, options.threads, options.max_lanes, options.layout,
-        smem_limit, smem_per_sm,
+        tf32, smem_limit, smem_per_sm,
     )  # fmt: skip
 
 
@@ -346,20 +410,25 @@ def emulate_tiled_sweep(
     tile: TileOptions | None = None,
     reverse: bool = False,
     smem_limit: int = HOPPER_SMEM_LIMIT,
+    precision: Precision = "full",
 ) -> torch.Tensor:
     """J (float64 [G]) from the tiled CUDA kernel's block steps run on the CPU.
 
     Validated CPU tensors as for :func:`fused_sweep`. Threads run one after another
     between the kernel's barriers (in reverse order with ``reverse``), with shared memory
-    poisoned with NaN before every tile.
+    poisoned with NaN before every tile. With ``precision="tf32"`` (float32) the TF32 steps
+    run with their tensor-core multiply emulated on the same fragments.
     """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision={precision!r} is not known; use 'full' or 'tf32'")
     ext = _extension()
     num_points, m = coeffs.shape
     num_samples, num_params = inputs.shape[0], center.numel()
     rows, slopes = program.ops.tolist(), program.slopes.tolist()
     plan = _tile_plan(
-        ext, program, num_samples, center.element_size(), tile, smem_limit, HOPPER_SMEM_PER_SM
-    )
+        ext, program, num_samples, center.element_size(), tile, smem_limit, HOPPER_SMEM_PER_SM,
+        tf32=precision == "tf32",
+    )  # fmt: skip
     if plan["samples"] == 0:
         raise BackendUnavailableError("the tile does not fit the shared memory limit")
     partial = torch.empty((num_points, plan["tiles"]), dtype=torch.float64)

@@ -183,6 +183,7 @@ _OVERRIDES: dict[str, str] = {
     "center": "subspace.center",
     "backend": "backend",
     "device": "device",
+    "precision": "precision",
     "num_threads": "num_threads",
     "chunk_points": "chunk_points",
 }
@@ -237,6 +238,12 @@ def _add_config_options(parser: argparse.ArgumentParser, *, model_help: str) -> 
         "--device",
         metavar="DEVICE",
         help="where search and sweep run: cpu (default), cuda or cuda:N",
+    )
+    group.add_argument(
+        "--precision",
+        choices=("full", "tf32"),
+        help="sweeps in the dtype's full precision (default) or with Linear/Conv2d on TF32 "
+        "tensor cores (float32 on CUDA)",
     )
     group.add_argument("--num-threads", type=int, metavar="N", help="CPU threads")
     group.add_argument("--chunk-points", type=int, metavar="N", help="grid points per chunk")
@@ -675,6 +682,7 @@ def _sweep_grids(
             backend=config["backend"],
             num_threads=config["num_threads"],
             progress=progress,
+            precision=config["precision"],
         )
         seconds = time.perf_counter() - start
         inside = int(grid_result.eps_mask(eps).sum())

@@ -42,6 +42,8 @@ expected. Numbers may be written as ints where floats are expected (``lr: 1``)::
         dim: 2                       # axes (the plane's m for this grid; default subspace.m)
     backend: auto                    # auto | fused | torch
     device: cpu                      # cpu | cuda | cuda:N: where search and sweep run
+    precision: full                  # full | tf32: sweeps' Linear/Conv2d on tensor cores
+                                     # (float32 on CUDA; README "Precision")
     num_threads: null                # CPU threads (null: all)
     chunk_points: null               # grid points per chunk file (null: ~2e11 flops each)
 
@@ -252,6 +254,7 @@ _TOP: dict[str, tuple[Check, object]] = {
     "seed": (_int(0), 0),
     "backend": (_choice(BACKEND_NAMES), "auto"),
     "device": (_device, "cpu"),
+    "precision": (_choice(("full", "tf32")), "full"),
     "num_threads": (_int(1, optional=True), None),
     "chunk_points": (_int(1, optional=True), None),
 }
@@ -389,9 +392,15 @@ def validate_config(raw: object, *, require: Sequence[str] = ("experiment", "mod
     for section in ("probes", "search", "subspace"):
         config[section] = _section(raw, section)
     config["grids"] = _grids(raw.get("grids"), config["subspace"]["m"])
-    for key in ("backend", "device", "num_threads", "chunk_points"):
+    for key in ("backend", "device", "precision", "num_threads", "chunk_points"):
         check, default = _TOP[key]
         config[key] = check(raw[key], key) if key in raw else default
+    if config["precision"] == "tf32" and not str(config["device"]).startswith("cuda"):
+        raise ConfigError(
+            "precision",
+            f"is tf32 but device is {config['device']}: TF32 runs on CUDA tensor cores; set "
+            "device: cuda or precision: full",
+        )
     search = config["search"]
     if search["optimizer"] == "adam" and search["momentum"] != 0:
         raise ConfigError(

@@ -118,6 +118,7 @@ def _refiner(
             backend=config["backend"],
             num_threads=config["num_threads"],
             progress=progress,
+            precision=config.get("precision", "full"),
         )
 
     return sweep_refined

@@ -402,11 +402,14 @@ def backend_used(problem: Problem, backend: str) -> str:
     return "torch" if program is None else f"fused-{problem.inputs.device.type}"
 
 
-def grid_metadata(problem: Problem, grid: Grid, *, backend: str, wall_time_s: float) -> dict:
+def grid_metadata(
+    problem: Problem, grid: Grid, *, backend: str, wall_time_s: float, precision: str = "full"
+) -> dict:
     """The JSON-able metadata of a sweep of ``problem`` over ``grid``.
 
-    Keys: backend (as :func:`backend_used` says), dtype, device, seeds, theta_hash,
-    probes_hash, version, wall_time_s, problem (``problem.describe()``), grid_shape, m.
+    Keys: backend (as :func:`backend_used` says), dtype, precision ("full" or "tf32"),
+    device, seeds, theta_hash, probes_hash, version, wall_time_s, problem
+    (``problem.describe()``), grid_shape, m.
     """
     from . import __version__
 
@@ -416,6 +419,7 @@ def grid_metadata(problem: Problem, grid: Grid, *, backend: str, wall_time_s: fl
     return {
         "backend": str(backend),
         "dtype": str(problem.theta.dtype).removeprefix("torch."),
+        "precision": precision,
         "device": device_label(problem.inputs.device),
         "seeds": {"problem": int(problem.seed)},
         "theta_hash": problem.theta_hash,
@@ -492,15 +496,17 @@ def sweep_grid(
     num_threads: int | None = None,
     chunk_size: int | None = None,
     progress: bool = False,
+    precision: str = "full",
 ) -> GridResult:
     """J(θ₀ + c @ B) at every point of ``grid`` on ``subspace``, as a :class:`GridResult`.
 
     Runs :func:`genni_ext.sweep` on the problem's model, probes and targets (coefficients
-    cast to θ's dtype); ``backend``, ``num_threads``, ``chunk_size`` and ``progress`` are
-    passed on. The subspace must be in the problem's dtype and on its device, and have as
-    many directions as the grid has coefficients. A subspace that records the problem its
-    points solve (``Subspace.from_search``) must come from this problem (same θ and probes);
-    one without that record (``Subspace.from_points``) is accepted as it is.
+    cast to θ's dtype); ``backend``, ``num_threads``, ``chunk_size``, ``progress`` and
+    ``precision`` are passed on. The subspace must be in the problem's dtype and on its
+    device, and have as many directions as the grid has coefficients. A subspace that
+    records the problem its points solve (``Subspace.from_search``) must come from this
+    problem (same θ and probes); one without that record (``Subspace.from_points``) is
+    accepted as it is.
     """
     from .sweep import sweep
 
@@ -520,11 +526,14 @@ def sweep_grid(
         num_threads=num_threads,
         chunk_size=chunk_size,
         progress=progress,
+        precision=precision,
     )
     wall_time_s = time.perf_counter() - start
     return GridResult(
         values=values.cpu().reshape(grid.shape),
         grid=grid,
         markers=grid_markers(problem, subspace),
-        metadata=grid_metadata(problem, grid, backend=used, wall_time_s=wall_time_s),
+        metadata=grid_metadata(
+            problem, grid, backend=used, wall_time_s=wall_time_s, precision=precision
+        ),
     )

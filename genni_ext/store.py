@@ -725,6 +725,7 @@ class Experiment:
         backend: str = "auto",
         num_threads: int | None = None,
         progress: bool = True,
+        precision: str = "full",
     ) -> GridResult:
         """Sweep ``grid`` on ``subspace`` for ``problem`` into ``grids/<name>/``, resumably.
 
@@ -732,7 +733,7 @@ class Experiment:
         flops per chunk, see :func:`auto_chunk_points`), each chunk written to its own
         file when done. Run again with the same arguments after an interruption, it
         computes only the missing chunks; a finished grid is loaded, not recomputed. With
-        a different problem, subspace, grid, dtype, backend or chunk size it raises
+        a different problem, subspace, grid, dtype, precision, backend or chunk size it raises
         StoreError naming what differs. Returns the same GridResult as
         :func:`genni_ext.grid.sweep_grid` (values bitwise equal on the fused CPU engine;
         ``wall_time_s`` is the sum over the chunks' compute times, and
@@ -752,9 +753,12 @@ class Experiment:
             positive_int(num_threads, "num_threads")
         if not isinstance(progress, bool):
             raise InputError(f"progress must be True or False, got {progress!r}")
+        from ._fused import check_precision
+
+        check_precision(precision, problem.theta.dtype, problem.inputs.device)
         used = backend_used(problem, backend)
         engine = "torch" if used == "torch" else "fused"
-        manifest = _manifest(problem, subspace, grid, used, chunk_points)
+        manifest = _manifest(problem, subspace, grid, used, chunk_points, precision)
         num_chunks = manifest["num_chunks"]
         chunk_dir = folder / "chunks"
         coeffs = grid.coeffs.to(dtype=problem.theta.dtype, device=problem.inputs.device)
@@ -773,6 +777,7 @@ class Experiment:
                 backend=engine,
                 num_threads=num_threads,
                 progress=False,
+                precision=precision,
             )
             return values.cpu(), time.perf_counter() - start
 
@@ -833,7 +838,9 @@ class Experiment:
                 )
                 parts.append(values)
                 wall_time += seconds
-            metadata = grid_metadata(problem, grid, backend=used, wall_time_s=wall_time)
+            metadata = grid_metadata(
+                problem, grid, backend=used, wall_time_s=wall_time, precision=precision
+            )
             metadata["store"] = {
                 "experiment": self.name,
                 "grid": name,
@@ -855,7 +862,12 @@ class Experiment:
 
 
 def _manifest(
-    problem: Problem, subspace: Subspace, grid: Grid, backend: str, chunk_points: int
+    problem: Problem,
+    subspace: Subspace,
+    grid: Grid,
+    backend: str,
+    chunk_points: int,
+    precision: str,
 ) -> dict[str, Any]:
     """What a resumable sweep is of: every key but "created" must match to resume."""
     description = problem.describe()
@@ -882,6 +894,7 @@ def _manifest(
             "hash": _tensor_hash(grid.coeffs, *(grid.axes or ())),
         },
         "backend": backend,
+        "precision": precision,
         "device": device_label(problem.inputs.device),
         "chunk_points": chunk_points,
         "num_chunks": math.ceil(grid.size / chunk_points),
@@ -897,6 +910,7 @@ def _check_manifest(
         "subspace": "subspace",
         "grid": "grid",
         "backend": "backend",
+        "precision": "precision",
         "device": "device (J on another kind of device differs in its last bits, so the "
         "chunks would not join into the grid an uninterrupted run gives)",
         "chunk_points": "chunk_points",
@@ -904,10 +918,11 @@ def _check_manifest(
     }
     differences = []
     for key, label in labels.items():
-        # Grids started before the store recorded devices were all computed on the CPU.
-        on_disk = stored.get(key, "cpu" if key == "device" else None)
+        # Grids started before the store recorded devices and precisions were all computed
+        # on the CPU in full precision.
+        on_disk = stored.get(key, {"device": "cpu", "precision": "full"}.get(key))
         if on_disk != wanted.get(key):
-            if key in ("backend", "device", "chunk_points", "format"):
+            if key in ("backend", "precision", "device", "chunk_points", "format"):
                 differences.append(f"{label}: on disk {on_disk!r}, now {wanted.get(key)!r}")
             elif key == "problem":
                 parts = [

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import contiguous_finite, float_tensor, module_argument, positive_int, torch_threads
+from ._checks import (
+    contiguous_finite,
+    float_tensor,
+    module_argument,
+    positive_int,
+    torch_precision,
+    torch_threads,
+)
 from .errors import BackendUnavailableError, InputError, LoweringError
 from .fallback import (
     buffers_for,
@@ -75,6 +82,7 @@ def _choose(
     device: torch.device,
     num_samples: int | None = None,
     dtype: torch.dtype = torch.float32,
+    precision: str = "full",
 ) -> _Choice:
     """What ``backend="auto"`` does; without ``input_shape`` only layer types are checked.
 
@@ -96,7 +104,7 @@ def _choose(
         from . import _fused
 
         compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-        use_fused, why = _fused.cuda_auto_choice(program, num_samples, compute, device)
+        use_fused, why = _fused.cuda_auto_choice(program, num_samples, compute, device, precision)
         if not use_fused:
             return _Choice(f"torch: {why}", None)
         return _Choice(
@@ -119,6 +127,7 @@ def select_program(
     backend: str,
     *,
     log: bool = False,
+    precision: str = "full",
 ) -> Program | None:
     """The lowered program ``sweep`` runs on the fused engine, or None for the torch backend.
 
@@ -132,7 +141,7 @@ def select_program(
         return None
     device, input_shape = inputs.device, tuple(inputs.shape[1:])
     if backend == "auto":
-        choice = _choose(model, input_shape, device, inputs.shape[0], inputs.dtype)
+        choice = _choose(model, input_shape, device, inputs.shape[0], inputs.dtype, precision)
         if log:
             logger.info("sweep backend: %s", choice.explanation)
         if choice.program is None:
@@ -150,7 +159,9 @@ def select_program(
     return program
 
 
-def explain_backend(model: nn.Module, inputs: torch.Tensor | None = None) -> str:
+def explain_backend(
+    model: nn.Module, inputs: torch.Tensor | None = None, *, precision: str = "full"
+) -> str:
     """One line: which backend ``sweep(..., backend="auto")`` uses for ``model`` and why.
 
     With ``inputs`` ([N, ...], float32 or float64) the model is lowered for their
@@ -170,8 +181,11 @@ def explain_backend(model: nn.Module, inputs: torch.Tensor | None = None) -> str
             f"inputs must have shape [N, ...] with N >= 1 (one probe per row), got "
             f"{list(inputs.shape)}"
         )
+    from . import _fused
+
+    _fused.check_precision(precision, inputs.dtype, inputs.device)
     return _choose(
-        model, tuple(inputs.shape[1:]), inputs.device, inputs.shape[0], inputs.dtype
+        model, tuple(inputs.shape[1:]), inputs.device, inputs.shape[0], inputs.dtype, precision
     ).explanation
 
 
@@ -271,6 +285,7 @@ def sweep(
     num_threads: int | None = None,
     chunk_size: int | None = None,
     progress: bool = False,
+    precision: str = "full",
 ) -> torch.Tensor:
     """J(center + c @ directions) for every row c of ``coeffs``, as float64 [G].
 
@@ -300,6 +315,13 @@ def sweep(
     backend, torch's intra-op threads during the call); ``chunk_size`` is the number of
     grid points evaluated at once (default: from a memory budget); ``progress`` shows a
     progress bar.
+
+    ``precision`` is "full" (the dtype's own: float32 or float64 arithmetic throughout, also
+    in the torch backend's cuBLAS and cuDNN calls) or "tf32" (float32 on CUDA only): every
+    Linear and Conv2d multiplies TF32-rounded inputs and weights (10 mantissa bits) and
+    sums in float32, on tensor cores; the fused kernel does it where its tile fits, else
+    torch with cuBLAS/cuDNN in TF32. Measured error against float64: see the README
+    ("Precision").
     """
     if backend not in BACKENDS:
         raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
@@ -314,10 +336,12 @@ def sweep(
     )
     _check_model_takes(model, center, inputs, targets)
     device = inputs.device
+    from . import _fused
 
-    program = select_program(model, inputs, targets, backend, log=True)
+    _fused.check_precision(precision, inputs.dtype, device)
+    program = select_program(model, inputs, targets, backend, log=True, precision=precision)
     if program is None:
-        with torch_threads(num_threads, device):
+        with torch_threads(num_threads, device), torch_precision(precision):
             return torch_sweep(
                 model,
                 center,
@@ -328,8 +352,6 @@ def sweep(
                 chunk_size=chunk_size,
                 progress=progress,
             )
-    from . import _fused
-
     return _fused.fused_sweep(
         program,
         center,
@@ -340,4 +362,5 @@ def sweep(
         num_threads=num_threads,
         chunk_size=chunk_size,
         progress=progress,
+        precision=precision,
     )

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ._checks import positive_int
-from ._fused import HOPPER_SMEM_LIMIT, TileOptions, emulate_tiled_sweep
+from ._fused import HOPPER_SMEM_LIMIT, Precision, TileOptions, emulate_tiled_sweep
 from .lowering import lower
 from .models import flatten_params
 
@@ -64,6 +64,62 @@ def loop_sweep(
     return values
 
 
+def round_to_tf32(values: torch.Tensor) -> torch.Tensor:
+    """``values`` rounded to TF32 (10 mantissa bits, nearest with ties away from zero, as
+    the GPU's cvt.rna.tf32.f32 does), as float32; infinities and NaN pass through."""
+    bits = values.float().contiguous().view(torch.int32)
+    finite = (bits & 0x7F800000) != 0x7F800000
+    rounded = torch.where(finite, bits + 0x1000, bits) & -0x2000  # 0xffffe000
+    return rounded.view(torch.float32)
+
+
+def tf32_twin_sweep(
+    model: nn.Module,
+    center: torch.Tensor,
+    directions: torch.Tensor,
+    coeffs: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """J (float64 [G]) as ``precision="tf32"`` defines it, computed in plain torch.
+
+    Each grid point's parameters are combined in float32 (centre, then each direction in
+    turn, each step one fused multiply-add, as the kernel builds them: the sum rounds once,
+    which matters here because a last-bit difference can move a weight to the next TF32
+    value); every Linear and Conv2d then multiplies TF32-rounded
+    weights by TF32-rounded inputs, and everything else (sums, biases, activations,
+    pooling, the loss) runs in float64. The twin of the TF32 kernel: the two differ only by
+    the kernel's float32 sums and activations.
+    """
+    local = copy.deepcopy(model).to(dtype=torch.float64)
+    layers = [m for m in local.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    hooks = [
+        layer.register_forward_pre_hook(
+            lambda _module, args: (round_to_tf32(args[0]).double(), *args[1:])
+        )
+        for layer in layers
+    ]
+    num_probes = inputs.shape[0]
+    flat_targets = targets.reshape(num_probes, -1).double()
+    values = torch.empty(coeffs.shape[0], dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            for index, point in enumerate(coeffs.float()):
+                params = center.float().clone()
+                for weight, direction in zip(point, directions.float(), strict=True):
+                    # float32 products are exact in float64: one rounding, as an FMA.
+                    params = (params.double() + weight.double() * direction.double()).float()
+                nn.utils.vector_to_parameters(params.double(), local.parameters())
+                for layer in layers:
+                    layer.weight.copy_(round_to_tf32(layer.weight))
+                out = local(inputs.double()).reshape(num_probes, -1)
+                values[index] = (out - flat_targets).square().sum(dim=-1).mean()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return values
+
+
 def emulated_tiled_sweep(
     model: nn.Module,
     center: torch.Tensor,
@@ -75,17 +131,21 @@ def emulated_tiled_sweep(
     tile: TileOptions | None = None,
     reverse: bool = False,
     smem_limit: int = HOPPER_SMEM_LIMIT,
+    precision: Precision = "full",
 ) -> torch.Tensor:
     """J (float64 [G]) as the tiled CUDA kernel computes it, its steps run on the CPU.
 
     The tensors are CPU tensors of one dtype, as ``sweep`` takes them. ``tile`` overrides
     the plan (samples per tile, threads, largest register tile); ``reverse`` runs the
     threads of each step last to first; ``smem_limit`` is the shared memory a block may use
-    (an H100's by default).
+    (an H100's by default); ``precision="tf32"`` runs the TF32 steps, the tensor-core
+    multiply emulated on the kernel's own fragments.
     """
     program = lower(model, tuple(inputs.shape[1:]))
     tensors = [t.detach().contiguous() for t in (center, directions, coeffs, inputs, targets)]
-    return emulate_tiled_sweep(program, *tensors, tile=tile, reverse=reverse, smem_limit=smem_limit)
+    return emulate_tiled_sweep(
+        program, *tensors, tile=tile, reverse=reverse, smem_limit=smem_limit, precision=precision
+    )
 
 
 def _strided_nonsquare() -> nn.Module:

@@ -20,10 +20,10 @@ from torch import nn
 import genni_ext
 from genni_ext import _fused
 from genni_ext._fused import TileOptions, cuda_tile_plan, fused_sweep
-from genni_ext.errors import BackendUnavailableError
+from genni_ext.errors import BackendUnavailableError, InputError
 from genni_ext.lowering import OP_NAMES, lower
 from genni_ext.models import LeNet5, TwoNeuronNet, mlp
-from genni_ext.testing import CONV_NETS, emulated_tiled_sweep
+from genni_ext.testing import CONV_NETS, emulated_tiled_sweep, tf32_twin_sweep
 
 Case = tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 MakeCase = Callable[..., Case]
@@ -186,6 +186,148 @@ def test_emulated_two_neuron_net_in_wide_tiles(make_case: MakeCase, check_j: Che
     _emulated_both_orders(case, check_j)
 
 
+# --- TF32 (precision="tf32") on the CPU ----------------------------------------------------
+# Two checks: the TF32 steps equal their pure-torch twin (TF32-rounded weights and inputs
+# of every Linear/Conv2d, float64 elsewhere) within TF32_TWIN_TOLERANCE, which a wrong
+# fragment index fails; and they stay within TF32_TOLERANCE of float64, the error the
+# README states. Measured over these tests (CPU harness and H200):
+# - against float64: |J_tf32 - J_float64| <= 1.2e-4 S (S as in conftest), relative up to
+#   1.6e-2 where J is small next to S;
+# - against the twin: up to 1.3e-5 S (one probe, LeNet-5 on the H200), 0.9e-6 S on the CPU.
+#   Not float32's 1e-6: a last-bit difference in a float32 sum can move an activation
+#   across a TF32 rounding boundary (one TF32 step is 2^-11 of it) before the next layer.
+TF32_TOLERANCE = (2e-2, 5e-4)  # rtol, atol as a fraction of S
+TF32_TWIN_TOLERANCE = (1e-3, 5e-5)
+
+
+def _float64_j(case: Case) -> torch.Tensor:
+    model, *tensors = case
+    return genni_ext.sweep(model, *(t.double() for t in tensors), backend="torch")
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor, case: Case, tolerance: tuple) -> None:
+    assert got.dtype == torch.float64 and bool(torch.isfinite(got).all()), got
+    scale = max(float(case[5].double().square().sum(dim=1).mean()), float(expected.abs().max()))
+    rtol, atol_fraction = tolerance
+    torch.testing.assert_close(got.cpu(), expected, rtol=rtol, atol=atol_fraction * scale)
+
+
+def check_tf32(got: torch.Tensor, case: Case, twin: bool = True) -> None:
+    """``got`` (TF32 J of a float32 case) is close to the twin (where ``twin``) and to
+    float64 within TF32_TOLERANCE."""
+    if twin:
+        _close(got, tf32_twin_sweep(*case), case, TF32_TWIN_TOLERANCE)
+    _close(got, _float64_j(case), case, TF32_TOLERANCE)
+
+
+def _emulated_tf32_both_orders(case: Case, tile: TileOptions | None = None) -> None:
+    forwards = emulated_tiled_sweep(*case, tile=tile, precision="tf32")
+    check_tf32(forwards, case)
+    backwards = emulated_tiled_sweep(*case, tile=tile, precision="tf32", reverse=True)
+    assert torch.equal(forwards, backwards)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_emulated_tf32_random_mlp(activation: str, depth: int, make_case: MakeCase) -> None:
+    model, features = _random_mlp(depth, activation, bias=depth % 2 == 1)
+    case = make_case(model, (features,), dtype=torch.float32, num_samples=40, num_points=3)
+    _emulated_tf32_both_orders(case)
+
+
+@pytest.mark.parametrize("name", list(CONV_NETS))
+def test_emulated_tf32_conv_net(name: str, make_case: MakeCase) -> None:
+    model, shape = _conv_net(name)
+    _emulated_tf32_both_orders(make_case(model, shape, dtype=torch.float32, num_samples=37))
+
+
+@pytest.mark.parametrize("lenet", LENETS, ids=LENET_IDS)
+def test_emulated_tf32_lenet5(lenet: tuple, make_case: MakeCase) -> None:
+    model, shape = _lenet(lenet)
+    case = make_case(model, shape, dtype=torch.float32, num_samples=21, num_points=2)
+    if _plan(model, shape, 21, scalar_bytes=4, tf32=True)["samples"] == 0:
+        # TF32 tiles hold 16 samples at least: a 3-channel LeNet-5 (272 KB) does not fit.
+        assert shape[0] == 3
+        with pytest.raises(BackendUnavailableError):
+            emulated_tiled_sweep(*case, precision="tf32")
+        return
+    _emulated_tf32_both_orders(case)
+
+
+@pytest.mark.parametrize(
+    "tile",
+    [
+        TileOptions(samples=16, threads=32),
+        TileOptions(samples=32, threads=96),
+        TileOptions(samples=48),
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("num_samples", [1, 15, 17, 40])
+def test_emulated_tf32_tiles_and_probe_counts(
+    tile: TileOptions, num_samples: int, make_case: MakeCase
+) -> None:
+    """One or two 16-sample row tiles per warp item, partial last tiles, one or more warps."""
+    torch.manual_seed(13)
+    model = LeNet5(input_size=16, padding=1, num_outputs=11)
+    case = make_case(model, (1, 16, 16), dtype=torch.float32, num_samples=num_samples, num_points=2)
+    _emulated_tf32_both_orders(case, tile)
+
+
+def test_tf32_plans_run_16_sample_tiles_of_float32() -> None:
+    model, shape = LeNet5(), (1, 28, 28)
+    plan = _plan(model, shape, 100, scalar_bytes=4, tf32=True)
+    assert plan["tf32"] and plan["samples"] % 16 == 0
+    assert _plan(model, shape, 3, scalar_bytes=4, tf32=True)["samples"] == 16
+    with pytest.raises(ValueError, match="float32"):
+        _plan(model, shape, 100, scalar_bytes=8, tf32=True)
+    with pytest.raises(ValueError, match="16"):
+        _plan(model, shape, 100, TileOptions(samples=8), scalar_bytes=4, tf32=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"precision": "bf16"}, "not known"),
+        ({"precision": "tf32"}, "CUDA"),
+        ({"precision": "tf32", "dtype": torch.float64}, "float32"),
+    ],
+)
+def test_bad_precision_is_refused(kwargs: dict, match: str, make_case: MakeCase) -> None:
+    dtype = kwargs.pop("dtype", torch.float32)
+    case = make_case(mlp([3, 4, 1]), (3,), dtype=dtype)
+    with pytest.raises(InputError, match=match):
+        genni_ext.sweep(*case, **kwargs)
+
+
+def test_tf32_options_are_checked_before_the_kernel(make_case: MakeCase) -> None:
+    case = make_case(mlp([3, 4, 1]), (3,), dtype=torch.float32)
+    with pytest.raises(InputError, match="transposed"):
+        emulated_tiled_sweep(*case, tile=TileOptions(layout=1), precision="tf32")
+    with pytest.raises(InputError, match="multiple of 16"):
+        emulated_tiled_sweep(*case, tile=TileOptions(samples=24), precision="tf32")
+
+
+def test_torch_precision_sets_and_restores_torch_flags() -> None:
+    from genni_ext._checks import torch_precision
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    new_api = hasattr(matmul, "fp32_precision")  # torch >= 2.9; mixing the two APIs raises
+
+    def flags() -> tuple[object, object]:
+        if new_api:
+            return matmul.fp32_precision, cudnn.conv.fp32_precision
+        return matmul.allow_tf32, cudnn.allow_tf32
+
+    tf32, full = (("tf32", "tf32"), ("ieee", "ieee")) if new_api else ((True, True), (False, False))
+    before = flags()
+    with torch_precision("tf32"):
+        assert flags() == tf32
+    with torch_precision("full"):
+        assert flags() == full
+    assert flags() == before
+
+
 # --- the plan and the schedule ------------------------------------------------------------
 
 
@@ -195,6 +337,7 @@ def _plan(
     num_samples: int,
     tile: TileOptions | None = None,
     scalar_bytes: int = 8,
+    tf32: bool = False,
 ) -> dict[str, int]:
     """The tiled plan on an H100/H200's shared memory."""
     program = lower(model, shape)
@@ -203,7 +346,7 @@ def _plan(
     return ext.tile_plan(
         program.ops.tolist(), program.slopes.tolist(), program.num_params, num_samples,
         scalar_bytes, options.samples, options.threads, options.max_lanes, options.layout,
-        _fused.HOPPER_SMEM_LIMIT, _fused.HOPPER_SMEM_PER_SM,
+        tf32, _fused.HOPPER_SMEM_LIMIT, _fused.HOPPER_SMEM_PER_SM,
     )  # fmt: skip
 
 
@@ -454,3 +597,49 @@ def test_cuda_auto_backend_follows_the_measured_rule(make_case: MakeCase, check_
     assert explanation.startswith("fused (cuda)") and "reference kernel" in explanation
     cpu_case = make_case(mlp([40000, 3, 1]), (40000,), num_samples=20, num_points=3)
     check_j(genni_ext.sweep(*_to_cuda(cpu_case)).cpu(), _torch(cpu_case), cpu_case)
+
+
+@needs_cuda
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_cuda_tf32_random_mlp(activation: str, depth: int, make_case: MakeCase) -> None:
+    model, features = _random_mlp(depth, activation, bias=depth % 2 == 1)
+    case = make_case(model, (features,), dtype=torch.float32, num_samples=300, num_points=20)
+    check_tf32(_cuda_fused(_to_cuda(case), precision="tf32"), case)
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", list(CONV_NETS))
+def test_cuda_tf32_conv_net(name: str, make_case: MakeCase) -> None:
+    model, shape = _conv_net(name)
+    case = make_case(model, shape, dtype=torch.float32, num_samples=77, num_points=30)
+    check_tf32(_cuda_fused(_to_cuda(case), precision="tf32"), case)
+
+
+@needs_cuda
+@pytest.mark.parametrize("num_samples", [1, 16, 17, 300])
+@pytest.mark.parametrize("lenet", LENETS[:2], ids=LENET_IDS[:2])
+def test_cuda_tf32_lenet5(lenet: tuple, num_samples: int, make_case: MakeCase) -> None:
+    model, shape = _lenet(lenet)
+    case = make_case(model, shape, dtype=torch.float32, num_samples=num_samples, num_points=12)
+    got = _cuda_fused(_to_cuda(case), precision="tf32")
+    check_tf32(got, case)
+    assert torch.equal(_cuda_fused(_to_cuda(case), precision="tf32", chunk_size=5), got)
+
+
+@needs_cuda
+def test_cuda_tf32_through_sweep_and_the_torch_backend(make_case: MakeCase) -> None:
+    """sweep(precision="tf32"): auto takes the tiled TF32 kernel for an MLP and torch.func
+    (cuDNN in TF32) for LeNet-5, as measured; fused and torch within TF32_TOLERANCE."""
+    torch.manual_seed(14)
+    case = make_case(LeNet5(), (1, 28, 28), dtype=torch.float32, num_samples=256, num_points=6)
+    cuda_case = _to_cuda(case)
+    explanation = genni_ext.explain_backend(cuda_case[0], cuda_case[4], precision="tf32")
+    assert explanation.startswith("torch") and "TF32" in explanation
+    check_tf32(genni_ext.sweep(*cuda_case, backend="fused", precision="tf32"), case)
+    check_tf32(genni_ext.sweep(*cuda_case, precision="tf32"), case, twin=False)
+    mlp_case = make_case(mlp([12, 64, 64, 1]), (12,), dtype=torch.float32, num_samples=256)
+    mlp_cuda = _to_cuda(mlp_case)
+    explanation = genni_ext.explain_backend(mlp_cuda[0], mlp_cuda[4], precision="tf32")
+    assert explanation.startswith("fused (cuda)") and "TF32 tensor cores" in explanation
+    check_tf32(genni_ext.sweep(*mlp_cuda, precision="tf32"), mlp_case)

@@ -13,6 +13,10 @@
 # GENNI_GPU_STEPS="build tests bench sanitize profile" picks steps (default: all five); each
 # step but the build has a time limit (GENNI_TESTS_TIMEOUT, GENNI_BENCH_TIMEOUT,
 # GENNI_SANITIZE_TIMEOUT, GENNI_PROFILE_TIMEOUT seconds), so that the check fits a short lease.
+# Narrower runs: GENNI_TESTS_K (pytest -k of the tests step, default "cuda"),
+# GENNI_BENCH_WORKLOADS / GENNI_BENCH_METHODS (benchmarks/test_sweep_cuda.py),
+# GENNI_SANITIZE_TOOLS (default "memcheck racecheck"), GENNI_SANITIZE_QUICK=1 (memcheck on
+# the quick set too).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu-out}
@@ -48,7 +52,7 @@ fi
 
 if step tests; then
   start=$SECONDS
-  timeout "${GENNI_TESTS_TIMEOUT:-200}" pytest python_tests/test_tiled.py python_tests/test_fused.py python_tests/test_cli.py -q -k cuda -p no:cacheprovider \
+  timeout "${GENNI_TESTS_TIMEOUT:-200}" pytest python_tests/test_tiled.py python_tests/test_fused.py python_tests/test_cli.py -q -k "${GENNI_TESTS_K:-cuda}" -p no:cacheprovider \
     > "$OUT/tests.tmp" 2>&1
   record tests $? $((SECONDS - start))
   tail -5 "$OUT/tests.tmp"
@@ -68,9 +72,9 @@ if step bench; then
 fi
 
 if step sanitize; then
-  for tool in memcheck racecheck; do
+  for tool in ${GENNI_SANITIZE_TOOLS:-memcheck racecheck}; do
     start=$SECONDS
-    quick=$([[ $tool == racecheck ]] && echo --quick)
+    quick=$([[ $tool == racecheck || -n ${GENNI_SANITIZE_QUICK:-} ]] && echo --quick)
     timeout "${GENNI_SANITIZE_TIMEOUT:-150}" compute-sanitizer --tool "$tool" --error-exitcode 3 \
       python3 benchmarks/gpu/sanitize.py $quick > "$OUT/sanitize-$tool.tmp" 2>&1
     record "$tool" $? $((SECONDS - start))

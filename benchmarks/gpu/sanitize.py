@@ -2,7 +2,7 @@
 
 Run under the sanitizer: ``compute-sanitizer --tool memcheck python3 benchmarks/gpu/sanitize.py``
 (``--quick``: four models, float32 only, for the slower racecheck). Each sweep is checked
-against torch's J so that a run that completes is also right.
+against torch's J so that a run that completes is also right (TF32 within 3 %).
 """
 
 from __future__ import annotations
@@ -54,20 +54,24 @@ def main() -> None:
             expected = genni_ext.sweep(*case, backend="torch")
             cuda = (copy.deepcopy(model).cuda(), *(t.cuda() for t in case[1:]))
             program = lower(model, shape)
-            for kernel, tile in (
-                ("tiled", None),
-                ("tiled", TileOptions(samples=16, threads=64)),
-                ("reference", None),
-            ):
+            runs = [
+                ("tiled", None, "full"),
+                ("tiled", TileOptions(samples=16, threads=64), "full"),
+                ("reference", None, "full"),
+            ]
+            if dtype == torch.float32:
+                runs += [("tiled", None, "tf32"), ("tiled", TileOptions(samples=16), "tf32")]
+            for kernel, tile, precision in runs:
                 got = fused_sweep(
                     program, *cuda[1:], num_threads=None, chunk_size=None, progress=False,
-                    cuda_kernel=kernel, tile=tile,
+                    cuda_kernel=kernel, tile=tile, precision=precision,
                 ).cpu()  # fmt: skip
                 error = float(((got - expected).abs() / expected.abs().clamp_min(1e-30)).max())
-                limit = 1e-3 if dtype == torch.float32 else 1e-9
+                limit = 1e-9 if dtype == torch.float64 else 3e-2 if precision == "tf32" else 1e-3
                 status = "ok" if error < limit else "WRONG"
                 print(
-                    f"{name:28s} {dtype!s:14s} {kernel:9s} {tile} rel. error {error:.1e} {status}"
+                    f"{name:28s} {dtype!s:14s} {kernel:9s} {precision:4s} {tile} "
+                    f"rel. error {error:.1e} {status}"
                 )
                 if status != "ok":
                     raise SystemExit(1)

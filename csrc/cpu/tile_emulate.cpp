@@ -3,6 +3,7 @@
 // wrote, so running the threads forwards or backwards must give the same J; the tests
 // check both against torch.
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "../genni/sweep.h"
@@ -10,13 +11,15 @@
 
 namespace genni {
 
-template <typename S>
-void sweep_tile_emulated(const Program& program, const SweepArgs<S>& a, const TilePlan& plan,
-                         double* partial, bool reverse) {
+namespace {
+
+template <typename S, bool Tf32>
+void emulate(const Program& program, const SweepArgs<S>& a, const TilePlan& plan, double* partial,
+             bool reverse) {
   std::vector<S> params(plan.param_elems);
   std::vector<S> smem(plan.smem_bytes / sizeof(S));
   const TileData<S> data{params.data(), a.inputs, a.targets, a.num_points, a.num_samples};
-  TileBlock<S> block(program, plan, data, smem.data());
+  TileBlock<S, Tf32> block(program, plan, data, smem.data());
   std::vector<double> sums(plan.threads);
   const int threads = plan.threads;
   auto each_thread = [&](auto&& step) {
@@ -55,6 +58,20 @@ void sweep_tile_emulated(const Program& program, const SweepArgs<S>& a, const Ti
       partial[g * plan.tiles + tile] = total;
     }
   }
+}
+
+}  // namespace
+
+template <typename S>
+void sweep_tile_emulated(const Program& program, const SweepArgs<S>& a, const TilePlan& plan,
+                         double* partial, bool reverse) {
+  if constexpr (std::is_same<S, float>::value) {
+    if (plan.tf32) {
+      emulate<S, true>(program, a, plan, partial, reverse);
+      return;
+    }
+  }
+  emulate<S, false>(program, a, plan, partial, reverse);
 }
 
 template void sweep_tile_emulated<float>(const Program&, const SweepArgs<float>&, const TilePlan&,

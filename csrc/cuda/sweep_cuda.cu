@@ -48,6 +48,12 @@ CudaLimits cuda_limits() {
   check(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
         "cudaDeviceGetAttribute");
   limits.smem_per_sm = per_sm;
+  int major = 0, minor = 0;
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+        "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device),
+        "cudaDeviceGetAttribute");
+  limits.compute_capability = major * 10 + minor;
   // The kernel's static shared memory (the warp sums) comes out of the same budget.
   limits.smem_optin = smem - int64_t(kTileMaxThreads / 32) * int64_t(sizeof(double));
   return limits;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "../genni/ops.h"
 #include "../genni/sweep.h"
@@ -116,14 +117,14 @@ __global__ void build_params_kernel(const __grid_constant__ Program program,
   }
 }
 
-template <typename S>
+template <typename S, bool Tf32>
 __global__ void __launch_bounds__(kTileMaxThreads, kTileBlocksPerSm)
     tile_kernel(const __grid_constant__ Program program, const __grid_constant__ TilePlan plan,
                 const __grid_constant__ TileData<S> data, double* partial) {
   extern __shared__ float4 shared_vectors[];  // 16-byte aligned
   __shared__ double warp_sums[kTileMaxThreads / 32];
   S* smem = reinterpret_cast<S*>(shared_vectors);
-  TileBlock<S> block(program, plan, data, smem);
+  TileBlock<S, Tf32> block(program, plan, data, smem);
   const int thread = threadIdx.x, threads = blockDim.x;
   const int64_t items = data.num_points * plan.tiles;
   // item = g * tiles + tile, advanced by gridDim with a carry instead of a division.
@@ -168,14 +169,14 @@ __global__ void __launch_bounds__(kTileMaxThreads, kTileBlocksPerSm)
   }
 }
 
-template <typename S>
+template <typename S, bool Tf32>
 void launch_tiled(const Program& program, const SweepArgs<S>& args, const TilePlan& plan, S* params,
                   double* partial, cudaStream_t stream) {
-  check(cudaFuncSetAttribute(tile_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  check(cudaFuncSetAttribute(tile_kernel<S, Tf32>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(plan.smem_bytes)),
         "cudaFuncSetAttribute");
   int per_sm = 0;
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, tile_kernel<S>, plan.threads,
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, tile_kernel<S, Tf32>, plan.threads,
                                                       static_cast<size_t>(plan.smem_bytes)),
         "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
   if (per_sm < 1)
@@ -184,7 +185,7 @@ void launch_tiled(const Program& program, const SweepArgs<S>& args, const TilePl
   const int64_t blocks = std::max<int64_t>(
       1, std::min<int64_t>(items, int64_t(per_sm) * cuda_limits().multiprocessors));
   const TileData<S> data{params, args.inputs, args.targets, args.num_points, args.num_samples};
-  tile_kernel<S><<<static_cast<unsigned>(blocks), plan.threads, plan.smem_bytes, stream>>>(
+  tile_kernel<S, Tf32><<<static_cast<unsigned>(blocks), plan.threads, plan.smem_bytes, stream>>>(
       program, plan, data, partial);
   check(cudaGetLastError(), "tiled sweep launch");
 }
@@ -226,7 +227,13 @@ void sweep_cuda_tiled(const Program& program, const SweepArgs<S>& args, const Ti
       <<<static_cast<unsigned>(build_blocks), build_threads, 0, s>>>(program, plan, args, params);
   check(cudaGetLastError(), "parameter build launch");
 
-  launch_tiled<S>(program, args, plan, params, partial, s);
+  if constexpr (std::is_same<S, float>::value) {
+    if (plan.tf32) {
+      launch_tiled<S, true>(program, args, plan, params, partial, s);
+      return;
+    }
+  }
+  launch_tiled<S, false>(program, args, plan, params, partial, s);
 }
 
 }  // namespace genni

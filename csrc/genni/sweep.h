@@ -57,6 +57,7 @@ struct CudaLimits {
   int64_t smem_optin;   // per block, less the tiled kernel's static shared memory
   int64_t smem_per_sm;  // per multiprocessor
   int multiprocessors;
+  int compute_capability;  // major * 10 + minor
 };
 CudaLimits cuda_limits();
 
