@@ -319,7 +319,7 @@ def _tensor_hash(*tensors: torch.Tensor) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).astimezone().isoformat(timespec="seconds")
 
 
 def _version() -> str:
