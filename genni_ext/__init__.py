@@ -16,7 +16,7 @@ from .errors import BackendUnavailableError, GenniError, InputError, LoweringErr
 from .grid import Grid, GridResult, Marker, sweep_grid
 from .problem import Problem
 from .search import SearchResult, search
-from .store import Experiment, StoreError, genni_home
+from .store import Experiment, StoreError, genni_home, open_grid
 from .subspace import Subspace
 from .sweep import explain_backend, sweep
 
@@ -66,6 +66,7 @@ __all__ = [
     "explain_backend",
     "genni_home",
     "models",
+    "open_grid",
     "search",
     "sweep",
     "sweep_grid",

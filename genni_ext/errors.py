@@ -35,3 +35,8 @@ class LoweringError(GenniError, ValueError):
 
 class BackendUnavailableError(GenniError, RuntimeError):
     """The requested backend is not built into this install or cannot run here."""
+
+
+class StoreError(GenniError, RuntimeError):
+    """What is on disk does not fit the request: a missing, partial or damaged result, or a
+    sweep resumed with different inputs. The message says what to do."""

@@ -30,6 +30,8 @@ from .errors import InputError
 from .subspace import Subspace
 
 if TYPE_CHECKING:
+    import xarray
+
     from .problem import Problem
 
 # A grid larger than this is almost certainly a typo (n and dim swapped, say); its
@@ -365,6 +367,14 @@ class GridResult:
                 yield subspace.params(coeffs[first : first + chunk_size])
 
         return chunks()
+
+    def to_xarray(self) -> xarray.DataArray:
+        """J as an ``xarray.DataArray`` named "J": dims c1..cm with the axes as coordinates
+        (a coefficient list: dim "point", each coefficient a coordinate along it), the
+        metadata in ``attrs["genni_metadata"]``."""
+        from .grid_store import data_array
+
+        return data_array(self.values, self.grid, self.metadata)
 
     def equals(self, other: GridResult) -> bool:
         """Same values (torch.equal), grid, markers and metadata (compared as JSON)."""

@@ -31,15 +31,34 @@ torch parallelises over the K starts one matrix at a time; a second thread then 
 a hand-off per op, and on a shared machine a stall whenever the other thread is not
 scheduled. Measured on 2 cores with another process busy: 6.6 ms instead of 10 µs per such
 matmul, and the paper's search at 55 ms instead of 1.9 ms per step.
+
+On a Dask cluster (``client=``, see :mod:`genni_ext.cluster`) the K starts are cut into
+contiguous groups, one per worker thread and at least two starts each; every group runs
+this module's loop as one task, and the groups are put back together in order, so the
+SearchResult has the local run's fields, order, seeds and config. With ``tol`` a group that
+meets it before the others is run again up to the common stopping point (its trajectory is
+deterministic). A worker's exception is raised on the client (same type and message, as
+long as it pickles), and its NaN warning is logged there, as locally. The values are the
+local run's bitwise where torch's batched kernels compute each start alone: measured on
+CPU for the paper's net and MLPs (float32 and float64; SGD, momentum, Adam; K = 1..8 on 2
+workers), and for LeNet-5 in float32. Float64 conv kernels round differently for another
+number of starts in the batch or another thread count: LeNet-5's J differs by up to 9e-16
+relative and its parameters by up to 6e-17 after 40 steps. A group of one start would
+differ more (a conv's weight gradient under vmap takes another kernel for a batch of one:
+1e-7 in float32 after 60 steps), hence the two-start minimum. The tests
+(``python_tests/test_search_dask.py``) assert bitwise equality for the first and the
+measured bound for the second.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -56,9 +75,13 @@ from ._checks import (
     seed_argument,
     torch_threads,
 )
+from .cluster import check_client, require_distributed
 from .errors import InputError
 from .models import flatten_params
 from .problem import Problem
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger("genni_ext")
 
@@ -211,6 +234,19 @@ def _validate(
         raise InputError(f"progress must be True or False, got {progress!r}")
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """A search's checked settings: what a group of starts needs to run, here or on a worker."""
+
+    steps: int
+    lr: float
+    batch: int
+    optimizer: str
+    momentum: float
+    tol: float | None
+    record_every: int
+
+
 class _Optimizer:
     """SGD (with momentum) or Adam on a [K, P] batch, as torch.optim computes them."""
 
@@ -251,6 +287,7 @@ def search(
     seed: int = 0,
     record_every: int = 100,
     progress: bool = True,
+    client: Client | None = None,
 ) -> SearchResult:
     """Minimise J from K starts by minibatch SGD or Adam, all starts in one batch.
 
@@ -270,8 +307,14 @@ def search(
     ``progress`` shows a tqdm bar with the best and worst J at the last record point.
 
     Memory: one step holds K x ``batch_size`` samples' activations and their gradients.
+
+    ``client``: a ``distributed.Client`` (:mod:`genni_ext.cluster`) to run the starts on
+    its workers, in contiguous groups, one per worker thread; the result is that of the
+    local run (see the module docstring for how exactly) and ``progress`` counts groups.
     """
     _validate(problem, steps, lr, batch_size, optimizer, momentum, tol, record_every, progress)
+    if client is not None:
+        check_client(client)
     checked = _check_starts(problem, starts)
     count = checked if isinstance(checked, int) else checked.shape[0]
     seed_argument(seed, "seed", draws=count + 1)  # start k uses seed + 1 + k
@@ -289,8 +332,15 @@ def search(
         initial = checked
 
     batch = min(batch_size, problem.num_probes)
-    gradients = vmap(grad(problem._minibatch_loss))
-    update = _Optimizer(optimizer, float(lr), float(momentum), initial)
+    settings = _Settings(
+        steps=steps,
+        lr=float(lr),
+        batch=batch,
+        optimizer=optimizer,
+        momentum=float(momentum),
+        tol=None if tol is None else float(tol),
+        record_every=record_every,
+    )
     config = {
         "steps": steps,
         "lr": float(lr),
@@ -305,7 +355,30 @@ def search(
         "probes_hash": problem.probes_hash,
         "constant_loss": problem.constant_loss,
     }
-    small = count * batch * problem._activations_per_sample < SMALL_STEP
+    if client is None:
+        result = _run_group(problem, initial, seeds, settings, progress=progress)
+    else:
+        result = _run_on_cluster(client, problem, initial, seeds, settings, progress=progress)
+    config["steps_run"] = result.config["steps_run"]
+    return dataclasses.replace(result, config=config)
+
+
+def _run_group(
+    problem: Problem,
+    initial: torch.Tensor,
+    seeds: list[int],
+    settings: _Settings,
+    *,
+    stop_from: int = 0,
+    progress: bool = False,
+    warn: bool = True,
+) -> SearchResult:
+    """Run the starts ``initial`` (seeds ``seeds``) as one vmap batch: the whole local search,
+    or one Dask task. ``config`` of the result holds only ``steps_run``; ``stop_from`` and
+    ``warn`` as in :func:`_descend`."""
+    gradients = vmap(grad(problem._minibatch_loss))
+    update = _Optimizer(settings.optimizer, settings.lr, settings.momentum, initial)
+    small = initial.shape[0] * settings.batch * problem._activations_per_sample < SMALL_STEP
     with torch_threads(1 if small else None, problem.theta.device):
         return _descend(
             problem,
@@ -313,13 +386,118 @@ def search(
             seeds,
             gradients,
             update,
-            steps=steps,
-            batch=batch,
-            tol=tol,
-            record_every=record_every,
+            steps=settings.steps,
+            batch=settings.batch,
+            tol=settings.tol,
+            record_every=settings.record_every,
             progress=progress,
-            config=config,
+            config={},
+            stop_from=stop_from,
+            warn=warn,
         )
+
+
+def _group_bounds(count: int, slots: int) -> list[tuple[int, int]]:
+    """Contiguous ``[first, last)`` groups of ``count`` starts for ``slots`` worker threads:
+    one per slot, sizes as even as possible (the larger first), and at least two starts per
+    group when ``count`` >= 2 (a conv layer's weight gradient under vmap takes another kernel
+    path for a batch of one; see the module docstring)."""
+    groups = max(1, min(slots, count // 2))
+    size, extra = divmod(count, groups)
+    bounds, first = [], 0
+    for index in range(groups):
+        last = first + size + (1 if index < extra else 0)
+        bounds.append((first, last))
+        first = last
+    return bounds
+
+
+def _run_on_cluster(
+    client: Client,
+    problem: Problem,
+    initial: torch.Tensor,
+    seeds: list[int],
+    settings: _Settings,
+    *,
+    progress: bool,
+) -> SearchResult:
+    """Run the starts in groups on ``client``'s workers and put the groups back together.
+
+    With ``tol``, a group that meets it at an earlier record point than the others is run
+    again (its trajectory is deterministic) with ``stop_from`` at the latest group's point,
+    until every group stops at the same point: the first where every start has J < tol.
+    """
+    distributed = require_distributed()
+    bounds = _group_bounds(initial.shape[0], sum(client.nthreads().values()))
+    shared = client.scatter(problem, broadcast=True, hash=False)
+    results: list[SearchResult] = []
+    pending = dict.fromkeys(range(len(bounds)), 0)  # group -> stop_from
+    with tqdm(total=len(bounds), disable=not progress, unit="group", desc="search") as bar:
+        while pending:
+            futures = {
+                client.submit(
+                    _run_group,
+                    shared,
+                    # A view may carry the whole [K, P] storage when pickled.
+                    initial[bounds[index][0] : bounds[index][1]].clone(),
+                    seeds[bounds[index][0] : bounds[index][1]],
+                    settings,
+                    stop_from=stop_from,
+                    warn=False,
+                    pure=False,
+                ): index
+                for index, stop_from in pending.items()
+            }
+            finished: dict[int, SearchResult] = {}
+            try:
+                for future in distributed.as_completed(futures):
+                    finished[futures[future]] = future.result()  # a worker's error raises here
+                    bar.update(1)
+            except BaseException:
+                client.cancel(list(futures))
+                raise
+            if not results:
+                results = [finished[index] for index in range(len(bounds))]
+            else:
+                for index, result in finished.items():
+                    results[index] = result
+            losses = torch.cat([result.losses for result in results])
+            bar.set_postfix(best=f"{float(losses.min()):.3g}", worst=f"{float(losses.max()):.3g}")
+            stop = max(result.config["steps_run"] for result in results)
+            pending = {
+                index: stop
+                for index, result in enumerate(results)
+                if result.config["steps_run"] != stop
+            }
+            bar.total += len(pending)
+    history = torch.cat([result.history for result in results])
+    history_steps = results[0].history_steps
+    _report_non_finite(history, history_steps)
+    return SearchResult(
+        params=torch.cat([result.params for result in results]),
+        losses=torch.cat([result.losses for result in results]),
+        history=history,
+        history_steps=history_steps,
+        starts=initial,
+        seeds=seeds,
+        config={"steps_run": stop},
+    )
+
+
+def _warn_non_finite(losses: torch.Tensor, step: int) -> None:
+    """Log which starts' J (``losses``, [K]) is NaN or Inf after ``step`` steps."""
+    bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
+    logger.warning("search: J of start(s) %s is NaN or Inf after %d steps; lower lr", bad, step)
+
+
+def _report_non_finite(history: torch.Tensor, history_steps: torch.Tensor) -> None:
+    """The warning of a local run, from the whole history: the first record point after
+    the start where some J is NaN or Inf."""
+    finite = torch.isfinite(history[:, 1:]).all(dim=0)
+    columns = (~finite).nonzero().flatten().tolist()
+    if columns:
+        column = columns[0] + 1
+        _warn_non_finite(history[:, column], int(history_steps[column]))
 
 
 def _descend(
@@ -335,8 +513,14 @@ def _descend(
     record_every: int,
     progress: bool,
     config: dict,
+    stop_from: int = 0,
+    warn: bool = True,
 ) -> SearchResult:
-    """The loop of :func:`search` on checked arguments; fills in ``config["steps_run"]``."""
+    """The loop of :func:`search` on checked arguments; fills in ``config["steps_run"]``.
+
+    With ``tol``, stop at the first record point at or after step ``stop_from`` where every
+    start has J < tol. ``warn``: log the first record point with a NaN or Inf J.
+    """
     num_probes = problem.num_probes
     per_epoch = math.ceil(num_probes / batch)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
@@ -344,7 +528,8 @@ def _descend(
     params = initial.clone()
     losses = problem._evaluate(params)
     history, recorded = [losses], [0]
-    steps_run = 0 if tol is not None and bool((losses < tol).all()) else steps
+    at_start = tol is not None and stop_from == 0 and bool((losses < tol).all())
+    steps_run = 0 if at_start else steps
     order = torch.empty(0, dtype=torch.int64)
     warned = False
     with tqdm(total=steps_run, disable=not progress, unit="step", desc="search") as bar:
@@ -365,13 +550,10 @@ def _descend(
             history.append(losses)
             recorded.append(step)
             bar.set_postfix(best=f"{float(losses.min()):.3g}", worst=f"{float(losses.max()):.3g}")
-            if not warned and not bool(torch.isfinite(losses).all()):
+            if warn and not warned and not bool(torch.isfinite(losses).all()):
                 warned = True
-                bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
-                logger.warning(
-                    "search: J of start(s) %s is NaN or Inf after %d steps; lower lr", bad, step
-                )
-            if tol is not None and bool((losses < tol).all()):
+                _warn_non_finite(losses, step)
+            if tol is not None and step >= stop_from and bool((losses < tol).all()):
                 steps_run = step
                 break
 

@@ -5,157 +5,91 @@ Layout under the home (see :func:`genni_home`)::
     experiments/<experiment>/
         config.yml                       the run's configuration (YAML)
         searches/<search>/               one SearchResult
-            params.npy losses.npy history.npy history_steps.npy starts.npy
+            search.zarr/                 params, starts, losses, history, history_steps
+                                         (genni_ext.search_store)
             metadata.json                seeds, config, the problem's description
         grids/<grid>/                    one GridResult, and the subspace it lies on
-            manifest.json                what the sweep is of (hashes), chunking
+            grid.zarr/                   J as a zarr v3 array (genni_ext.grid_store), with
+                                         the manifest (what the sweep is of) and coordinates
+            done/<k>.json                chunk k written: its checksum and compute time
             grid.json coeffs.npy axis_<i>.npy
-            subspace_center.npy subspace_basis.npy subspace_points.npy
-            chunks/chunk_<k>.npz         J on grid points [k·c, (k+1)·c) while running
-            values.npy markers.json
+            subspace_center.npy subspace_basis.npy subspace_points.npy subspace.json
+            markers.json
             metadata.json                written last: its presence means "complete"
         plots/
 
-Arrays are ``.npy`` files (readable with numpy alone, without torch or this package);
-metadata is JSON. Every file is written atomically: to a temporary file in the same
-folder (named ``.<name>.<random>.tmp``), flushed and fsynced, then ``os.replace``-d over
-the target, so a crash leaves either the old file or the new one, never half of one. A
-search is written as a whole folder the same way (staged in a temporary folder, then
-renamed into place). Names that start with a dot are reserved for these temporary
-files, so experiment, search and grid names may not.
+A grid's small arrays are ``.npy`` files (readable with numpy alone); J and searches are
+zarr, which xarray, Dask and zarr itself read (``Experiment.open_grid``,
+``Experiment.open_search``, ``xarray.open_zarr``); metadata is JSON. Every file is written
+atomically (genni_ext.files), so a crash leaves either the old file or the new one, never
+half of one. A search is written as a whole folder the same way. Names that start with a
+dot are reserved for temporary files.
 
-:meth:`Experiment.run_sweep` writes a grid in chunks of ``chunk_points`` grid points,
-each chunk its own file as soon as it is computed, next to a manifest that pins the
-problem (hashes of θ and of the probes, the model), the subspace, the grid, the dtype,
-the backend and the chunking. Calling it again with the same arguments after an
-interruption (Ctrl-C, a kill, a crash) computes only the chunks that are missing; with
-different arguments it refuses and says what differs. Each chunk is evaluated with
-:func:`genni_ext.sweep` on a slice of ``grid.coeffs``; the fused CPU engine computes every
-grid point independently and in a fixed order, so the assembled values equal an
-uninterrupted :func:`genni_ext.grid.sweep_grid` bit for bit. One process at a time may
-run a given grid's sweep (an advisory lock says so where ``fcntl`` exists).
+:meth:`Experiment.run_sweep` computes a grid in the chunks of a ChunkPlan, each written to
+the zarr array as soon as it is computed, and pins the problem (hashes of θ, the probes
+and the targets, the model), the subspace, the grid, the dtype, the precision, the backend
+and the chunking in the manifest. Calling it again after an interruption (Ctrl-C, a kill,
+a crash) computes only the chunks that are missing or damaged; with different arguments
+it refuses and says what differs. With a Dask client each missing chunk is a task on the
+cluster. The fused CPU engine computes every grid point independently and in a fixed
+order, so the assembled values equal an uninterrupted :func:`genni_ext.grid.sweep_grid` bit
+for bit. One process at a time may run a given grid's sweep (an advisory lock says so
+where ``fcntl`` exists). Grids of the store's first format (values.npy) are still read.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime as _dt
-import hashlib
-import io
 import json
 import math
 import os
 import re
-import shutil
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping
+import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
+from . import grid_store, search_store
 from ._checks import device_label, positive_int
-from .errors import GenniError, InputError
+from .chunk_runs import ChunkTask, ConfigSource, ProblemSource, run_local, run_on_cluster
+from .chunks import ChunkPlan, auto_chunk_points
+from .errors import InputError, StoreError
+from .files import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    exclusive,
+    folder_size,
+    json_text,
+    now,
+    package_version,
+    read_array,
+    read_json,
+    remove_temporaries,
+    staged_folder,
+    tensor_hash,
+    write_array,
+    write_json,
+)
+from .home import check_name, genni_home
 
 if TYPE_CHECKING:
+    import xarray
+
     from .grid import Grid, GridResult
     from .problem import Problem
     from .search import SearchResult
     from .subspace import Subspace
 
-FORMAT = 1
-HOME_ENV = "GENNI_HOME"
-HOME_FILE = "genni.yml"
-DEFAULT_HOME = "genni_home"
+FORMAT = 2  # 2: grids as zarr (grid.zarr, done/); 1: values.npy and chunks/*.npz
 _CHUNK_RE = re.compile(r"^chunk_(\d{6,})\.npz$")
 # Work per chunk when chunk_points is left to the store: 1-5 s on two cores (the fused
 # engine runs LeNet-5 at ~130 GFLOP/s there), so an interruption loses little and the
 # chunk files stay few.
 _FLOPS_PER_CHUNK = 2e11
-
-
-class StoreError(GenniError, RuntimeError):
-    """What is on disk does not fit the request: a missing or partial result, or a sweep
-    resumed with different inputs. The message says what to do."""
-
-
-# --- names and the home ---------------------------------------------------------------------
-
-
-def check_name(name: object, what: str = "name") -> str:
-    """``name`` if it can name a folder of the store, else InputError saying why.
-
-    Not empty, no path separators, not "." or "..", no leading dot (reserved for
-    temporary files), no control characters, at most 255 characters.
-    """
-    if not isinstance(name, str):
-        raise InputError(f"{what} must be a string, got {type(name).__name__}")
-    problem = None
-    if not name or not name.strip():
-        problem = "is empty"
-    elif "/" in name or "\\" in name or (os.altsep and os.altsep in name):
-        problem = "contains a path separator"
-    elif name.startswith("."):
-        problem = "starts with a dot (reserved for the store's temporary files)"
-    elif any(ord(char) < 32 or ord(char) == 127 for char in name):
-        problem = "contains a control character"
-    elif len(name) > 255:
-        problem = "is longer than 255 characters"
-    if problem is not None:
-        raise InputError(
-            f"{what} {name!r} {problem}; use a plain folder name such as 'lenet_run1' "
-            "(letters, digits, '-', '_', '.')"
-        )
-    return name
-
-
-def genni_home(cwd: str | os.PathLike[str] | None = None) -> Path:
-    """The experiments home, as an absolute path (not created here).
-
-    1. The ``GENNI_HOME`` environment variable, if set and not empty (relative paths are
-       taken from the working directory).
-    2. Else ``genni_home:`` in a ``genni.yml`` in the working directory (relative paths
-       are taken from that file's folder).
-    3. Else ``./genni_home``.
-
-    ``cwd`` stands in for the working directory.
-    """
-    base = Path.cwd() if cwd is None else Path(cwd)
-    base = base.absolute()
-    env = os.environ.get(HOME_ENV, "")
-    if env.strip():
-        return (base / Path(env).expanduser()).absolute()
-    settings = base / HOME_FILE
-    if settings.is_file():
-        import yaml
-
-        try:
-            content = yaml.safe_load(settings.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise InputError(f"{settings} is not valid YAML: {error}") from error
-        if content is not None and not isinstance(content, Mapping):
-            raise InputError(
-                f"{settings} must hold a mapping such as 'genni_home: path/to/home', got "
-                f"{type(content).__name__}"
-            )
-        unknown = sorted(str(key) for key in (content or {}) if key != "genni_home")
-        if unknown:
-            raise InputError(
-                f"{settings}: unknown key(s) {', '.join(unknown)}; the only key is "
-                "'genni_home: path/to/home'"
-            )
-        value = (content or {}).get("genni_home")
-        if value is not None:
-            if not isinstance(value, str) or not value.strip():
-                raise InputError(
-                    f"{settings}: key 'genni_home' must be a non-empty path string, got {value!r}"
-                )
-            return (base / Path(value).expanduser()).absolute()
-    return base / DEFAULT_HOME
 
 
 def list_experiments(home: str | os.PathLike[str] | None = None) -> list[Experiment]:
@@ -169,175 +103,6 @@ def list_experiments(home: str | os.PathLike[str] | None = None) -> list[Experim
         for entry in sorted(folder.iterdir())
         if entry.is_dir() and not entry.name.startswith(".")
     ]
-
-
-# --- atomic writes --------------------------------------------------------------------------
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (best effort: not every OS allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once: os.umask can only be read by setting it, which is not thread-safe.
-_FILE_MODE = 0o666 & ~_read_umask()
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
-    """Write ``path`` atomically: ``write(file)`` fills a temporary file in the same folder,
-    which is flushed, fsynced and renamed over ``path``. If ``write`` raises, the temporary
-    file is removed and ``path`` is left as it was. The folder is created if needed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, _FILE_MODE)  # mkstemp makes 0600; give the usual mode
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda handle: handle.write(data))
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _json_text(value: object) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=True) + "\n"
-
-
-def _write_json(path: Path, value: object) -> None:
-    atomic_write_text(path, _json_text(value))
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _array(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().cpu().contiguous().numpy()
-
-
-def _write_array(path: Path, tensor: torch.Tensor) -> None:
-    array = _array(tensor)
-    atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
-
-
-def _read_array(path: Path) -> torch.Tensor:
-    return torch.from_numpy(np.load(path, allow_pickle=False))
-
-
-@contextlib.contextmanager
-def _staged_folder(target: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; on success it replaces ``target``
-    (renamed into place), on an exception it is removed and ``target`` is untouched."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield staging
-        _fsync_dir(staging)
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.{os.getpid()}.{time.time_ns()}.old"
-            os.replace(target, old)
-        os.replace(staging, target)
-        _fsync_dir(target.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _remove_temporaries(folder: Path) -> None:
-    """Remove temporary files that an interrupted writer left in ``folder``."""
-    if not folder.is_dir():
-        return
-    for entry in folder.iterdir():
-        if entry.name.startswith(".") and entry.name.endswith((".tmp", ".old")):
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path, what: str) -> Iterator[None]:
-    """Hold an advisory lock on ``lock_path`` (released when the process dies, too)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no lock
-        yield
-        return
-    with open(lock_path, "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(
-                f"another process is writing {what} ({lock_path.parent}); wait for it to "
-                "finish, or stop it and run this again to resume"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _tensor_hash(*tensors: torch.Tensor) -> str:
-    """sha256 (first 16 hex digits) over the dtypes, shapes and bytes of ``tensors``."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        array = _array(tensor)
-        digest.update(f"{array.dtype.str}{list(array.shape)};".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).astimezone().isoformat(timespec="seconds")
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-def folder_size(path: Path) -> int:
-    """Bytes in the files under ``path`` (0 if it does not exist)."""
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += (Path(root) / name).stat().st_size
-    return total
 
 
 # --- sweep status ---------------------------------------------------------------------------
@@ -360,20 +125,6 @@ class SweepStatus:
     def chunks_missing(self) -> int:
         """Chunks still to compute (0 when complete)."""
         return 0 if self.complete else self.num_chunks - self.chunks_done
-
-
-def auto_chunk_points(problem: Problem, num_points: int) -> int:
-    """Grid points per chunk for about 2·10¹¹ flops of forward work (1-5 s on two cores),
-    so an interruption loses little and the chunk files stay few (at most ``num_points``)."""
-    flops = None
-    with contextlib.suppress(Exception):
-        from .lowering import lower
-
-        flops = lower(problem.model, tuple(problem.inputs.shape[1:])).flops_per_sample
-    if not flops:
-        flops = 2 * problem.num_params
-    per_point = max(1, int(flops)) * problem.num_probes
-    return max(1, min(num_points, math.ceil(_FLOPS_PER_CHUNK / per_point)))
 
 
 # --- the experiment -------------------------------------------------------------------------
@@ -462,7 +213,7 @@ class Experiment:
         """Write the JSON-able mapping ``analysis`` to ``analysis.json``."""
         if not isinstance(analysis, Mapping):
             raise InputError(f"analysis must be a mapping, got {type(analysis).__name__}")
-        _write_json(self.analysis_path, dict(analysis))
+        write_json(self.analysis_path, dict(analysis))
         return self.analysis_path
 
     def load_analysis(self) -> dict[str, Any] | None:
@@ -470,7 +221,7 @@ class Experiment:
         if not self.analysis_path.is_file():
             return None
         try:
-            return _read_json(self.analysis_path)
+            return read_json(self.analysis_path)
         except (OSError, ValueError) as error:
             raise StoreError(
                 f"{self.analysis_path} is damaged ({error}); run `genni analyse "
@@ -500,7 +251,15 @@ class Experiment:
                 f"experiment '{self.name}' has no config.yml ({self.config_path}); run "
                 "`genni search --config FILE` first"
             )
-        content = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        redo = "fix it, or write it again with `genni search --config FILE`"
+        try:
+            content = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise StoreError(f"{self.config_path} cannot be read ({error}); {redo}") from None
+        if content is not None and not isinstance(content, Mapping):
+            raise StoreError(
+                f"{self.config_path} holds a {type(content).__name__}, not a mapping; {redo}"
+            )
         return dict(content or {})
 
     # --- searches ---------------------------------------------------------------------------
@@ -541,8 +300,8 @@ class Experiment:
                 for key, value in tensors.items()
             },
             "problem": problem.describe() if problem is not None else None,
-            "version": _version(),
-            "saved": _now(),
+            "version": package_version(),
+            "saved": now(),
         }
         try:
             text = json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
@@ -550,9 +309,8 @@ class Experiment:
             raise InputError(
                 f"the search's non-tensor fields must be JSON-able (seeds, config): {error}"
             ) from error
-        with _staged_folder(target) as staging:
-            for key, value in tensors.items():
-                _write_array(staging / f"{key}.npy", value)
+        with staged_folder(target) as staging:
+            search_store.write(staging, tensors)
             atomic_write_text(staging / "metadata.json", text)
         return target
 
@@ -565,7 +323,13 @@ class Experiment:
                 f"experiment '{self.name}' has no search '{name}' ({path.parent}; searches: "
                 f"{have}); run `genni search` first"
             )
-        return _read_json(path)
+        metadata = _load(path, read_json, self._search_redo(name))
+        if not isinstance(metadata, dict) or not {"fields", "tensors"} <= metadata.keys():
+            raise StoreError(f"{path} is not a search's metadata; {self._search_redo(name)}")
+        return metadata
+
+    def _search_redo(self, name: str) -> str:
+        return f"delete {self.search_dir(name)} and run `genni search` again"
 
     def load_search(self, name: str = "search") -> SearchResult:
         """The SearchResult saved as ``name`` (tensors on the CPU)."""
@@ -574,9 +338,30 @@ class Experiment:
         metadata = self.search_metadata(name)
         folder = self.search_dir(name)
         values: dict[str, Any] = dict(metadata["fields"])
+        redo = self._search_redo(name)
         for key in metadata["tensors"]:
-            values[key] = _read_array(folder / f"{key}.npy")
-        return SearchResult(**values)
+            if search_store.exists(folder):
+                values[key] = _load_zarr(folder, key, redo)
+            else:  # the first store format: one .npy file per tensor
+                values[key] = _load(folder / f"{key}.npy", read_array, redo)
+        try:
+            return SearchResult(**values)
+        except (TypeError, ValueError) as error:
+            raise StoreError(
+                f"search '{name}' in {folder} does not fit together ({error}); "
+                f"{self._search_redo(name)}"
+            ) from None
+
+    def open_search(self, name: str = "search") -> xarray.Dataset:
+        """Search ``name``'s arrays as an xarray Dataset (dims start, parameter, record)."""
+        self.load_search(name)  # complete and readable, or a StoreError that says why
+        folder = self.search_dir(name)
+        if not search_store.exists(folder):
+            raise StoreError(
+                f"search '{name}' of experiment '{self.name}' is in the first store format "
+                f"(.npy files); run `genni search` again to write it as zarr"
+            )
+        return search_store.open_dataset(folder)
 
     # --- grids ------------------------------------------------------------------------------
 
@@ -585,16 +370,16 @@ class Experiment:
             "shape": list(grid.shape),
             "num_axes": 0 if grid.axes is None else len(grid.axes),
         }
-        _write_array(folder / "coeffs.npy", grid.coeffs)
+        write_array(folder / "coeffs.npy", grid.coeffs)
         for index, axis in enumerate(grid.axes or ()):
-            _write_array(folder / f"axis_{index}.npy", axis)
-        _write_json(folder / "grid.json", grid_info)
+            write_array(folder / f"axis_{index}.npy", axis)
+        write_json(folder / "grid.json", grid_info)
         if subspace is not None:
-            _write_array(folder / "subspace_center.npy", subspace.center)
-            _write_array(folder / "subspace_basis.npy", subspace.basis)
-            _write_array(folder / "subspace_points.npy", subspace.points)
+            write_array(folder / "subspace_center.npy", subspace.center)
+            write_array(folder / "subspace_basis.npy", subspace.basis)
+            write_array(folder / "subspace_points.npy", subspace.points)
             # Which problem the subspace's points come from, where known (from_search).
-            _write_json(
+            write_json(
                 folder / "subspace.json",
                 {"theta_hash": subspace.theta_hash, "probes_hash": subspace.probes_hash},
             )
@@ -602,22 +387,38 @@ class Experiment:
     def _read_grid(self, folder: Path) -> Grid:
         from .grid import Grid
 
-        info = _read_json(folder / "grid.json")
-        coeffs = _read_array(folder / "coeffs.npy")
+        info = _load(folder / "grid.json", read_json, self._redo(folder))
+        coeffs = _load(folder / "coeffs.npy", read_array, self._redo(folder))
         axes = None
-        if info["num_axes"]:
-            axes = tuple(_read_array(folder / f"axis_{i}.npy") for i in range(info["num_axes"]))
-        return Grid(coeffs, tuple(int(n) for n in info["shape"]), axes)
+        try:
+            count, shape = int(info["num_axes"]), tuple(int(n) for n in info["shape"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise StoreError(
+                f"{folder / 'grid.json'} does not describe a grid ({error!r}); {self._redo(folder)}"
+            ) from None
+        if count:
+            axes = tuple(
+                _load(folder / f"axis_{i}.npy", read_array, self._redo(folder))
+                for i in range(count)
+            )
+        try:
+            return Grid(coeffs, shape, axes)
+        except InputError as error:
+            raise StoreError(
+                f"the grid files in {folder} do not agree ({error}); {self._redo(folder)}"
+            ) from None
 
-    def _write_result(self, folder: Path, result: GridResult) -> None:
-        """values.npy, markers.json, then metadata.json (the completion mark) last."""
+    def _redo(self, folder: Path) -> str:
+        return f"delete {folder} and run the sweep again (or restore the file from a backup)"
+
+    def _write_finished(self, folder: Path, result: GridResult) -> None:
+        """markers.json, then metadata.json (the completion mark) last."""
         markers = [
             {"name": marker.name, "coords": marker.coords.tolist(), "loss": marker.loss}
             for marker in result.markers
         ]
-        _write_array(folder / "values.npy", result.values)
-        _write_json(folder / "markers.json", markers)
-        _write_json(folder / "metadata.json", result.metadata)
+        write_json(folder / "markers.json", markers)
+        write_json(folder / "metadata.json", result.metadata)
 
     def save_grid(self, result: GridResult, name: str, *, subspace: Subspace | None = None) -> Path:
         """Save a finished GridResult (from :func:`genni_ext.grid.sweep_grid`) as
@@ -640,38 +441,127 @@ class Experiment:
             json.dumps(result.metadata)
         except (TypeError, ValueError) as error:
             raise InputError(f"result.metadata must be JSON-able: {error}") from error
-        with _staged_folder(target) as staging:
-            self._write_grid_and_subspace(staging, result.grid, subspace)
-            self._write_result(staging, result)
+        grid = result.grid
+        plan = ChunkPlan.for_grid(grid.shape, grid.size)
+        manifest = {"format": FORMAT, "kind": "saved grid", "num_chunks": 1}
+        with staged_folder(target) as staging:
+            self._write_grid_and_subspace(staging, grid, subspace)
+            grid_store.create(staging, grid, plan, manifest)
+            wall_time = float(result.metadata.get("wall_time_s", 0.0) or 0.0)
+            grid_store.write_chunk(staging, plan, 0, result.values.reshape(-1), wall_time)
+            grid_store.finish(staging, result.metadata)
+            self._write_finished(staging, result)
         return target
 
-    def sweep_status(self, name: str) -> SweepStatus:
-        """How far grid ``name`` is (StoreError if it is not on disk)."""
-        folder = self.grid_dir(name)
-        manifest_path = folder / "manifest.json"
-        complete = (folder / "metadata.json").is_file()
-        if manifest_path.is_file():
-            manifest = _read_json(manifest_path)
-            done = len(_chunk_files(folder / "chunks", manifest["num_chunks"]))
-            return SweepStatus(
-                name,
-                complete,
-                manifest["num_chunks"] if complete else done,
-                manifest["num_chunks"],
-                tuple(manifest["grid"]["shape"]),
-                manifest["grid"]["size"],
+    def _format_of(self, folder: Path, name: str) -> int:
+        """The store format of grid ``name``: 2 (zarr), 1 (the .npy layout before it), or
+        StoreError if nothing is there."""
+        if grid_store.exists(folder):
+            return FORMAT
+        if (folder / "values.npy").is_file() or (folder / "manifest.json").is_file():
+            return 1
+        if folder.is_dir() and (folder / "metadata.json").is_file():
+            raise StoreError(
+                f"grid '{name}' of experiment '{self.name}' has metadata.json but no values "
+                f"(neither {folder / grid_store.ZARR_NAME} nor values.npy); {self._redo(folder)}"
             )
-        if complete:
-            info = _read_json(folder / "grid.json")
-            shape = tuple(info["shape"])
-            return SweepStatus(name, True, 0, 0, shape, math.prod(shape))
         raise StoreError(
             f"experiment '{self.name}' has no grid '{name}' ({folder}); run `genni sweep` "
             "(or Experiment.run_sweep) to compute it"
         )
 
+    def _plan_on_disk(self, folder: Path) -> tuple[dict[str, Any], ChunkPlan]:
+        """The manifest stored with a zarr grid, and its chunk plan."""
+        try:
+            manifest = grid_store.manifest(folder)
+            shape = tuple(int(n) for n in grid_store.open_values(folder).shape)
+            chunk_points = int(manifest.get("chunk_points") or math.prod(shape))
+            return manifest, ChunkPlan.for_grid(shape, chunk_points)
+        except Exception as error:  # zarr raises its own errors for unreadable metadata
+            raise StoreError(
+                f"{folder / grid_store.ZARR_NAME} cannot be read as a grid ({error}); "
+                f"{self._redo(folder)}"
+            ) from None
+
+    def sweep_status(self, name: str) -> SweepStatus:
+        """How far grid ``name`` is (StoreError if it is not on disk or cannot be read).
+
+        Chunks count as done when they have a record; :meth:`check_grid` reads them back."""
+        folder = self.grid_dir(name)
+        if self._format_of(folder, name) == 1:
+            return self._old_status(folder, name)
+        manifest, plan = self._plan_on_disk(folder)
+        complete = (folder / "metadata.json").is_file()
+        done = len(grid_store.recorded_chunks(folder, plan.num_chunks))
+        saved = manifest.get("kind") == "saved grid"
+        return SweepStatus(
+            name,
+            complete,
+            0 if saved else done,
+            0 if saved else plan.num_chunks,
+            plan.shape,
+            plan.num_points,
+        )
+
+    def _old_status(self, folder: Path, name: str) -> SweepStatus:
+        if not (folder / "metadata.json").is_file():
+            raise StoreError(
+                f"grid '{name}' of experiment '{self.name}' is a partial sweep in the store "
+                f"format of genni_ext before 0.2 (chunks/*.npz), which this version does not "
+                f"resume; delete {folder} and run the sweep again"
+            )
+        info = _load(folder / "grid.json", read_json, self._redo(folder))
+        shape = tuple(int(n) for n in info["shape"])
+        return SweepStatus(name, True, 0, 0, shape, math.prod(shape))
+
+    def _first_format_result(self, folder: Path, name: str, wanted: dict[str, Any]) -> GridResult:
+        """A complete grid of the first store format, if it is the sweep asked for (its
+        manifest pins the same problem, subspace, grid and backend); else StoreError."""
+        self._old_status(folder, name)  # raises for a partial sweep
+        path = folder / "manifest.json"
+        if not path.is_file():
+            raise StoreError(
+                f"grid '{name}' of experiment '{self.name}' was saved whole (save_grid), not "
+                f"by a resumable sweep; delete {folder} or use another grid name"
+            )
+        stored = _load(path, read_json, self._redo(folder))
+        keys = ("problem", "subspace", "grid", "backend")
+        # The first format's chunking and fields differ; what the grid is of must not.
+        _check_manifest(
+            {**wanted, **{key: stored.get(key) for key in keys}}, wanted, self.name, name, folder
+        )
+        self.chunks_computed = 0
+        return self.load_grid(name)
+
+    def check_grid(self, name: str) -> list[str]:
+        """Every problem with grid ``name`` on disk, one sentence each (empty: all is well):
+        each chunk read back and compared with its recorded checksum, and the files a
+        complete grid needs."""
+        folder = self.grid_dir(name)
+        try:
+            if self._format_of(folder, name) == 1:
+                self._old_status(folder, name)
+                self.load_grid(name)
+                return []
+            _manifest_on_disk, plan = self._plan_on_disk(folder)
+        except StoreError as error:
+            return [str(error)]
+        _good, damage = grid_store.check_chunks(folder, plan)
+        problems = [f"{item.reason}; the next `genni sweep` recomputes it" for item in damage]
+        if (folder / "metadata.json").is_file():
+            missing = plan.num_chunks - len(_good)
+            if missing and not damage:
+                problems.append(f"{missing} chunk(s) have no record although the grid is complete")
+            try:
+                self.load_grid(name)
+            except StoreError as error:
+                if not damage:
+                    problems.append(str(error))
+        return problems
+
     def load_grid(self, name: str) -> GridResult:
-        """The GridResult saved as ``name`` (StoreError if it is missing or partial)."""
+        """The GridResult saved as ``name`` (StoreError, naming the file and what to do, if
+        it is missing, partial or damaged)."""
         from .grid import GridResult, Marker
 
         folder = self.grid_dir(name)
@@ -681,16 +571,49 @@ class Experiment:
                 f"grid '{name}' of experiment '{self.name}' is partial ({status.chunks_done} "
                 f"of {status.num_chunks} chunks); run the same `genni sweep` again to finish it"
             )
-        markers = [
-            Marker(item["name"], torch.tensor(item["coords"], dtype=torch.float64), item["loss"])
-            for item in _read_json(folder / "markers.json")
-        ]
-        return GridResult(
-            values=_read_array(folder / "values.npy"),
-            grid=self._read_grid(folder),
-            markers=markers,
-            metadata=_read_json(folder / "metadata.json"),
-        )
+        redo = self._redo(folder)
+        metadata = _load(folder / "metadata.json", read_json, redo)
+        items = _load(folder / "markers.json", read_json, redo)
+        try:
+            markers = [
+                Marker(
+                    item["name"], torch.tensor(item["coords"], dtype=torch.float64), item["loss"]
+                )
+                for item in items
+            ]
+        except (KeyError, TypeError, ValueError) as error:
+            raise StoreError(
+                f"{folder / 'markers.json'} does not hold markers ({error!r}); {redo}"
+            ) from None
+        grid = self._read_grid(folder)
+        if self._format_of(folder, name) == 1:
+            values = _load(folder / "values.npy", read_array, redo)
+        else:
+            _manifest_on_disk, plan = self._plan_on_disk(folder)
+            try:
+                values, _seconds = grid_store.read_all(folder, plan)
+            except ValueError as error:
+                raise StoreError(
+                    f"grid '{name}' of experiment '{self.name}': {error}; run the same "
+                    "`genni sweep` again to recompute the damaged chunks"
+                ) from None
+        if tuple(values.shape) != grid.shape:
+            raise StoreError(
+                f"{folder}: values of shape {tuple(values.shape)} for a grid of shape "
+                f"{grid.shape}; {redo}"
+            )
+        return GridResult(values=values, grid=grid, markers=markers, metadata=metadata)
+
+    def open_grid(self, name: str) -> xarray.DataArray:
+        """Grid ``name``'s J as an xarray DataArray read from the zarr store (dims c1..cm,
+        coordinates from the axes, the result's metadata in ``attrs``)."""
+        folder = self.grid_dir(name)
+        if self._format_of(folder, name) == 1:
+            return self.load_grid(name).to_xarray()
+        self.load_grid(name)  # complete and undamaged, or a StoreError that says why
+        array = grid_store.open_data_array(folder)
+        array.attrs = {"genni_metadata": array.attrs.get("genni_metadata", {})}
+        return array
 
     def load_subspace(self, name: str) -> Subspace:
         """The subspace grid ``name`` was swept on (StoreError if it was not saved)."""
@@ -703,11 +626,12 @@ class Experiment:
                 f"({folder}); pass subspace= to save_grid to keep it"
             )
         origin = folder / "subspace.json"
-        hashes = _read_json(origin) if origin.is_file() else {}  # grids saved before: unknown
+        redo = self._redo(folder)
+        hashes = _load(origin, read_json, redo) if origin.is_file() else {}  # older: unknown
         return Subspace(
-            _read_array(folder / "subspace_center.npy"),
-            _read_array(folder / "subspace_basis.npy"),
-            _read_array(folder / "subspace_points.npy"),
+            _load(folder / "subspace_center.npy", read_array, redo),
+            _load(folder / "subspace_basis.npy", read_array, redo),
+            _load(folder / "subspace_points.npy", read_array, redo),
             theta_hash=hashes.get("theta_hash"),
             probes_hash=hashes.get("probes_hash"),
         )
@@ -726,21 +650,32 @@ class Experiment:
         num_threads: int | None = None,
         progress: bool = True,
         precision: str = "full",
+        client: Any = None,
+        source: ProblemSource | None = None,
     ) -> GridResult:
         """Sweep ``grid`` on ``subspace`` for ``problem`` into ``grids/<name>/``, resumably.
 
-        The grid's points are evaluated ``chunk_points`` at a time (None: about 2·10¹¹
-        flops per chunk, see :func:`auto_chunk_points`), each chunk written to its own
-        file when done. Run again with the same arguments after an interruption, it
-        computes only the missing chunks; a finished grid is loaded, not recomputed. With
-        a different problem, subspace, grid, dtype, precision, backend or chunk size it raises
+        The grid's points are evaluated in the chunks of a :class:`ChunkPlan` (about
+        ``chunk_points`` points each, rounded up to whole slabs of the grid's first axis;
+        None: about 2·10¹¹ flops, see :func:`auto_chunk_points`); each chunk is written to
+        the zarr array as soon as it is computed. Run again with the same arguments after an
+        interruption, it computes only the missing chunks, and recomputes any whose values
+        no longer match their checksum; a finished grid is loaded, not recomputed. With a
+        different problem, subspace, grid, dtype, precision, backend or chunk size it raises
         StoreError naming what differs. Returns the same GridResult as
         :func:`genni_ext.grid.sweep_grid` (values bitwise equal on the fused CPU engine;
         ``wall_time_s`` is the sum over the chunks' compute times, and
         ``metadata["store"]`` records the chunking).
+
+        ``client`` (a ``distributed.Client``) runs one task per missing chunk on its
+        workers, which must see this experiment's folder at the same path (a shared file
+        system). Each worker gets the problem from ``source`` (default: the problem
+        itself, shipped once to every worker; :class:`ConfigSource` rebuilds it on the
+        worker from the experiment's config), checks its θ, probe and target hashes against
+        the grid's manifest, and writes its chunk.
         """
-        from .grid import Grid, GridResult, backend_used, check_match, grid_markers, grid_metadata
-        from .sweep import sweep
+        from .grid import Grid, GridResult, check_match, grid_markers, grid_metadata
+        from .sweep import checked_inputs, decide
 
         folder = self.grid_dir(name)
         if not isinstance(grid, Grid):
@@ -748,114 +683,128 @@ class Experiment:
         check_match(problem, subspace, grid)
         if chunk_points is None:
             chunk_points = auto_chunk_points(problem, grid.size)
-        positive_int(chunk_points, "chunk_points")
+        plan = ChunkPlan.for_grid(grid.shape, positive_int(chunk_points, "chunk_points"))
         if num_threads is not None:
             positive_int(num_threads, "num_threads")
         if not isinstance(progress, bool):
             raise InputError(f"progress must be True or False, got {progress!r}")
-        from ._fused import check_precision
+        if client is not None:
+            from .cluster import check_client
 
-        check_precision(precision, problem.theta.dtype, problem.inputs.device)
-        used = backend_used(problem, backend)
-        engine = "torch" if used == "torch" else "fused"
-        manifest = _manifest(problem, subspace, grid, used, chunk_points, precision)
-        num_chunks = manifest["num_chunks"]
-        chunk_dir = folder / "chunks"
+            check_client(client)
         coeffs = grid.coeffs.to(dtype=problem.theta.dtype, device=problem.inputs.device)
-
-        def compute(index: int) -> tuple[torch.Tensor, float]:
-            first = index * chunk_points
-            last = min(first + chunk_points, grid.size)
-            start = time.perf_counter()
-            values = sweep(
-                problem.model,
-                subspace.center,
-                subspace.basis,
-                coeffs[first:last],
-                problem.inputs,
-                problem.targets,
-                backend=engine,
-                num_threads=num_threads,
-                progress=False,
-                precision=precision,
-            )
-            return values.cpu(), time.perf_counter() - start
+        _center, _basis, first_coeffs, inputs, targets = checked_inputs(
+            problem.model,
+            subspace.center,
+            subspace.basis,
+            coeffs[slice(*plan.bounds(0))],
+            problem.inputs,
+            problem.targets,
+        )
+        decision = decide(problem.model, inputs, targets, backend, precision=precision)
+        manifest = _manifest(problem, subspace, grid, decision.backend, plan, precision)
+        task = ChunkTask(folder, plan, decision, num_threads, manifest["problem"])
 
         self.chunks_computed = 0
-        existing = folder / "manifest.json"
+        on_disk = folder.is_dir() and any(folder.iterdir())
         first_chunk: tuple[torch.Tensor, float] | None = None
-        if existing.is_file():
-            _check_manifest(_read_json(existing), manifest, self.name, name, folder)
-        elif (folder / "metadata.json").is_file():
-            raise StoreError(
-                f"grid '{name}' of experiment '{self.name}' was saved whole (save_grid), not "
-                f"by a resumable sweep; delete {folder} or use another grid name"
-            )
+        if on_disk and not grid_store.exists(folder) and self._format_of(folder, name) == 1:
+            return self._first_format_result(folder, name, manifest)
+        if on_disk and grid_store.exists(folder):
+            stored, _plan = self._plan_on_disk(folder)
+            if stored.get("kind") == "saved grid":
+                raise StoreError(
+                    f"grid '{name}' of experiment '{self.name}' was saved whole (save_grid), "
+                    f"not by a resumable sweep; delete {folder} or use another grid name"
+                )
+            _check_manifest(stored, manifest, self.name, name, folder)
         else:
             # Compute the first chunk before writing anything: bad input that only the
             # sweep detects then leaves no files behind.
-            first_chunk = compute(0)
+            first_chunk = task.compute(problem, subspace, first_coeffs, 0)
             self.chunks_computed = 1
 
         folder.mkdir(parents=True, exist_ok=True)
-        with _exclusive(folder / ".lock", f"grid '{name}' of experiment '{self.name}'"):
+        with exclusive(folder / ".lock", f"grid '{name}' of experiment '{self.name}'"):
             if first_chunk is not None:
-                if not (folder / "manifest.json").is_file():
-                    shutil.rmtree(chunk_dir, ignore_errors=True)
-                    _remove_temporaries(folder)
+                if not grid_store.exists(folder):
+                    remove_temporaries(folder)
                     self._write_grid_and_subspace(folder, grid, subspace)
-                    _write_json(folder / "manifest.json", {**manifest, "created": _now()})
-                _write_chunk(chunk_dir, 0, *first_chunk)
+                    grid_store.create(folder, grid, plan, {**manifest, "created": now()})
+                grid_store.write_chunk(folder, plan, 0, *first_chunk)
             elif (folder / "metadata.json").is_file():
-                result = self.load_grid(name)
-                shutil.rmtree(chunk_dir, ignore_errors=True)
-                return result
-            _remove_temporaries(chunk_dir)
-            _remove_temporaries(folder)
-            done = _chunk_files(chunk_dir, num_chunks)
-            missing = [index for index in range(num_chunks) if index not in done]
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
-
-                points_done = sum(_chunk_length(i, chunk_points, grid.size) for i in done)
-                bar = tqdm(total=grid.size, initial=points_done, unit="pt", desc=f"sweep {name}")
-            try:
-                for index in missing:
-                    values, seconds = compute(index)
-                    _write_chunk(chunk_dir, index, values, seconds)
-                    self.chunks_computed += 1
-                    if bar is not None:
-                        bar.update(values.shape[0])
-            finally:
-                if bar is not None:
-                    bar.close()
-
-            parts, wall_time = [], 0.0
-            for index in range(num_chunks):
-                values, seconds = _read_chunk(
-                    chunk_dir / _chunk_name(index), _chunk_length(index, chunk_points, grid.size)
+                try:
+                    return self.load_grid(name)
+                except StoreError:
+                    (folder / "metadata.json").unlink()  # damaged: recompute what is bad
+            remove_temporaries(folder)
+            remove_temporaries(folder / grid_store.DONE_DIR)
+            good, damage = grid_store.check_chunks(folder, plan)
+            for item in damage:
+                grid_store.forget_chunk(folder, item.index)
+                if progress:
+                    print(f"grid '{name}': {item.reason}; recomputing it")
+            missing = [index for index in range(plan.num_chunks) if index not in good]
+            if client is None:
+                self.chunks_computed += run_local(
+                    task, problem, subspace, coeffs, missing, progress, name
                 )
-                parts.append(values)
-                wall_time += seconds
+            else:
+                self.chunks_computed += run_on_cluster(
+                    client, task, source or problem, subspace, coeffs, missing, progress, name
+                )
+            try:
+                values, wall_time = grid_store.read_all(folder, plan)
+            except ValueError as error:
+                raise StoreError(
+                    f"grid '{name}' of experiment '{self.name}': {error} after the sweep; run "
+                    "it again to recompute that chunk"
+                ) from None
             metadata = grid_metadata(
-                problem, grid, backend=used, wall_time_s=wall_time, precision=precision
+                problem, grid, backend=decision.backend, wall_time_s=wall_time, precision=precision
             )
             metadata["store"] = {
                 "experiment": self.name,
                 "grid": name,
-                "chunk_points": chunk_points,
-                "num_chunks": num_chunks,
+                "chunk_points": plan.chunk_points,
+                "num_chunks": plan.num_chunks,
             }
             result = GridResult(
-                values=torch.cat(parts).reshape(grid.shape),
+                values=values,
                 grid=grid,
                 markers=grid_markers(problem, subspace),
-                metadata=json.loads(_json_text(metadata)),
+                metadata=json.loads(json_text(metadata)),
             )
-            self._write_result(folder, result)
-            shutil.rmtree(chunk_dir, ignore_errors=True)
+            grid_store.finish(folder, result.metadata)
+            self._write_finished(folder, result)
             return result
+
+
+def _load_zarr(folder: Path, key: str, redo: str) -> torch.Tensor:
+    """Array ``key`` of the search in ``folder``, or StoreError naming it."""
+    try:
+        return search_store.read(folder, key)
+    except Exception as error:  # zarr raises FileNotFoundError, KeyError or codec errors
+        path = folder / search_store.ZARR_NAME / key
+        raise StoreError(f"{path} cannot be read ({type(error).__name__}); {redo}") from None
+
+
+def _load(path: Path, read: Callable[[Path], Any], redo: str) -> Any:
+    """``read(path)``, or StoreError naming the file, what is wrong and ``redo``."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing; {redo}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise StoreError(f"{path} cannot be read ({error}); {redo}") from None
+
+
+def open_grid(
+    experiment: str, grid: str, home: str | os.PathLike[str] | None = None
+) -> xarray.DataArray:
+    """Grid ``grid`` of ``experiment`` (under ``home``, default :func:`genni_home`) as an
+    ``xarray.DataArray``: see :meth:`Experiment.open_grid`."""
+    return Experiment(experiment, home).open_grid(grid)
 
 
 # --- sweep manifest and chunks --------------------------------------------------------------
@@ -866,7 +815,7 @@ def _manifest(
     subspace: Subspace,
     grid: Grid,
     backend: str,
-    chunk_points: int,
+    plan: ChunkPlan,
     precision: str,
 ) -> dict[str, Any]:
     """What a resumable sweep is of: every key but "created" must match to resume."""
@@ -882,22 +831,22 @@ def _manifest(
             "dtype": description["dtype"],
             "theta_hash": problem.theta_hash,
             "probes_hash": problem.probes_hash,
-            "targets_hash": _tensor_hash(problem.targets),
+            "targets_hash": tensor_hash(problem.targets),
         },
         "subspace": {
             "m": subspace.dim,
-            "hash": _tensor_hash(subspace.center, subspace.basis, subspace.points),
+            "hash": tensor_hash(subspace.center, subspace.basis, subspace.points),
         },
         "grid": {
             "shape": list(grid.shape),
             "size": grid.size,
-            "hash": _tensor_hash(grid.coeffs, *(grid.axes or ())),
+            "hash": tensor_hash(grid.coeffs, *(grid.axes or ())),
         },
         "backend": backend,
         "precision": precision,
         "device": device_label(problem.inputs.device),
-        "chunk_points": chunk_points,
-        "num_chunks": math.ceil(grid.size / chunk_points),
+        "chunk_points": plan.chunk_points,
+        "num_chunks": plan.num_chunks,
     }
 
 
@@ -941,51 +890,8 @@ def _check_manifest(
         )
 
 
-def _chunk_name(index: int) -> str:
-    return f"chunk_{index:06d}.npz"
-
-
-def _chunk_length(index: int, chunk_points: int, size: int) -> int:
-    return min(chunk_points, size - index * chunk_points)
-
-
-def _chunk_files(chunk_dir: Path, num_chunks: int) -> set[int]:
-    """Indices of the chunk files present (only finished ones exist: writes are atomic)."""
-    if not chunk_dir.is_dir():
-        return set()
-    found = set()
-    for entry in chunk_dir.iterdir():
-        match = _CHUNK_RE.match(entry.name)
-        if match and int(match.group(1)) < num_chunks:
-            found.add(int(match.group(1)))
-    return found
-
-
-def _write_chunk(chunk_dir: Path, index: int, values: torch.Tensor, seconds: float) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, values=_array(values), wall_time_s=np.float64(seconds))
-    atomic_write_bytes(chunk_dir / _chunk_name(index), buffer.getvalue())
-
-
-def _read_chunk(path: Path, length: int) -> tuple[torch.Tensor, float]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            values = torch.from_numpy(data["values"].copy())
-            seconds = float(data["wall_time_s"])
-    except (OSError, ValueError, KeyError) as error:
-        raise StoreError(
-            f"chunk file {path} cannot be read ({error}); delete it and run the sweep "
-            "again to recompute it"
-        ) from error
-    if values.dtype != torch.float64 or tuple(values.shape) != (length,):
-        raise StoreError(
-            f"chunk file {path} holds {values.dtype} {list(values.shape)}, not float64 "
-            f"[{length}]; delete it and run the sweep again to recompute it"
-        )
-    return values, seconds
-
-
 __all__ = [
+    "ConfigSource",
     "Experiment",
     "StoreError",
     "SweepStatus",
@@ -994,6 +900,8 @@ __all__ = [
     "atomic_write_text",
     "auto_chunk_points",
     "check_name",
+    "folder_size",
     "genni_home",
     "list_experiments",
+    "open_grid",
 ]

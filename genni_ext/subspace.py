@@ -17,6 +17,7 @@ already picked.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -332,6 +333,14 @@ class Subspace:
         coeffs = coeffs.detach().to(dtype=self.center.dtype, device=self.center.device)
         _check_finite("coeffs", coeffs)
         return self.center + coeffs @ self.basis
+
+    def to(self, like: torch.Tensor) -> Subspace:
+        """This subspace with its tensors in ``like``'s dtype and on its device."""
+        moved = {
+            name: getattr(self, name).to(dtype=like.dtype, device=like.device)
+            for name in ("center", "basis", "points")
+        }
+        return dataclasses.replace(self, **moved)
 
     def equals(self, other: Subspace) -> bool:
         """Same centre, basis and points (torch.equal: dtype, shape and every value)."""

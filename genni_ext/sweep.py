@@ -331,17 +331,90 @@ def sweep(
         positive_int(chunk_size, "chunk_size")
     if not isinstance(progress, bool):
         raise InputError(f"progress must be True or False, got {progress!r}")
+    center, directions, coeffs, inputs, targets = checked_inputs(
+        model, center, directions, coeffs, inputs, targets
+    )
+    decision = decide(model, inputs, targets, backend, precision=precision, log=True)
+    return run_decided(
+        decision,
+        model,
+        center,
+        directions,
+        coeffs,
+        inputs,
+        targets,
+        num_threads=num_threads,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
+
+
+def checked_inputs(
+    model: nn.Module,
+    center: object,
+    directions: object,
+    coeffs: object,
+    inputs: object,
+    targets: object,
+) -> tuple[torch.Tensor, ...]:
+    """The five tensors as :func:`sweep` runs them (detached, contiguous), after every check
+    it makes before any work (shapes, dtypes, devices, the model run on two probes)."""
     center, directions, coeffs, inputs, targets = _validate(
         model, center, directions, coeffs, inputs, targets
     )
     _check_model_takes(model, center, inputs, targets)
-    device = inputs.device
+    return center, directions, coeffs, inputs, targets
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The engine a sweep runs on, decided once per sweep: ``program`` (the lowered model,
+    for the fused engine) or None (torch.func), in ``precision``; ``backend`` names it as
+    the store records it ("fused-cpu", "fused-cuda" or "torch")."""
+
+    program: Program | None
+    backend: str
+    precision: str
+
+
+def decide(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    backend: str,
+    *,
+    precision: str = "full",
+    log: bool = False,
+) -> Decision:
+    """The Decision :func:`sweep` takes for these probes (raises where ``backend`` cannot
+    run, as ``sweep`` does); the grid runners make it once and run every chunk with it."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
     from . import _fused
 
-    _fused.check_precision(precision, inputs.dtype, device)
-    program = select_program(model, inputs, targets, backend, log=True, precision=precision)
-    if program is None:
-        with torch_threads(num_threads, device), torch_precision(precision):
+    _fused.check_precision(precision, inputs.dtype, inputs.device)
+    program = select_program(model, inputs, targets, backend, log=log, precision=precision)
+    label = "torch" if program is None else f"fused-{inputs.device.type}"
+    return Decision(program, label, precision)
+
+
+def run_decided(
+    decision: Decision,
+    model: nn.Module,
+    center: torch.Tensor,
+    directions: torch.Tensor,
+    coeffs: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    num_threads: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """J (float64 [G]) on the engine ``decision`` names, for tensors already checked as
+    :func:`sweep` checks them (contiguous, one dtype and device, the model takes them)."""
+    if decision.program is None:
+        with torch_threads(num_threads, inputs.device), torch_precision(decision.precision):
             return torch_sweep(
                 model,
                 center,
@@ -352,8 +425,10 @@ def sweep(
                 chunk_size=chunk_size,
                 progress=progress,
             )
+    from . import _fused
+
     return _fused.fused_sweep(
-        program,
+        decision.program,
         center,
         directions,
         coeffs,
@@ -362,5 +437,5 @@ def sweep(
         num_threads=num_threads,
         chunk_size=chunk_size,
         progress=progress,
-        precision=precision,
+        precision=decision.precision,
     )

@@ -156,3 +156,23 @@ def three_way() -> ThreeWay:
 def fused_first_layer() -> FusedFirstLayer:
     """``fused_first_layer(case, "affine" | "direct", *, num_threads=None)`` -> J."""
     return _fused_first_layer
+
+
+@pytest.fixture(scope="session")
+def dask_client(request: pytest.FixtureRequest) -> object:
+    """A ``distributed.Client`` of a local cluster of 2 worker processes with one thread
+    each, closed at the end of the session; skips when dask is not installed."""
+    distributed = pytest.importorskip(
+        "distributed", reason='dask is not installed (pip install "genni_ext[dask]")'
+    )
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = distributed.Client(cluster)
+
+    def close() -> None:
+        client.close()
+        cluster.close()
+
+    request.addfinalizer(close)
+    return client

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from genni_ext import grid_store
 from genni_ext.errors import InputError
 from genni_ext.grid import Grid, sweep_grid
 from genni_ext.models import TwoNeuronNet, mlp
@@ -27,7 +27,7 @@ from genni_ext.subspace import Subspace
 
 # The module, not the function genni_ext.sweep that the package re-exports under its name.
 sweep_module = sys.modules["genni_ext.sweep"]
-_SWEEP = sweep_module.sweep
+_RUN_DECIDED = sweep_module.run_decided
 
 
 def _files(root: Path) -> list[str]:
@@ -154,18 +154,14 @@ def test_failed_search_save_leaves_old_search(
     experiment.save_search(result, problem=problem)
     before = {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)}
 
-    import genni_ext.store as store
+    import genni_ext.search_store as search_store
 
-    calls = []
+    def failing(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
+        original(folder, dict(list(tensors.items())[:2]))  # some arrays written, then:
+        raise OSError("no space left")
 
-    def failing(path: Path, tensor: torch.Tensor) -> None:
-        calls.append(path)
-        if len(calls) == 3:
-            raise OSError("no space left")
-        original(path, tensor)
-
-    original = store._write_array
-    monkeypatch.setattr(store, "_write_array", failing)
+    original = search_store.write
+    monkeypatch.setattr(search_store, "write", failing)
     with pytest.raises(OSError, match="no space"):
         experiment.save_search(result, problem=problem)
     assert {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)} == before
@@ -238,8 +234,9 @@ def test_grid_round_trip(tmp_path: Path, mlp_case: tuple[Problem, Subspace]) -> 
     assert experiment.load_subspace("chunked").equals(subspace)
     assert experiment.grids() == ["chunked", "known", "points", "whole"]
     status = experiment.sweep_status("chunked")
-    assert (status.complete, status.chunks_done, status.num_chunks) == (True, 5, 5)
-    assert not (experiment.grid_dir("chunked") / "chunks").exists()
+    # 10 points a chunk rounded up to whole rows of the 7x7 grid: 14, so 4 chunks.
+    assert (status.complete, status.chunks_done, status.num_chunks) == (True, 4, 4)
+    assert swept.metadata["store"]["chunk_points"] == 14
     assert _temporaries(tmp_path) == []
     assert [e.name for e in list_experiments(tmp_path)] == ["grids"]
 
@@ -252,17 +249,17 @@ class _Interrupt(Exception):
 
 
 def _counting_sweep(monkeypatch: pytest.MonkeyPatch, stop_after: int | None) -> list[int]:
-    """Patch genni_ext.sweep.sweep to count calls (grid points each) and raise after
-    ``stop_after`` calls."""
+    """Patch genni_ext.sweep.run_decided (what runs each chunk) to count calls (grid points
+    each) and raise after ``stop_after`` calls."""
     calls: list[int] = []
 
     def counted(*args: object, **kwargs: object) -> torch.Tensor:
         if stop_after is not None and len(calls) == stop_after:
             raise _Interrupt
-        calls.append(args[3].shape[0])  # type: ignore[attr-defined]
-        return _SWEEP(*args, **kwargs)
+        calls.append(args[4].shape[0])  # type: ignore[attr-defined]
+        return _RUN_DECIDED(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "sweep", counted)
+    monkeypatch.setattr(sweep_module, "run_decided", counted)
     return calls
 
 
@@ -270,26 +267,26 @@ def test_sweep_resumes_missing_chunks_only(
     tmp_path: Path, mlp_case: tuple[Problem, Subspace], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     problem, subspace = mlp_case
-    grid = Grid.uniform((-2.0, 2.0), 9, 2)  # 81 points, chunks of 10: 9 chunks
+    grid = Grid.uniform((-2.0, 2.0), 9, 2)  # 81 points, chunks of 18 (2 rows): 5 chunks
     experiment = Experiment("resume", tmp_path)
 
-    calls = _counting_sweep(monkeypatch, stop_after=4)
+    calls = _counting_sweep(monkeypatch, stop_after=2)
     with pytest.raises(_Interrupt):
-        experiment.run_sweep(problem, subspace, grid, "g", chunk_points=10, progress=False)
+        experiment.run_sweep(problem, subspace, grid, "g", chunk_points=18, progress=False)
     status = experiment.sweep_status("g")
-    assert (status.complete, status.chunks_done, status.num_chunks) == (False, 4, 9)
+    assert (status.complete, status.chunks_done, status.num_chunks) == (False, 2, 5)
     with pytest.raises(StoreError, match="partial"):
         experiment.load_grid("g")
 
     calls = _counting_sweep(monkeypatch, stop_after=None)
-    result = experiment.run_sweep(problem, subspace, grid, "g", chunk_points=10, progress=True)
-    assert calls == [10, 10, 10, 10, 1]  # the five missing chunks, the last one short
-    assert experiment.chunks_computed == 5
+    result = experiment.run_sweep(problem, subspace, grid, "g", chunk_points=18, progress=True)
+    assert calls == [18, 18, 9]  # the three missing chunks, the last one short
+    assert experiment.chunks_computed == 3
     assert torch.equal(result.values, sweep_grid(problem, subspace, grid).values)
 
     # Finished: a further call computes nothing and returns the same result.
     calls = _counting_sweep(monkeypatch, stop_after=None)
-    again = experiment.run_sweep(problem, subspace, grid, "g", chunk_points=10, progress=False)
+    again = experiment.run_sweep(problem, subspace, grid, "g", chunk_points=18, progress=False)
     assert calls == [] and experiment.chunks_computed == 0
     assert again.equals(result)
     assert _temporaries(tmp_path) == []
@@ -311,7 +308,7 @@ def test_sweep_refuses_other_inputs(
     cases = [
         ((problem, other_plane, grid), {"chunk_points": 5}, "subspace differs"),
         ((problem, subspace, Grid.uniform((-1.0, 2.0), 6, 2)), {"chunk_points": 5}, "grid differs"),
-        ((problem, subspace, grid), {"chunk_points": 4}, "chunk_points: on disk 5, now 4"),
+        ((problem, subspace, grid), {"chunk_points": 12}, "chunk_points: on disk 6, now 12"),
         ((problem, subspace, grid), {"chunk_points": 5, "backend": "torch"}, "backend"),
         ((other_problem, subspace, grid), {"chunk_points": 5}, "probes_hash"),
     ]
@@ -333,13 +330,13 @@ def test_sweep_resumes_only_on_the_device_it_started_on(
     with pytest.raises(_Interrupt):
         experiment.run_sweep(problem, subspace, grid, "g", chunk_points=5, progress=False)
     monkeypatch.undo()
-    path = experiment.grid_dir("g") / "manifest.json"
-    manifest = json.loads(path.read_text())
+    attributes = grid_store.open_values(experiment.grid_dir("g"), mode="r+").attrs
+    manifest = dict(attributes["genni_manifest"])
     assert manifest["device"] == "cpu"
-    path.write_text(json.dumps({**manifest, "device": "cuda (NVIDIA H200)"}))
+    attributes["genni_manifest"] = {**manifest, "device": "cuda (NVIDIA H200)"}
     with pytest.raises(StoreError, match=r"device .*: on disk 'cuda \(NVIDIA H200\)', now 'cpu'"):
         experiment.run_sweep(problem, subspace, grid, "g", chunk_points=5, progress=False)
-    path.write_text(json.dumps({k: v for k, v in manifest.items() if k != "device"}))
+    attributes["genni_manifest"] = {k: v for k, v in manifest.items() if k != "device"}
     result = experiment.run_sweep(problem, subspace, grid, "g", chunk_points=5, progress=False)
     assert result.metadata["device"] == "cpu"
 
