@@ -186,6 +186,73 @@ def run_on_cluster(
     return len(missing)
 
 
+def _chunk_values(
+    decision: Decision,
+    problem: Problem,
+    subspace: Subspace,
+    coeffs: torch.Tensor,
+    num_threads: int | None,
+) -> torch.Tensor:
+    """On a worker: J of one chunk's coefficient rows (CPU float64)."""
+    from .sweep import run_decided
+
+    coeffs = coeffs.to(dtype=problem.theta.dtype, device=problem.inputs.device)
+    subspace = subspace.to(problem.theta)
+    values = run_decided(
+        decision,
+        problem.model,
+        subspace.center,
+        subspace.basis,
+        coeffs,
+        problem.inputs,
+        problem.targets,
+        num_threads=num_threads,
+    )
+    return values.cpu()
+
+
+def gather_on_cluster(
+    client: Any,
+    decision: Decision,
+    problem: Problem,
+    subspace: Subspace,
+    coeffs: torch.Tensor,
+    plan: ChunkPlan,
+    num_threads: int | None,
+    progress: bool,
+) -> torch.Tensor:
+    """J of every grid point (float64, flat), one task per chunk of ``plan`` on ``client``'s
+    workers, gathered here in order."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    shipped_problem, shipped_subspace = client.scatter(
+        [problem, subspace.to(subspace.center.cpu())], broadcast=True
+    )
+    futures = [
+        client.submit(
+            _chunk_values,
+            decision,
+            shipped_problem,
+            shipped_subspace,
+            coeffs[slice(*plan.bounds(index))].cpu(),
+            num_threads,
+            pure=False,
+        )
+        for index in range(plan.num_chunks)
+    ]
+    try:
+        with tqdm(
+            total=plan.num_points, unit="pt", desc="sweep (dask)", disable=not progress
+        ) as bar:
+            for future in as_completed(futures):
+                bar.update(future.result().shape[0])
+        return torch.cat([future.result() for future in futures])
+    except BaseException:
+        client.cancel(futures)
+        raise
+
+
 def _length(plan: ChunkPlan, index: int) -> int:
     first, last = plan.bounds(index)
     return last - first

@@ -8,9 +8,10 @@ J(θ₀ + c @ B) at every row with :func:`genni_ext.sweep` and returns a :class:
 the values shaped like the grid (``values[i, j]`` at (axes[0][i], axes[1][j])), the
 markers θ₀..θₘ, and the metadata that makes the run reproducible.
 
-:func:`grid_metadata`, :func:`grid_markers` and :func:`backend_used` are the pieces of
-``sweep_grid`` that the experiment store's resumable sweep shares, so that a sweep run in
-chunks and resumed yields the same ``GridResult`` as one uninterrupted call.
+:func:`grid_metadata` and :func:`grid_markers` are the pieces of ``sweep_grid`` that the
+experiment store's resumable sweep shares, and both take the engine from one
+:class:`genni_ext.sweep.Decision`, so that a sweep run in chunks (here, on a Dask cluster or
+resumed from the store) yields the same ``GridResult`` as one uninterrupted call.
 """
 
 from __future__ import annotations
@@ -396,30 +397,14 @@ def _check_problem(problem: object) -> None:
             )
 
 
-def backend_used(problem: Problem, backend: str) -> str:
-    """What ``genni_ext.sweep`` runs for ``problem``: "fused-cpu", "fused-cuda" or "torch".
-
-    "auto" follows the sweep's own choice (the model lowers and the engine runs on the
-    probes' device); "fused" raises the sweep's LoweringError / BackendUnavailableError
-    here, before any work, where the fused engine cannot run.
-    """
-    from .sweep import BACKENDS, select_program
-
-    _check_problem(problem)
-    if backend not in BACKENDS:
-        raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
-    program = select_program(problem.model, problem.inputs, problem.targets, backend)
-    return "torch" if program is None else f"fused-{problem.inputs.device.type}"
-
-
 def grid_metadata(
     problem: Problem, grid: Grid, *, backend: str, wall_time_s: float, precision: str = "full"
 ) -> dict:
     """The JSON-able metadata of a sweep of ``problem`` over ``grid``.
 
-    Keys: backend (as :func:`backend_used` says), dtype, precision ("full" or "tf32"),
-    device, seeds, theta_hash, probes_hash, version, wall_time_s, problem
-    (``problem.describe()``), grid_shape, m.
+    Keys: backend (``Decision.backend``: "fused-cpu", "fused-cuda" or "torch"), dtype,
+    precision ("full" or "tf32"), device, seeds, theta_hash, probes_hash, version,
+    wall_time_s, problem (``problem.describe()``), grid_shape, m.
     """
     from . import __version__
 
@@ -507,6 +492,7 @@ def sweep_grid(
     chunk_size: int | None = None,
     progress: bool = False,
     precision: str = "full",
+    client: object = None,
 ) -> GridResult:
     """J(θ₀ + c @ B) at every point of ``grid`` on ``subspace``, as a :class:`GridResult`.
 
@@ -517,33 +503,58 @@ def sweep_grid(
     records the problem its points solve (``Subspace.from_search``) must come from this
     problem (same θ and probes); one without that record (``Subspace.from_points``) is
     accepted as it is.
+
+    ``client`` (a ``distributed.Client``) evaluates the grid as one task per chunk of a
+    :class:`~genni_ext.chunks.ChunkPlan` (``chunk_size`` points, default about 2·10¹¹
+    flops each) on the cluster's workers and gathers J here: bitwise the values of a run
+    in this process. To keep finished chunks through interruptions, sweep into an
+    experiment instead (``Experiment.run_sweep(..., client=...)``).
     """
-    from .sweep import sweep
+    from .sweep import checked_inputs, decide, run_decided
 
     _check_problem(problem)
     check_match(problem, subspace, grid)
-    used = backend_used(problem, backend)
     coeffs = grid.coeffs.to(dtype=problem.theta.dtype, device=problem.inputs.device)
-    start = time.perf_counter()
-    values = sweep(
-        problem.model,
-        subspace.center,
-        subspace.basis,
-        coeffs,
-        problem.inputs,
-        problem.targets,
-        backend=backend,
-        num_threads=num_threads,
-        chunk_size=chunk_size,
-        progress=progress,
-        precision=precision,
+    if chunk_size is not None:
+        positive_int(chunk_size, "chunk_size")
+    if num_threads is not None:
+        positive_int(num_threads, "num_threads")
+    if client is not None:
+        from .cluster import check_client
+
+        check_client(client)
+    _center, _basis, coeffs, inputs, targets = checked_inputs(
+        problem.model, subspace.center, subspace.basis, coeffs, problem.inputs, problem.targets
     )
+    decision = decide(problem.model, inputs, targets, backend, precision=precision, log=True)
+    start = time.perf_counter()
+    if client is None:
+        values = run_decided(
+            decision,
+            problem.model,
+            subspace.center,
+            subspace.basis,
+            coeffs,
+            inputs,
+            targets,
+            num_threads=num_threads,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+    else:
+        from .chunk_runs import gather_on_cluster
+        from .chunks import ChunkPlan, auto_chunk_points
+
+        plan = ChunkPlan.for_grid(grid.shape, chunk_size or auto_chunk_points(problem, grid.size))
+        values = gather_on_cluster(
+            client, decision, problem, subspace, coeffs, plan, num_threads, progress
+        )
     wall_time_s = time.perf_counter() - start
     return GridResult(
         values=values.cpu().reshape(grid.shape),
         grid=grid,
         markers=grid_markers(problem, subspace),
         metadata=grid_metadata(
-            problem, grid, backend=used, wall_time_s=wall_time_s, precision=precision
+            problem, grid, backend=decision.backend, wall_time_s=wall_time_s, precision=precision
         ),
     )

@@ -16,7 +16,6 @@ from genni_ext.grid import (
     Grid,
     GridResult,
     Marker,
-    backend_used,
     grid_markers,
     grid_metadata,
     sweep_grid,
@@ -24,6 +23,7 @@ from genni_ext.grid import (
 from genni_ext.models import TwoNeuronNet
 from genni_ext.problem import Problem
 from genni_ext.subspace import Subspace
+from genni_ext.sweep import decide
 
 A, B, C, D = 0.8, -1.3, 1.1, 0.7
 
@@ -297,17 +297,21 @@ def _gelu_problem() -> Problem:
     return Problem(model.double(), torch.randn(16, 1, dtype=torch.float64))
 
 
-def test_backend_used() -> None:
+def test_the_decision_names_the_engine() -> None:
     problem = _problem(num_probes=8)
-    assert backend_used(problem, "auto") == "fused-cpu"
-    assert backend_used(problem, "fused") == "fused-cpu"
-    assert backend_used(problem, "torch") == "torch"
+
+    def label(problem: object, backend: str) -> str:
+        return decide(problem.model, problem.inputs, problem.targets, backend).backend
+
+    assert label(problem, "auto") == "fused-cpu"
+    assert label(problem, "fused") == "fused-cpu"
+    assert label(problem, "torch") == "torch"
     gelu = _gelu_problem()  # GELU does not lower: auto runs torch
-    assert backend_used(gelu, "auto") == "torch"
+    assert label(gelu, "auto") == "torch"
     with pytest.raises(LoweringError, match="GELU"):
-        backend_used(gelu, "fused")
+        label(gelu, "fused")
     with pytest.raises(InputError, match="backend='cuda' is not known"):
-        backend_used(problem, "cuda")
+        label(problem, "cuda")
     subspace = Subspace.from_points(gelu.theta, gelu.theta[None] * 2)
     swept = sweep_grid(gelu, subspace, Grid.uniform((-1, 1), 3, 1))
     assert swept.metadata["backend"] == "torch" and swept.values.shape == (3,)
