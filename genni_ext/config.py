@@ -2,50 +2,9 @@
 
 Every key is optional except ``experiment`` and ``model`` (the command needs both; ``genni
 demo`` fills them in). Unknown keys are errors, and every error names the key and what it
-expected. Numbers may be written as ints where floats are expected (``lr: 1``)::
-
-    experiment: two_neuron_run       # required: <home>/experiments/<name>/ (no '/')
-    model:                           # required: the network φ(x, θ)
-      name: two_neuron               # two_neuron | mlp | lenet5
-      # mlp:    sizes: [8, 32, 1] (required, input first), activation: relu, bias: true
-      # lenet5: in_channels: 1, input_size: 28, num_outputs: 1, activation: relu,
-      #         pool: max, padding: 2, output_activation: null
-      # activations: relu | leaky_relu | tanh | sigmoid | identity; pool: max | avg
-    seed: 0                          # θ: torch.manual_seed(seed), then the model is built
-    probes:
-      num_probes: 16384              # standard-normal probe inputs x
-      seed: 0                        # their generator's seed
-    search:                          # Algorithm 1: SGD from K random starts, batched
-      name: search                   # saved as searches/<name>/
-      starts: 10                     # K
-      steps: 2000
-      lr: 0.015
-      batch_size: 256                # minibatch of probes per step
-      optimizer: sgd                 # sgd | adam
-      momentum: 0.0
-      tol: null                      # stop once every start's J is below tol (null: never)
-      seed: null                     # start k: seed + 1 + k (its init and minibatches); null:
-                                     # θ's seed. θ's seed must be outside [seed+1, seed+starts]
-      record_every: 100              # J on all probes every this many steps (history)
-    subspace:
-      eps: 0.0025                    # ε: a start has converged when its J < ε
-      eps_relative: null             # ε as a fraction of J of the best constant function
-                                     # (Problem.constant_loss); when set, eps is ignored and
-                                     # the saved config records the ε it gave
-      m: 2                           # directions of the plane (default dim of a grid)
-      center: null                   # θ₀: index of a start, null: the best converged one
-    grids:                           # one sweep each, saved as grids/<name>/ (name, bound
-                                     # and n required; dim optional)
-      - name: plane2d
-        bound: [-2, 2]               # [a, b] on every axis
-        n: 100                       # points per axis
-        dim: 2                       # axes (the plane's m for this grid; default subspace.m)
-    backend: auto                    # auto | fused | torch
-    device: cpu                      # cpu | cuda | cuda:N: where search and sweep run
-    precision: full                  # full | tf32: sweeps' Linear/Conv2d on tensor cores
-                                     # (float32 on CUDA; README "Precision")
-    num_threads: null                # CPU threads (null: all)
-    chunk_points: null               # grid points per chunk file (null: ~2e11 flops each)
+expected. Numbers may be written as ints where floats are expected (``lr: 1``).
+:data:`CONFIG_SCHEMA` is the schema: every key with its default and what it means (``genni
+search --help`` prints it).
 
 :func:`validate_config` turns a parsed mapping into the complete configuration (every
 default filled in), which is what the store saves as ``config.yml``; :func:`build_model`
@@ -71,6 +30,53 @@ MODEL_NAMES = ("two_neuron", "mlp", "lenet5")
 MODEL_ALIASES = {"lenet": "lenet5"}
 BACKEND_NAMES = ("auto", "fused", "torch")
 OPTIMIZERS = ("sgd", "adam")
+
+# Every key of a config file with its default and what it means, as YAML; `genni COMMAND
+# --help` prints it, and it is a valid config itself.
+CONFIG_SCHEMA = """\
+experiment: two_neuron_run       # required: <home>/experiments/<name>/ (no '/')
+model:                           # required: the network φ(x, θ)
+  name: two_neuron               # two_neuron | mlp | lenet5
+  # mlp:    sizes: [8, 32, 1] (required, input first), activation: relu, bias: true
+  # lenet5: in_channels: 1, input_size: 28, num_outputs: 1, activation: relu,
+  #         pool: max, padding: 2, output_activation: null
+  # activations: relu | leaky_relu | tanh | sigmoid | identity; pool: max | avg
+seed: 0                          # θ: torch.manual_seed(seed), then the model is built
+probes:
+  num_probes: 16384              # standard-normal probe inputs x
+  seed: 0                        # their generator's seed
+search:                          # Algorithm 1: SGD from K random starts, batched
+  name: search                   # saved as searches/<name>/
+  starts: 10                     # K
+  steps: 2000
+  lr: 0.015
+  batch_size: 256                # minibatch of probes per step
+  optimizer: sgd                 # sgd | adam
+  momentum: 0.0
+  tol: null                      # stop once every start's J is below tol (null: never)
+  seed: null                     # start k: seed + 1 + k (its init and minibatches); null:
+                                 # θ's seed. θ's seed must be outside [seed+1, seed+starts]
+  record_every: 100              # J on all probes every this many steps (history)
+subspace:
+  eps: 0.0025                    # ε: a start has converged when its J < ε
+  eps_relative: null             # ε as a fraction of J of the best constant function
+                                 # (Problem.constant_loss); when set, eps is ignored and
+                                 # the saved config records the ε it gave
+  m: 2                           # directions of the plane (default dim of a grid)
+  center: null                   # θ₀: index of a start, null: the best converged one
+grids:                           # one sweep each, saved as grids/<name>/ (name, bound
+                                 # and n required; dim optional)
+  - name: plane2d
+    bound: [-2, 2]               # [a, b] on every axis
+    n: 100                       # points per axis
+    dim: 2                       # axes (the plane's m for this grid; default subspace.m)
+backend: auto                    # auto | fused | torch
+device: cpu                      # cpu | cuda | cuda:N: where search and sweep run
+precision: full                  # full | tf32: sweeps' Linear/Conv2d on tensor cores
+                                 # (float32 on CUDA; README "Precision")
+num_threads: null                # CPU threads (null: all)
+chunk_points: null               # grid points per chunk file (null: ~2e11 flops each)
+"""
 
 
 class ConfigError(InputError):

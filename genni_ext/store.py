@@ -198,7 +198,8 @@ class Experiment:
         return [
             name
             for name in self._names("grids")
-            if (self.path / "grids" / name / "manifest.json").is_file()
+            if grid_store.exists(self.path / "grids" / name)
+            or (self.path / "grids" / name / "manifest.json").is_file()  # first format
             or (self.path / "grids" / name / "metadata.json").is_file()
         ]
 

@@ -22,6 +22,8 @@ import torch
 import yaml
 
 from genni_ext import cli
+from genni_ext.cli.parser import build_parser
+from genni_ext.cli.presets import DEMO_LENET, DEMO_TWO_NEURON, DEMO_TWO_NEURON_PAPER
 from genni_ext.config import TOP_KEYS, build_problem, validate_config
 from genni_ext.errors import InputError
 from genni_ext.grid import Grid, sweep_grid
@@ -93,7 +95,7 @@ def test_search_sweep_ls(tmp_path: Path) -> None:
 
     done = _genni(tmp_path, "sweep", "--config", str(config), "--home", str(home), "--no-progress")
     assert done.returncode == 0, done.stderr
-    assert "grid 'plane' (12×12 on [-2, 2]^2): 3 chunks of 50 points" in done.stdout
+    assert "grid 'plane' (12×12 on [-2, 2]^2): 3 chunks of 60 points" in done.stdout
     assert "computed 3 of 3 chunks in this run" in done.stdout  # plane: 144 points
     assert "computed 3 of 3 chunks in this run" in done.stdout.split("grid 'cube'")[1]  # 125
     assert "ε-set (J < 0.01)" in done.stdout
@@ -217,7 +219,7 @@ def test_analyse_command(tmp_path: Path) -> None:
 def test_demo_presets_are_the_papers() -> None:
     """--paper is the paper's experiment exactly; the default demo keeps its net, probes and
     optimiser but takes a θ with a non-trivial function and ε relative to it."""
-    config = validate_config(cli.DEMO_TWO_NEURON_PAPER)
+    config = validate_config(DEMO_TWO_NEURON_PAPER)
     assert config["model"] == {"name": "two_neuron"}
     assert config["seed"] == 10
     assert config["probes"]["num_probes"] == 16384
@@ -226,13 +228,13 @@ def test_demo_presets_are_the_papers() -> None:
     assert config["subspace"]["eps_relative"] is None
     grids = {(g["dim"], g["n"], tuple(g["bound"])) for g in config["grids"]}
     assert grids == {(2, 100, (-2.0, 2.0)), (3, 50, (-2.0, 2.0))}
-    demo = validate_config(cli.DEMO_TWO_NEURON)
+    demo = validate_config(DEMO_TWO_NEURON)
     assert (demo["seed"], demo["subspace"]["eps_relative"]) == (5, 0.05)
     for key in ("model", "probes"):
         assert demo[key] == {**config[key], **({"seed": 5} if key == "probes" else {})}
     assert (demo["search"]["batch_size"], demo["search"]["lr"]) == (256, 0.015)
     assert all(g["n"] % 2 == 1 for g in demo["grids"])  # c = 0 on the grid
-    lenet = validate_config(cli.DEMO_LENET)
+    lenet = validate_config(DEMO_LENET)
     assert lenet["model"]["name"] == "lenet5"
     assert (lenet["model"]["input_size"], lenet["model"]["num_outputs"]) == (28, 1)
     assert lenet["search"]["lr"] == 0.001
@@ -248,7 +250,7 @@ RESUME = {
     "search": {"starts": 3, "steps": 1},
     "subspace": {"eps": 1.0e6},  # every start counts: the plane only has to exist
     "grids": [{"name": "plane", "bound": [-1, 1], "n": 40}],
-    "chunk_points": 20,  # 80 chunks
+    "chunk_points": 40,  # one row of the 40x40 grid a chunk: 40 chunks
 }
 
 
@@ -256,7 +258,7 @@ def test_kill_and_resume(tmp_path: Path) -> None:
     config = _write(tmp_path / "resume.yml", RESUME)
     home = tmp_path / "home"
     assert cli.main(["search", "--config", str(config), "--home", str(home), "--no-progress"]) == 0
-    chunks = Experiment("resume", home).grid_dir("plane") / "chunks"
+    chunks = Experiment("resume", home).grid_dir("plane") / "done"  # one record a chunk
 
     process = subprocess.Popen(
         _command("sweep", "--config", str(config), "--home", str(home), "--no-progress"),
@@ -268,7 +270,7 @@ def test_kill_and_resume(tmp_path: Path) -> None:
     )
     deadline = time.monotonic() + 120
     try:
-        while not (chunks.is_dir() and any(chunks.glob("chunk_*.npz"))):
+        while not (chunks.is_dir() and any(chunks.glob("*.json"))):
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "no chunk file appeared"
             time.sleep(0.002)
@@ -276,28 +278,28 @@ def test_kill_and_resume(tmp_path: Path) -> None:
     finally:
         process.communicate()
     assert process.returncode == -signal.SIGKILL
-    done = len(list(chunks.glob("chunk_*.npz")))
-    assert 1 <= done < 80, f"{done} of 80 chunks done when killed"
+    done = len(list(chunks.glob("*.json")))
+    assert 1 <= done < 40, f"{done} of 40 chunks done when killed"
 
     listing = _genni(tmp_path, "ls", "--home", str(home))
-    assert re.search(rf"grids/plane +40×40, partial: {done}/80 chunks", listing.stdout), listing
+    assert re.search(rf"grids/plane +40×40, partial: {done}/40 chunks", listing.stdout), listing
 
     resumed = _genni(tmp_path, "sweep", "--config", str(config), "--home", str(home))
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming, {done} of 80 chunks done; computing {80 - done} chunks" in resumed.stdout
-    assert f"computed {80 - done} of 80 chunks in this run" in resumed.stdout
+    assert f"resuming, {done} of 40 chunks done; computing {40 - done} chunks" in resumed.stdout
+    assert f"computed {40 - done} of 40 chunks in this run" in resumed.stdout
     values = Experiment("resume", home).load_grid("plane").values
     expected = _reference_values(home, "resume", "plane", {**RESUME["grids"][0], "dim": 2})
     assert torch.equal(values, expected)
     assert not [name for name in _files(home) if name.endswith(".tmp")]
-    assert not chunks.exists()
+    assert Experiment("resume", home).check_grid("plane") == []
 
 
 # --- help -----------------------------------------------------------------------------------
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    parser = cli._parser()
+    parser = build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return dict(action.choices)
 
@@ -493,7 +495,7 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
         _command("sweep", "--config", str(config), "--home", home, "--no-progress"),
         cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    chunks = Path(home) / "experiments/resume/grids/plane/chunks"
+    chunks = Path(home) / "experiments/resume/grids/plane/done"
     deadline = time.time() + 60
     while time.time() < deadline and not (chunks.is_dir() and len(list(chunks.iterdir())) >= 2):
         time.sleep(0.05)
@@ -501,3 +503,60 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "interrupted; finished chunks are saved" in err
+
+
+# --- the run layer: a Dask cluster, damage, genni check -----------------------------------
+
+
+def test_sweep_on_a_dask_cluster_equals_one_process(tmp_path: Path) -> None:
+    pytest.importorskip("distributed", reason="dask is in the test extra")
+    config = _write(tmp_path / "tiny.yml", {**TINY, "grids": TINY["grids"][:1]})
+    home = tmp_path / "home"
+    assert _genni(tmp_path, "search", "--config", str(config), "--home", str(home)).returncode == 0
+    done = _genni(
+        tmp_path, "sweep", "--config", str(config), "--home", str(home), "--dask", "local:2",
+        "--no-progress", timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "dask: 2 worker(s) at local:2" in done.stdout
+    assert "computed 3 of 3 chunks in this run" in done.stdout
+    values = Experiment("tiny", home).load_grid("plane").values
+    spec = {**TINY["grids"][0], "dim": 2}
+    assert torch.equal(values, _reference_values(home, "tiny", "plane", spec))
+    bad = _genni(tmp_path, "sweep", "--config", str(config), "--home", str(home), "--dask", "x")
+    assert bad.returncode == 1 and "local:N" in bad.stderr and "tcp://HOST:PORT" in bad.stderr
+
+
+def test_damage_is_reported_by_check_ls_and_plot_and_repaired_by_sweep(tmp_path: Path) -> None:
+    config = _write(tmp_path / "tiny.yml", TINY)
+    home = tmp_path / "home"
+    for command in ("search", "sweep"):
+        done = _genni(tmp_path, command, "--config", str(config), "--home", str(home))
+        assert done.returncode == 0, done.stderr
+    ok = _genni(tmp_path, "check", "tiny", "--home", str(home))
+    assert ok.returncode == 0 and "tiny: ok" in ok.stdout, ok.stdout + ok.stderr
+
+    experiment = Experiment("tiny", home)
+    chunk = experiment.grid_dir("cube") / "grid.zarr" / "J" / "c" / "1" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:-5])  # truncated
+    (experiment.search_dir() / "metadata.json").write_text("{broken")
+    check = _genni(tmp_path, "check", "tiny", "--home", str(home))
+    assert check.returncode == 1
+    assert re.search(r"DAMAGED grids/cube: chunk 1 .*cannot be read.*genni sweep", check.stdout)
+    assert re.search(r"DAMAGED searches/search: .*metadata\.json cannot be read", check.stdout)
+    assert "tiny: 2 problem(s)" in check.stdout and "Traceback" not in check.stderr
+
+    listing = _genni(tmp_path, "ls", "--home", str(home))
+    assert listing.returncode == 0, listing.stderr
+    assert re.search(r"searches/search +DAMAGED: .*metadata\.json", listing.stdout)
+    assert re.search(r"grids/plane +12×12, complete", listing.stdout)
+
+    drawn = _genni(tmp_path, "plot", "tiny", "plane", "--home", str(home))
+    assert drawn.returncode == 0, drawn.stderr
+    cube = _genni(tmp_path, "plot", "tiny", "cube", "--home", str(home))
+    assert cube.returncode == 1 and "chunk 1" in cube.stderr and "Traceback" not in cube.stderr
+
+    _genni(tmp_path, "search", "--config", str(config), "--home", str(home))  # a new search
+    repaired = _genni(tmp_path, "sweep", "--config", str(config), "--home", str(home))
+    assert repaired.returncode == 0, repaired.stderr
+    assert _genni(tmp_path, "check", "tiny", "--home", str(home)).returncode == 0

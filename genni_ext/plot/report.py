@@ -20,7 +20,7 @@ from typing import IO
 
 from matplotlib.figure import Figure
 
-from ..errors import GenniError
+from ..errors import GenniError, StoreError
 from ..grid import GridResult
 from ..store import Experiment, atomic_write, atomic_write_text
 
@@ -170,10 +170,16 @@ def draw_experiment(
             ]
         lines += _analysis_lines(analysis, names)
 
+    found = None
     if search in experiment.searches():
+        try:
+            found = experiment.load_search(search)
+        except StoreError as error:
+            drawn.skipped.append((f"search '{search}'", str(error)))
+    if found is not None:
         from .planes import search_convergence
 
-        result = experiment.load_search(search)
+        result = found
         converged = int(result.converged(eps).sum())
         lines += [
             f"## Search '{search}'",
@@ -187,7 +193,13 @@ def draw_experiment(
         )
 
     for name in names:
-        result = experiment.load_grid(name)
+        try:
+            result = experiment.load_grid(name)
+        except StoreError as error:
+            if grids:  # asked for by name: say why it cannot be drawn
+                raise
+            drawn.skipped.append((f"grid '{name}'", str(error)))
+            continue
         finite = result.values[result.values.isfinite()]
         inside = int(result.eps_mask(eps).sum())
         lines += [

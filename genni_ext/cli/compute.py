@@ -1,0 +1,227 @@
+"""``genni search`` and ``genni sweep``, and the steps of them that ``genni demo`` shares."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..chunks import ChunkPlan
+from ..config import build_problem, validate_config
+from ..errors import InputError
+from ..grid import Grid
+from ..search import search
+from ..store import ConfigSource, Experiment, StoreError, auto_chunk_points
+from ..subspace import Subspace
+from .configure import experiments_home, raw_config, set_threads
+from .output import format_seconds, format_shape, say
+
+
+def resolve_eps(config: dict[str, Any], problem: Any) -> float:
+    """Set ``subspace.eps`` from ``eps_relative`` (× the constant-function loss) when that
+    is given; print the trivial-function warning when ε reaches a baseline; return ε."""
+    from ..analysis.baselines import Baselines
+
+    spec = config["subspace"]
+    baselines = Baselines.of(problem)
+    if spec.get("eps_relative") is not None:
+        spec["eps"] = baselines.resolve_eps(eps_relative=spec["eps_relative"])
+    warning = baselines.warning(spec["eps"])
+    if warning:
+        say(f"warning: {warning}")
+    return float(spec["eps"])
+
+
+def run_search(config: dict[str, Any], experiment: Any, *, progress: bool) -> tuple[Any, Any]:
+    """Build the problem, search, save config and search; return (problem, result)."""
+    spec = config["search"]
+    problem = build_problem(config)
+    resolve_eps(config, problem)
+    start = time.perf_counter()
+    result = search(
+        problem,
+        spec["starts"],
+        steps=spec["steps"],
+        lr=spec["lr"],
+        batch_size=spec["batch_size"],
+        optimizer=spec["optimizer"],
+        momentum=spec["momentum"],
+        tol=spec["tol"],
+        seed=spec["seed"],
+        record_every=spec["record_every"],
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    experiment.save_config(config)
+    path = experiment.save_search(result, spec["name"], problem=problem)
+    eps = config["subspace"]["eps"]
+    converged = int(result.converged(eps).sum())
+    losses = result.losses
+    say(
+        f"search '{spec['name']}': {problem!r}; {losses.shape[0]} starts × "
+        f"{result.config['steps_run']} steps in {format_seconds(seconds)}; {converged} of "
+        f"{losses.shape[0]} converged (J < {eps:g}); final J from {float(losses.min()):.3g} "
+        f"to {float(losses.max()):.3g}"
+    )
+    say(f"  saved to {path}")
+    return problem, result
+
+
+def search_command(args: argparse.Namespace) -> int:
+    """``genni search``: build the problem, search, save both in the experiment."""
+    config = validate_config(raw_config(args))
+    experiment = Experiment(config["experiment"], experiments_home(args))
+    set_threads(config)
+    run_search(config, experiment, progress=not args.no_progress)
+    return 0
+
+
+def _problem_for_search(config: dict[str, Any], experiment: Any) -> tuple[Any, Any]:
+    """The config's problem and the experiment's search, checked to belong together."""
+    name = config["search"]["name"]
+    metadata = experiment.search_metadata(name)
+    problem = build_problem(config)
+    resolve_eps(config, problem)
+    saved = metadata.get("problem") or {}
+    for key, what in (("theta_hash", "θ (model or seed)"), ("probes_hash", "probes")):
+        if saved.get(key) is not None and saved[key] != getattr(problem, key):
+            raise StoreError(
+                f"the config's {what} differ from those search '{name}' of experiment "
+                f"'{experiment.name}' was run with ({key} {saved[key]} on disk, "
+                f"{getattr(problem, key)} now); sweep with the config the search used "
+                f"({experiment.config_path}) or run `genni search` again"
+            )
+    return problem, experiment.load_search(name)
+
+
+def _on_device(value: Any, device: Any) -> Any:
+    """A copy of the dataclass ``value`` with its tensor fields on ``device``."""
+    moved = {
+        field.name: getattr(value, field.name).to(device)
+        for field in dataclasses.fields(value)
+        if isinstance(getattr(value, field.name), torch.Tensor)
+    }
+    return dataclasses.replace(value, **moved)
+
+
+def sweep_grids(
+    config: Mapping[str, Any],
+    experiment: Any,
+    problem: Any,
+    result: Any,
+    grids: Sequence[Mapping[str, Any]],
+    *,
+    progress: bool,
+    client: Any = None,
+) -> list[tuple[Mapping[str, Any], Any, float]]:
+    """Run the resumable sweep of every grid (on ``client``'s Dask workers if given); print
+    a line or two per grid; return (grid spec, result, seconds) per grid."""
+    eps = config["subspace"]["eps"]
+    center = config["subspace"]["center"]
+    done = []
+    for spec in grids:
+        grid = Grid.uniform(tuple(spec["bound"]), spec["n"], spec["dim"])
+        # From the search's values on the CPU, so that the plane (and the store's hash of
+        # it) is the same whether the search ran here, on a GPU or was loaded from disk.
+        subspace = _on_device(
+            Subspace.from_search(_on_device(result, "cpu"), eps, spec["dim"], center=center),
+            problem.theta.device,
+        )
+        plan = ChunkPlan.for_grid(
+            grid.shape, config["chunk_points"] or auto_chunk_points(problem, grid.size)
+        )
+        chunk_points, total = plan.chunk_points, plan.num_chunks
+        label = (
+            f"grid '{spec['name']}' ({format_shape(grid.shape)} on "
+            f"[{spec['bound'][0]:g}, {spec['bound'][1]:g}]^{spec['dim']})"
+        )
+        try:
+            status = experiment.sweep_status(spec["name"])
+        except StoreError:
+            status = None  # nothing there yet, or damaged: run_sweep says which
+        if status is not None and status.complete:
+            say(f"{label}: complete on disk; computing 0 chunks")
+        elif status is not None and status.num_chunks == total:
+            say(
+                f"{label}: resuming, {status.chunks_done} of {total} chunks done; computing "
+                f"{status.chunks_missing} chunks"
+            )
+        else:
+            say(f"{label}: {total} chunks of {chunk_points} points; computing {total} chunks")
+        start = time.perf_counter()
+        grid_result = experiment.run_sweep(
+            problem,
+            subspace,
+            grid,
+            spec["name"],
+            chunk_points=chunk_points,
+            backend=config["backend"],
+            num_threads=config["num_threads"],
+            progress=progress,
+            precision=config["precision"],
+            client=client,
+            source=None if client is None else ConfigSource(experiment.home, experiment.name),
+        )
+        seconds = time.perf_counter() - start
+        inside = int(grid_result.eps_mask(eps).sum())
+        say(f"  computed {experiment.chunks_computed} of {total} chunks in this run")
+        say(
+            f"  ε-set (J < {eps:g}): {inside} of {grid.size} points "
+            f"({100.0 * inside / grid.size:.1f}%); J from {float(grid_result.values.min()):.3g} "
+            f"to {float(grid_result.values.max()):.3g}; {format_seconds(seconds)} "
+            f"({grid_result.metadata['backend']}); saved to {experiment.grid_dir(spec['name'])}"
+        )
+        done.append((spec, grid_result, seconds))
+    return done
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    """``genni sweep``: the config's grids (or those named by --grid) on the searched plane."""
+    base: dict[str, Any] = {}
+    if args.config is None:
+        name = args.experiment
+        if name is None:
+            raise InputError(
+                "genni sweep needs --config FILE, or --experiment NAME to use that "
+                "experiment's saved config.yml"
+            )
+        base = Experiment(name, experiments_home(args)).load_config()
+    config = validate_config(raw_config(args, base))
+    experiment = Experiment(config["experiment"], experiments_home(args))
+    grids = config["grids"]
+    if args.grid_names:
+        known = {spec["name"] for spec in grids}
+        for name in args.grid_names:
+            if name not in known:
+                raise InputError(
+                    f"--grid {name!r} is not a grid of the config (grids: "
+                    f"{', '.join(sorted(known)) or 'none'})"
+                )
+        grids = [spec for spec in grids if spec["name"] in args.grid_names]
+    if not grids:
+        raise InputError(
+            "config key 'grids': the config has no grids to sweep; add a list such as "
+            "grids: [{name: plane2d, bound: [-2, 2], n: 100, dim: 2}]"
+        )
+    set_threads(config)
+    problem, result = _problem_for_search(config, experiment)
+    experiment.save_config(config)
+    if args.dask is None:
+        sweep_grids(config, experiment, problem, result, grids, progress=not args.no_progress)
+        return 0
+    from ..cluster import connect
+
+    client = connect(args.dask)
+    try:
+        say(f"dask: {len(client.scheduler_info()['workers'])} worker(s) at {args.dask}")
+        sweep_grids(
+            config, experiment, problem, result, grids, progress=not args.no_progress,
+            client=client,
+        )  # fmt: skip
+    finally:
+        client.close()
+    return 0

@@ -1,0 +1,263 @@
+"""The ``genni`` argument parser: every command, flag and help text."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from ..config import BACKEND_NAMES, CONFIG_SCHEMA, OPTIMIZERS
+from .presets import DEMO_MODEL_HELP, demo_help, paper_flag_help
+
+_SCHEMA_EPILOG = (
+    "config file (YAML; every key but experiment and model optional, with the defaults "
+    "shown):\n\n" + textwrap.indent(CONFIG_SCHEMA.rstrip("\n"), "  ")
+)
+
+
+def _add_home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        help="experiments home (default: $GENNI_HOME, else genni_home: in ./genni.yml, "
+        "else ./genni_home)",
+    )
+
+
+def _add_config_options(parser: argparse.ArgumentParser, *, model_help: str) -> None:
+    """--config, --home, --no-progress and a flag per config key (see configure.OVERRIDES)."""
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (schema below)")
+    _add_home(parser)
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (they go to stderr)"
+    )
+    group = parser.add_argument_group(
+        "config overrides", "each sets one config key, over the config file's value"
+    )
+    group.add_argument("--experiment", metavar="NAME", help="experiment (folder) name")
+    group.add_argument("--model", metavar="NAME", help=model_help)
+    group.add_argument("--seed", type=int, metavar="INT", help="θ's initialisation seed")
+    group.add_argument("--num-probes", type=int, metavar="N", help="probes.num_probes")
+    group.add_argument("--probe-seed", type=int, metavar="INT", help="probes.seed")
+    group.add_argument("--search-name", metavar="NAME", help="search.name (default: search)")
+    group.add_argument("--starts", type=int, metavar="K", help="search.starts")
+    group.add_argument("--steps", type=int, metavar="N", help="search.steps")
+    group.add_argument("--lr", type=float, metavar="LR", help="search.lr")
+    group.add_argument("--batch-size", type=int, metavar="N", help="search.batch_size")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, help="search.optimizer")
+    group.add_argument("--momentum", type=float, metavar="X", help="search.momentum")
+    group.add_argument("--tol", type=float, metavar="J", help="search.tol")
+    group.add_argument("--search-seed", type=int, metavar="INT", help="search.seed")
+    group.add_argument("--record-every", type=int, metavar="N", help="search.record_every")
+    group.add_argument("--eps", type=float, metavar="EPS", help="subspace.eps (ε)")
+    group.add_argument(
+        "--eps-relative",
+        type=float,
+        metavar="FRACTION",
+        help="subspace.eps_relative: ε as a fraction of the constant-function loss",
+    )
+    group.add_argument("--m", type=int, metavar="M", help="subspace.m")
+    group.add_argument("--center", type=int, metavar="INDEX", help="subspace.center")
+    group.add_argument("--backend", choices=BACKEND_NAMES, help="backend of the sweep")
+    group.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="where search and sweep run: cpu (default), cuda or cuda:N",
+    )
+    group.add_argument(
+        "--precision",
+        choices=("full", "tf32"),
+        help="sweeps in the dtype's full precision (default) or with Linear/Conv2d on TF32 "
+        "tensor cores (float32 on CUDA)",
+    )
+    group.add_argument("--num-threads", type=int, metavar="N", help="CPU threads")
+    group.add_argument("--chunk-points", type=int, metavar="N", help="grid points per chunk")
+    group.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config key (dotted, VALUE in YAML), e.g. --set model.sizes=[8,32,1] "
+        "or --set grids='[{name: g, bound: [-1, 1], n: 50}]'; repeatable",
+    )
+
+
+def _wrap(*paragraphs: str) -> str:
+    """Paragraphs filled to 88 columns (the raw formatter keeps the schema's layout)."""
+    return "\n\n".join(textwrap.fill(text, 88) for text in paragraphs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``genni`` and its commands (``args.command`` names the one given)."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="genni",
+        description="GENNI: find and see the functional equivalence classes of a network's "
+        "parameters.",
+        epilog="Run `genni COMMAND --help` for a command's options and the config schema.",
+        formatter_class=formatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    search = commands.add_parser(
+        "search",
+        help="search for parameters equivalent to θ; save the result",
+        description=_wrap(
+            "Build the problem (model, θ, probes) and run the batched search (Algorithm 1); "
+            "save the config and the search in <home>/experiments/<experiment>/. A search of "
+            "the same name is replaced."
+        ),
+        epilog=_SCHEMA_EPILOG,
+        formatter_class=formatter,
+    )
+    _add_config_options(search, model_help="model.name: two_neuron | mlp | lenet5")
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="sweep J over the config's grids on the searched plane (resumable)",
+        description=_wrap(
+            "Load the experiment's search, build the plane through its converged points (one "
+            "per grid, with m = the grid's dim) and sweep J over every grid of the config, in "
+            "chunks written as they finish. Run the same command again after an "
+            "interruption: it computes only the missing chunks. Without --config, the "
+            "experiment's saved config.yml is used (pass --experiment)."
+        ),
+        epilog=_SCHEMA_EPILOG,
+        formatter_class=formatter,
+    )
+    _add_config_options(sweep, model_help="model.name: two_neuron | mlp | lenet5")
+    sweep.add_argument(
+        "--grid",
+        dest="grid_names",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="sweep only this grid of the config (repeatable; default: all)",
+    )
+    sweep.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run one task per chunk on a Dask cluster: local:N (N worker processes here) or "
+        "tcp://HOST:PORT (a running `dask scheduler`); workers rebuild the problem from the "
+        "experiment's config.yml and need the experiment home at the same path (pip install "
+        '"genni_ext[dask]")',
+    )
+
+    check = commands.add_parser(
+        "check",
+        help="verify an experiment's files: every grid chunk against its checksum",
+        description=_wrap(
+            "Read back everything an experiment holds: its config, every search, and every "
+            "chunk of every grid against the checksum recorded when it was written. Each "
+            "damaged or missing file is named with what to do; exit status 1 if any. A "
+            "damaged chunk is recomputed by the next `genni sweep` of that grid."
+        ),
+        formatter_class=formatter,
+    )
+    check.add_argument("experiment", metavar="EXPERIMENT")
+    _add_home(check)
+
+    listing = commands.add_parser(
+        "ls",
+        help="list experiments, searches and grids with sizes and dates",
+        description=_wrap(
+            "List the experiments in the home: their searches (starts, converged) and grids "
+            "(shape, complete or partial: chunks done / total), with sizes on disk and dates."
+        ),
+        formatter_class=formatter,
+    )
+    listing.add_argument("experiments", nargs="*", metavar="EXPERIMENT", help="only these")
+    listing.add_argument("--config", metavar="FILE", help="list only the config's experiment")
+    _add_home(listing)
+
+    plot = commands.add_parser(
+        "plot",
+        help="draw every picture that fits an experiment's grids, and report.md",
+        description=_wrap(
+            "Draw into the experiment's plots folder: the search's convergence; for 2-D "
+            "grids the surface (linear J) and the contour (log J); for 3-D grids the ε-set "
+            "from several angles, slices, a UMAP and an interactive HTML view (with plotly); "
+            "for 4-D and larger grids a UMAP. Writes report.md in the experiment with each "
+            "figure and the numbers behind it."
+        ),
+        formatter_class=formatter,
+    )
+    plot.add_argument("experiment", metavar="EXPERIMENT", help="the experiment's name")
+    plot.add_argument(
+        "grids", nargs="*", metavar="GRID", help="only these grids (default: every grid)"
+    )
+    plot.add_argument(
+        "--eps", type=float, metavar="EPS", help="ε (default: the config's subspace.eps)"
+    )
+    _add_home(plot)
+
+    analyse = commands.add_parser(
+        "analyse",
+        help="what the ε-set is: baselines, class dimension, found points, topology",
+        description=_wrap(
+            "Analyse an experiment's search and grids and write analysis.json, the analysis "
+            "figures and report.md: J of the trivial functions against ε (and a warning when "
+            "the ε-set can hold functions that ignore their input); the dimension of the "
+            "equivalence class at θ against the known-symmetry orbit (Jacobian rank; models "
+            "above 10,000 parameters in the plane of the first grid); what each found point "
+            "is (a G_ReLU image of θ, another exact equivalent, approximate, trivial); and the "
+            "Betti numbers, persistence and components of each 2-D and 3-D grid's ε-set, "
+            "checked on a grid of twice the resolution (a new sweep, stored as "
+            "<grid>_refined; --no-refine leaves it out).",
+        ),
+        formatter_class=formatter,
+    )
+    analyse.add_argument("experiment", metavar="EXPERIMENT", help="the experiment's name")
+    analyse.add_argument(
+        "grids", nargs="*", metavar="GRID", help="only these grids (default: every grid)"
+    )
+    eps_group = analyse.add_mutually_exclusive_group()
+    eps_group.add_argument("--eps", type=float, metavar="EPS", help="ε (default: the config's)")
+    eps_group.add_argument(
+        "--eps-relative",
+        type=float,
+        metavar="FRACTION",
+        help="ε as a fraction of the constant-function loss",
+    )
+    analyse.add_argument(
+        "--no-refine", action="store_true", help="skip the resolution check's finer sweeps"
+    )
+    analyse.add_argument(
+        "--similarity",
+        action="store_true",
+        help="also CKA, G_ReLU-Procrustes and G_ReLU-CKA per layer between θ and the found "
+        "point of lowest J",
+    )
+    analyse.add_argument(
+        "--stitching",
+        action="store_true",
+        help="also stitch θ's network into that point's after every hidden layer",
+    )
+    analyse.add_argument(
+        "--morse",
+        action="store_true",
+        help="also the Morse graph of descent on each grid (needs the dynamics extra, CMGDB)",
+    )
+    analyse.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (they go to stderr)"
+    )
+    _add_home(analyse)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the paper's 4-parameter experiment end to end (or LeNet-5)",
+        description=_wrap(
+            "Run a whole GENNI experiment into the home: search, then a 2-D and a 3-D grid, "
+            "the analysis of what the ε-set is (genni analyse) and every picture, and print "
+            "where everything is and a summary.",
+            *demo_help(),
+            "--config and the flags override the demo's settings; a search or grid already "
+            "in the home with the same settings is reused.",
+        ),
+        epilog=_SCHEMA_EPILOG,
+        formatter_class=formatter,
+    )
+    _add_config_options(demo, model_help=DEMO_MODEL_HELP)
+    demo.add_argument("--paper", action="store_true", help=paper_flag_help())
+    demo.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
+    return parser
