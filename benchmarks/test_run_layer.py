@@ -3,12 +3,12 @@ per-task overhead of Dask, and the zarr store's write throughput against ``numpy
 
 Groups (``extra_info`` holds the numbers ``benchmarks/README.md`` quotes):
 
-* ``run layer: LeNet-5 3-D``: ``Experiment.run_sweep`` of a 10×10×10 grid of LeNet-5 (28×28,
-  one output, 256 probes) in chunks of one slab (100 points) — ``local`` in this process
+* ``run layer: LeNet-5 3-D``: ``Experiment.run_sweep`` of a 14×14×14 grid of LeNet-5 (28×28,
+  one output, 256 probes) in chunks of one slab (196 points, 14 chunks) — ``local`` in this process
   (torch's threads), ``dask-1`` and ``dask-2`` on a LocalCluster of 1 and 2 worker
   processes with one thread each. ``speedup_2_over_1`` is dask-1 / dask-2 (goal ≥ 1.7×).
 * ``run layer: overhead``: the grid's points as a coefficient list (so that a chunk can be
-  any number of points), one thread everywhere, on 1 worker against one process: all 1,000
+  any number of points), one thread everywhere, on 1 worker against one process: all 2,744
   at the default chunk size, the first 200 in chunks of one point. ``overhead`` = dask time
   / local time − 1 (goal ≤ 5 % at the default chunk size).
 * ``run layer: store writes``: 10⁶ float64 values written as a zarr grid (10 chunks,
@@ -42,7 +42,7 @@ from genni_ext.subspace import Subspace
 distributed = pytest.importorskip("distributed")
 
 SPEEDUP_GOAL = 1.7
-LISTED_POINTS = {False: 1000, True: 200}  # one-point chunks: 200 tasks are enough to time
+LISTED_POINTS = {False: 2744, True: 200}  # one-point chunks: 200 tasks are enough to time
 OVERHEAD_GOAL = 0.05
 _SECONDS: dict[str, float] = {}
 
@@ -54,7 +54,7 @@ def _case() -> tuple[Problem, Subspace, Grid]:
     generator = torch.Generator().manual_seed(2)
     scale = 0.3 * float(problem.theta.abs().mean())
     points = problem.theta + scale * torch.randn(3, problem.num_params, generator=generator)
-    return problem, Subspace.from_points(problem.theta, points), Grid.uniform((-1.0, 1.0), 10, 3)
+    return problem, Subspace.from_points(problem.theta, points), Grid.uniform((-1.0, 1.0), 14, 3)
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +109,9 @@ def _time(benchmark: BenchmarkFixture, run: Callable[[], float], key: str, round
 def test_lenet_3d_on_workers(
     benchmark: BenchmarkFixture, clients: dict[int, object], method: str
 ) -> None:
-    benchmark.group = "run layer: LeNet-5 3-D, 10x10x10 grid, 256 probes, chunks of 100"
+    benchmark.group = "run layer: LeNet-5 3-D, 14x14x14 grid, 256 probes, chunks of 196"
     client = None if method == "local" else clients[int(method[-1])]
-    seconds = _time(benchmark, _sweep(client, 100), method, rounds=2)
+    seconds = _time(benchmark, _sweep(client, 196), method, rounds=2)
     problem, _subspace, grid = _case()
     benchmark.extra_info.update(
         {"grid_points": grid.size, "probes": problem.num_probes, "threads": torch.get_num_threads()}

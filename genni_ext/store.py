@@ -709,6 +709,7 @@ class Experiment:
         self.chunks_computed = 0
         on_disk = folder.is_dir() and any(folder.iterdir())
         first_chunk: tuple[torch.Tensor, float] | None = None
+        fresh = False
         if on_disk and not grid_store.exists(folder) and self._format_of(folder, name) == 1:
             return self._first_format_result(folder, name, manifest)
         if on_disk and grid_store.exists(folder):
@@ -720,19 +721,25 @@ class Experiment:
                 )
             _check_manifest(stored, manifest, self.name, name, folder)
         else:
-            # Compute the first chunk before writing anything: bad input that only the
-            # sweep detects then leaves no files behind.
-            first_chunk = task.compute(problem, subspace, first_coeffs, 0)
-            self.chunks_computed = 1
+            # Compute before writing anything, so that bad input that only the sweep
+            # detects leaves no files behind: the first chunk here, or with a cluster (which
+            # then computes every chunk, none waiting on this one) its first point.
+            fresh = True
+            if client is None:
+                first_chunk = task.compute(problem, subspace, first_coeffs, 0)
+                self.chunks_computed = 1
+            else:
+                task.compute(problem, subspace, first_coeffs[:1], 0)
 
         folder.mkdir(parents=True, exist_ok=True)
         with exclusive(folder / ".lock", f"grid '{name}' of experiment '{self.name}'"):
-            if first_chunk is not None:
+            if fresh:
                 if not grid_store.exists(folder):
                     remove_temporaries(folder)
                     self._write_grid_and_subspace(folder, grid, subspace)
                     grid_store.create(folder, grid, plan, {**manifest, "created": now()})
-                grid_store.write_chunk(folder, plan, 0, *first_chunk)
+                if first_chunk is not None:
+                    grid_store.write_chunk(folder, plan, 0, *first_chunk)
             elif (folder / "metadata.json").is_file():
                 try:
                     return self.load_grid(name)
