@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import grid_store, search_store
-from ._checks import device_label, positive_int
+from ._checks import positive_int
 from .chunk_runs import ChunkTask, ConfigSource, ProblemSource, run_local, run_on_cluster
 from .chunks import ChunkPlan, auto_chunk_points
 from .errors import InputError, StoreError
@@ -70,11 +70,11 @@ from .files import (
     read_json,
     remove_temporaries,
     staged_folder,
-    tensor_hash,
     write_array,
     write_json,
 )
 from .home import check_name, genni_home
+from .manifest import FORMAT, check_manifest, sweep_manifest
 
 if TYPE_CHECKING:
     import xarray
@@ -84,7 +84,6 @@ if TYPE_CHECKING:
     from .search import SearchResult
     from .subspace import Subspace
 
-FORMAT = 2  # 2: grids as zarr (grid.zarr, done/); 1: values.npy and chunks/*.npz
 _CHUNK_RE = re.compile(r"^chunk_(\d{6,})\.npz$")
 # Work per chunk when chunk_points is left to the store: 1-5 s on two cores (the fused
 # engine runs LeNet-5 at ~130 GFLOP/s there), so an interruption loses little and the
@@ -528,7 +527,7 @@ class Experiment:
         stored = _load(path, read_json, self._redo(folder))
         keys = ("problem", "subspace", "grid", "backend")
         # The first format's chunking and fields differ; what the grid is of must not.
-        _check_manifest(
+        check_manifest(
             {**wanted, **{key: stored.get(key) for key in keys}}, wanted, self.name, name, folder
         )
         self.chunks_computed = 0
@@ -703,7 +702,7 @@ class Experiment:
             problem.targets,
         )
         decision = decide(problem.model, inputs, targets, backend, precision=precision)
-        manifest = _manifest(problem, subspace, grid, decision.backend, plan, precision)
+        manifest = sweep_manifest(problem, subspace, grid, decision.backend, plan, precision)
         task = ChunkTask(folder, plan, decision, num_threads, manifest["problem"])
 
         self.chunks_computed = 0
@@ -719,7 +718,7 @@ class Experiment:
                     f"grid '{name}' of experiment '{self.name}' was saved whole (save_grid), "
                     f"not by a resumable sweep; delete {folder} or use another grid name"
                 )
-            _check_manifest(stored, manifest, self.name, name, folder)
+            check_manifest(stored, manifest, self.name, name, folder)
         else:
             # Compute before writing anything, so that bad input that only the sweep
             # detects leaves no files behind: the first chunk here, or with a cluster (which
@@ -813,89 +812,6 @@ def open_grid(
     """Grid ``grid`` of ``experiment`` (under ``home``, default :func:`genni_home`) as an
     ``xarray.DataArray``: see :meth:`Experiment.open_grid`."""
     return Experiment(experiment, home).open_grid(grid)
-
-
-# --- sweep manifest and chunks --------------------------------------------------------------
-
-
-def _manifest(
-    problem: Problem,
-    subspace: Subspace,
-    grid: Grid,
-    backend: str,
-    plan: ChunkPlan,
-    precision: str,
-) -> dict[str, Any]:
-    """What a resumable sweep is of: every key but "created" must match to resume."""
-    description = problem.describe()
-    return {
-        "format": FORMAT,
-        "kind": "resumable sweep",
-        "problem": {
-            "model": description["model"],
-            "repr": description["repr"],
-            "num_params": problem.num_params,
-            "num_probes": problem.num_probes,
-            "dtype": description["dtype"],
-            "theta_hash": problem.theta_hash,
-            "probes_hash": problem.probes_hash,
-            "targets_hash": tensor_hash(problem.targets),
-        },
-        "subspace": {
-            "m": subspace.dim,
-            "hash": tensor_hash(subspace.center, subspace.basis, subspace.points),
-        },
-        "grid": {
-            "shape": list(grid.shape),
-            "size": grid.size,
-            "hash": tensor_hash(grid.coeffs, *(grid.axes or ())),
-        },
-        "backend": backend,
-        "precision": precision,
-        "device": device_label(problem.inputs.device),
-        "chunk_points": plan.chunk_points,
-        "num_chunks": plan.num_chunks,
-    }
-
-
-def _check_manifest(
-    stored: dict[str, Any], wanted: dict[str, Any], experiment: str, name: str, folder: Path
-) -> None:
-    """StoreError naming what differs between a grid on disk and the sweep asked for."""
-    labels = {
-        "problem": "problem (model, θ, probes or dtype)",
-        "subspace": "subspace",
-        "grid": "grid",
-        "backend": "backend",
-        "precision": "precision",
-        "device": "device (J on another kind of device differs in its last bits, so the "
-        "chunks would not join into the grid an uninterrupted run gives)",
-        "chunk_points": "chunk_points",
-        "format": "store format",
-    }
-    differences = []
-    for key, label in labels.items():
-        # Grids started before the store recorded devices and precisions were all computed
-        # on the CPU in full precision.
-        on_disk = stored.get(key, {"device": "cpu", "precision": "full"}.get(key))
-        if on_disk != wanted.get(key):
-            if key in ("backend", "precision", "device", "chunk_points", "format"):
-                differences.append(f"{label}: on disk {on_disk!r}, now {wanted.get(key)!r}")
-            elif key == "problem":
-                parts = [
-                    f"{field} {stored[key].get(field)!r} != {value!r}"
-                    for field, value in wanted[key].items()
-                    if stored[key].get(field) != value and field != "repr"
-                ] or ["model architecture differs"]
-                differences.append(f"{label}: {'; '.join(parts)}")
-            else:
-                differences.append(f"{label} differs")
-    if differences:
-        raise StoreError(
-            f"grid '{name}' of experiment '{experiment}' was started with other inputs, so it "
-            f"cannot be resumed: {'; '.join(differences)}. Run it with the inputs it was "
-            f"started with, use another grid name, or delete {folder} to start over"
-        )
 
 
 __all__ = [
