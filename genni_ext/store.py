@@ -739,11 +739,14 @@ class Experiment:
                     grid_store.create(folder, grid, plan, {**manifest, "created": now()})
                 if first_chunk is not None:
                     grid_store.write_chunk(folder, plan, 0, *first_chunk)
-            elif (folder / "metadata.json").is_file():
-                try:
-                    return self.load_grid(name)
-                except StoreError:
-                    (folder / "metadata.json").unlink()  # damaged: recompute what is bad
+            else:
+                # The manifest matched: rewriting the small files repairs a lost one.
+                self._write_grid_and_subspace(folder, grid, subspace)
+                if (folder / "metadata.json").is_file():
+                    try:
+                        return self.load_grid(name)
+                    except StoreError:
+                        (folder / "metadata.json").unlink()  # damaged: redo what is bad
             remove_temporaries(folder)
             remove_temporaries(folder / grid_store.DONE_DIR)
             good, damage = grid_store.check_chunks(folder, plan)
