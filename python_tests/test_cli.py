@@ -553,6 +553,10 @@ def test_damage_is_reported_by_check_ls_and_plot_and_repaired_by_sweep(tmp_path:
 
     drawn = _genni(tmp_path, "plot", "tiny", "plane", "--home", str(home))
     assert drawn.returncode == 0, drawn.stderr
+    everything = _genni(tmp_path, "plot", "tiny", "--home", str(home))
+    assert everything.returncode == 0, everything.stderr
+    assert re.search(r"grid 'cube'.*chunk 1", everything.stdout), everything.stdout
+    assert (home / "experiments/tiny/plots").is_dir()
     cube = _genni(tmp_path, "plot", "tiny", "cube", "--home", str(home))
     assert cube.returncode == 1 and "chunk 1" in cube.stderr and "Traceback" not in cube.stderr
 
