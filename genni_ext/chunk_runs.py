@@ -63,20 +63,9 @@ class ChunkTask:
         self, problem: Problem, subspace: Subspace, coeffs: torch.Tensor, index: int
     ) -> tuple[torch.Tensor, float]:
         """J of chunk ``index`` (its coefficient rows ``coeffs``) and the seconds it took."""
-        from .sweep import run_decided
-
         start = time.perf_counter()
-        values = run_decided(
-            self.decision,
-            problem.model,
-            subspace.center,
-            subspace.basis,
-            coeffs,
-            problem.inputs,
-            problem.targets,
-            num_threads=self.num_threads,
-        )
-        return values.cpu(), time.perf_counter() - start
+        values = chunk_values(self.decision, problem, subspace, coeffs, self.num_threads)
+        return values, time.perf_counter() - start
 
     def check_problem(self, problem: Problem) -> None:
         """StoreError unless ``problem`` is the one the grid's manifest was made for."""
@@ -103,8 +92,6 @@ class ChunkTask:
         """On a worker: check the problem, compute chunk ``index``, write it; returns index."""
         problem = source.build() if isinstance(source, ConfigSource) else source
         self.check_problem(problem)
-        coeffs = coeffs.to(dtype=problem.theta.dtype, device=problem.inputs.device)
-        subspace = subspace.to(problem.theta)
         values, seconds = self.compute(problem, subspace, coeffs, index)
         grid_store.write_chunk(self.folder, self.plan, index, values, seconds)
         return index
@@ -186,14 +173,14 @@ def run_on_cluster(
     return len(missing)
 
 
-def _chunk_values(
+def chunk_values(
     decision: Decision,
     problem: Problem,
     subspace: Subspace,
     coeffs: torch.Tensor,
     num_threads: int | None,
 ) -> torch.Tensor:
-    """On a worker: J of one chunk's coefficient rows (CPU float64)."""
+    """J (CPU float64) of coefficient rows ``coeffs``, moved to the problem's device."""
     from .sweep import run_decided
 
     coeffs = coeffs.to(dtype=problem.theta.dtype, device=problem.inputs.device)
@@ -231,7 +218,7 @@ def gather_on_cluster(
     )
     futures = [
         client.submit(
-            _chunk_values,
+            chunk_values,
             decision,
             shipped_problem,
             shipped_subspace,
