@@ -137,7 +137,8 @@ def run_on_cluster(
 
     The problem (or its ConfigSource) and the subspace go to every worker once; each task
     gets its chunk's coefficient rows (CPU float64). A task that fails raises here, after
-    the others are cancelled; chunks already written stay, so a rerun resumes."""
+    the others are cancelled (a task already running goes on: Dask cannot stop it, and what
+    it writes has passed its own checks); chunks already written stay, so a rerun resumes."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 

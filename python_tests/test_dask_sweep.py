@@ -188,7 +188,10 @@ def test_a_worker_with_another_theta_writes_nothing(tmp_path: Path, client: obje
         problem, subspace, grid, "g", chunk_points=8, progress=False, client=client,
         source=ConfigSource(tmp_path, "hashes"),
     )  # fmt: skip
-    assert experiment.chunks_computed == 8
+    # A task of the failed run that was already running when the first one failed goes on
+    # (Dask cannot stop it) and may write its chunk meanwhile, having passed its hash check.
+    assert 1 <= experiment.chunks_computed <= 8
+    assert experiment.check_grid("g") == []
     assert torch.equal(result.values, sweep_grid(problem, subspace, grid).values)
 
 
