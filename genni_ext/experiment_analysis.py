@@ -13,6 +13,7 @@ says so. Results go to ``analysis.json`` (numbers and plain-sentence summaries) 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +42,26 @@ REFINED_SUFFIX = "_refined"
 EXACT_RANK_MAX_PARAMS = 10_000
 
 Say = Callable[[str], None]
+
+# The analyses that need an optional library: analysis → (modules it imports, what to install).
+OPTIONAL_ANALYSES: dict[str, tuple[tuple[str, ...], str]] = {
+    "topology": (("gudhi",), "pip install gudhi"),
+    "morse": (("CMGDB", "networkx"), "pip install CMGDB networkx"),
+}
+
+
+def unavailable_analyses() -> dict[str, str]:
+    """Analysis → why it cannot run here (a library missing and how to install it), for
+    every analysis of :data:`OPTIONAL_ANALYSES` whose libraries are not all importable."""
+    unavailable = {}
+    for analysis, (modules, install) in OPTIONAL_ANALYSES.items():
+        missing = [name for name in modules if importlib.util.find_spec(name) is None]
+        if missing:
+            unavailable[analysis] = (
+                f"needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                f"not installed ({install})"
+            )
+    return unavailable
 
 
 def is_refinement(name: str) -> bool:
@@ -281,9 +302,11 @@ def analyse_experiment(
     eps: float | None = None,
     eps_relative: float | None = None,
     refine: bool = True,
+    topology_of_grids: bool = True,
     morse: bool = False,
     similarity: bool = False,
     stitching: bool = False,
+    skipped: dict[str, str] | None = None,
     progress: bool = True,
     say: Say = print,
 ) -> dict[str, Any]:
@@ -291,10 +314,12 @@ def analyse_experiment(
     refinements), write ``analysis.json`` and the analysis figures, and return the
     analysis as written. ε is the config's unless ``eps`` or ``eps_relative`` is given.
     ``refine=False`` skips the resolution checks (their entries then say "not checked");
+    ``topology_of_grids=False`` skips the topology (and so the resolution sweeps);
     ``morse=True`` adds the Morse graph of descent on each 2-D and 3-D grid (CMGDB);
     ``similarity=True`` and ``stitching=True`` compare θ with the found point of lowest J
     on the probes (CKA, G_ReLU-Procrustes and G_ReLU-CKA per layer; a ps_inv-initialised
-    linear stitch after every hidden layer).
+    linear stitch after every hidden layer). ``skipped`` (analysis → reason) is recorded
+    in ``analysis.json`` under "skipped" so that the report says what was not computed.
     """
     from .plot import analysis as figures
     from .plot.report import save_figure
@@ -309,6 +334,8 @@ def analyse_experiment(
     baselines = Baselines.of(problem)
     eps = _eps(config, baselines, eps, eps_relative)
     analysis: dict[str, Any] = {"experiment": experiment.name, "eps": eps}
+    if skipped:
+        analysis["skipped"] = dict(skipped)
     timings: dict[str, float] = {}
 
     analysis["baselines"] = baselines.describe(eps)
@@ -338,24 +365,24 @@ def analyse_experiment(
         analysis["found_points"] = None
 
     analysis["topology"] = {}
-    for name in names:
+    for name in names if topology_of_grids or morse else ():
         result = experiment.load_grid(name)
         if result.grid.axes is None or result.grid.dim not in (2, 3):
             analysis["topology"][name] = {"summary": "not computed: needs a 2-D or 3-D axis grid"}
             continue
-        start = time.perf_counter()
-        refiner = _refiner(experiment, problem, config, name, progress) if refine else None
-        topo = topology(result, eps, sweep_refined=refiner)
-        timings[f"topology {name}"] = time.perf_counter() - start
-        analysis["topology"][name] = _topology_entry(topo)
-        say(f"grid '{name}': {topo.summary()}")
-        plots.append(save_figure(figures.betti_curve(topo), experiment, f"{name}_betti_curve"))
-        plots.append(
-            save_figure(figures.persistence_diagram(topo), experiment, f"{name}_persistence")
-        )
-        plots.append(
-            save_figure(figures.component_map(topo, result), experiment, f"{name}_components")
-        )
+        if topology_of_grids:
+            start = time.perf_counter()
+            refiner = _refiner(experiment, problem, config, name, progress) if refine else None
+            topo = topology(result, eps, sweep_refined=refiner)
+            timings[f"topology {name}"] = time.perf_counter() - start
+            analysis["topology"][name] = _topology_entry(topo)
+            say(f"grid '{name}': {topo.summary()}")
+            for stem, figure in (
+                ("betti_curve", figures.betti_curve(topo)),
+                ("persistence", figures.persistence_diagram(topo)),
+                ("components", figures.component_map(topo, result)),
+            ):
+                plots.append(save_figure(figure, experiment, f"{name}_{stem}"))
         if morse:
             start = time.perf_counter()
             graph = morse_graph(result)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -56,16 +55,21 @@ def demo_command(args: argparse.Namespace) -> int:
     swept = sweep_grids(config, experiment, problem, result, config["grids"], progress=progress)
     eps = config["subspace"]["eps"]
     # Imported after the sweeps: matplotlib and the analyses take a while to load.
-    from ..experiment_analysis import analyse_experiment
+    from ..experiment_analysis import analyse_experiment, unavailable_analyses
     from ..plot.report import draw_experiment
 
     say("analysis")
+    skipped = unavailable_analyses()
+    for analysis, reason in skipped.items():
+        say(f"  skipped: {analysis} {reason}")
     analysis_start = time.perf_counter()
     analyse_experiment(
         experiment,
-        morse=importlib.util.find_spec("CMGDB") is not None,
+        topology_of_grids="topology" not in skipped,
+        morse="morse" not in skipped,
         similarity=True,
         stitching=True,
+        skipped=skipped,
         progress=progress,
         say=lambda line: say(f"  {line}"),
     )
@@ -96,6 +100,8 @@ def demo_command(args: argparse.Namespace) -> int:
             f"({100.0 * inside / size:.1f}%), {format_seconds(seconds)}"
         )
     say(f"  analysis:    {experiment.analysis_path} ({format_seconds(analysis_seconds)})")
+    for analysis, reason in skipped.items():
+        say(f"               skipped: {analysis} {reason}")
     say(f"  plots:       {experiment.path / 'plots'}")
     say(f"  time taken:  {format_seconds(total)}")
     say(

@@ -104,6 +104,8 @@ def _analysis_lines(analysis: dict, grids: Sequence[str]) -> list[str]:
             f"![{name} Morse graph](plots/{name}_morse_graph.png)",
             f"![{name} retraction](plots/{name}_retraction.png)",
         ]
+    for name, reason in (analysis.get("skipped") or {}).items():
+        lines += ["", f"**Not computed:** {name}: {reason}."]
     timings = analysis.get("seconds") or {}
     if timings:
         lines += [
