@@ -14,6 +14,8 @@ Dask read it natively (``xarray.open_zarr(".../grid.zarr")``).
 ``grids/<name>/done/<k>.json`` records chunk k after its values are written (atomically;
 zarr writes each chunk atomically too): the SHA-256 of its float64 values and its compute
 time. A chunk without a record is missing; one whose values no longer match it is damaged.
+Every other file of the grid (zarr metadata, coordinates, the ``.npy`` and JSON files
+beside) has its checksum in the grid's ``checksums.json`` (genni_ext.files).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 
 from .chunks import ChunkPlan
-from .files import read_json, write_json
+from .files import read_json, room_for, write_json
 
 if TYPE_CHECKING:
     import xarray
@@ -90,6 +92,22 @@ def exists(folder: Path) -> bool:
     return (folder / ZARR_NAME / VALUES / "zarr.json").is_file()
 
 
+METADATA_FILE = f"{ZARR_NAME}/{VALUES}/zarr.json"
+"""J's zarr metadata (shape, chunks, codecs, the manifest), relative to the grid folder."""
+
+
+def is_chunk_file(name: str) -> bool:
+    """Whether ``name`` (relative to the grid folder) is a chunk of J or a chunk's record:
+    files that the records in ``done/`` cover, not the grid's checksums.json."""
+    return name.startswith((f"{ZARR_NAME}/{VALUES}/c/", f"{DONE_DIR}/"))
+
+
+def chunk_file(folder: Path, plan: ChunkPlan, index: int) -> Path:
+    """The file of J's chunk ``index`` (zarr's default chunk keys: c/<i>/0/...)."""
+    path = folder / ZARR_NAME / VALUES / "c" / str(index)
+    return path.joinpath(*["0"] * (len(plan.shape) - 1))
+
+
 def manifest(folder: Path) -> dict[str, Any]:
     """The manifest stored with J."""
     return dict(open_values(folder).attrs["genni_manifest"])
@@ -107,7 +125,8 @@ def write_chunk(
     first, last = plan.bounds(index)
     if flat.shape != (last - first,):
         raise ValueError(f"chunk {index} holds {last - first} points, got {flat.shape}")
-    open_values(folder, mode="r+")[plan.slabs(index)] = flat.reshape((-1, *plan.shape[1:]))
+    with room_for(chunk_file(folder, plan, index)):
+        open_values(folder, mode="r+")[plan.slabs(index)] = flat.reshape((-1, *plan.shape[1:]))
     record = {"points": [first, last], "sha256": values_hash(flat), "seconds": float(seconds)}
     write_json(folder / DONE_DIR / f"{index}.json", record)
 
@@ -189,8 +208,8 @@ def finish(folder: Path, metadata: dict[str, Any]) -> None:
     ``xarray.open_zarr`` reads it in one request."""
     import zarr
 
-    open_values(folder, mode="r+").attrs["genni_metadata"] = metadata
-    with warnings.catch_warnings():
+    with room_for(folder / ZARR_NAME), warnings.catch_warnings():
+        open_values(folder, mode="r+").attrs["genni_metadata"] = metadata
         # zarr notes that consolidated metadata is not yet in the v3 specification; xarray
         # reads it, and without it opening the group warns instead.
         warnings.simplefilter("ignore", category=UserWarning)

@@ -40,6 +40,21 @@ def check_name(name: object, what: str = "name") -> str:
     return name
 
 
+def check_home(home: Path) -> Path:
+    """``home`` if it is a folder, or can be made one; InputError if it, or a folder it
+    would lie in, is a file."""
+    for path in (home, *home.parents):
+        if path.exists():
+            if path.is_dir():
+                return home
+            where = "is a file" if path == home else f"lies in {path}, which is a file"
+            raise InputError(
+                f"the genni home {home} {where}, not a folder; point GENNI_HOME, --home or "
+                "genni_home: in ./genni.yml at a folder (it is created when first needed)"
+            )
+    return home
+
+
 def genni_home(cwd: str | os.PathLike[str] | None = None) -> Path:
     """The experiments home, as an absolute path (not created here).
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._checks import device_label
 from .errors import StoreError
-from .files import tensor_hash
+from .files import CHECKSUMS, tensor_hash
 
 if TYPE_CHECKING:
     from .chunks import ChunkPlan
@@ -32,7 +32,8 @@ def sweep_manifest(
     plan: ChunkPlan,
     precision: str,
 ) -> dict[str, Any]:
-    """What a resumable sweep is of: every key but "created" must match to resume."""
+    """What a resumable sweep is of: the keys check_manifest names must match to resume
+    ("created", "checksums" and the "search" the sweep records beside them need not)."""
     description = problem.describe()
     return {
         "format": FORMAT,
@@ -61,6 +62,8 @@ def sweep_manifest(
         "device": device_label(problem.inputs.device),
         "chunk_points": plan.chunk_points,
         "num_chunks": plan.num_chunks,
+        # Every other file of the grid has its checksum there (so its absence is damage).
+        "checksums": CHECKSUMS,
     }
 
 

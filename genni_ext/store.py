@@ -1,13 +1,16 @@
-"""The experiment store: searches and grids on disk, resumable sweeps.
+"""The experiment store: searches and grids on disk, checked when read, resumable sweeps.
 
 Layout under the home (see :func:`genni_home`)::
 
     experiments/<experiment>/
         config.yml                       the run's configuration (YAML)
+        analysis.json                    what `genni analyse` found
+        checksums.json                   SHA-256 of config.yml and analysis.json
         searches/<search>/               one SearchResult
             search.zarr/                 params, starts, losses, history, history_steps
                                          (genni_ext.search_store)
-            metadata.json                seeds, config, the problem's description
+            metadata.json                seeds, config, the problem's description, the id
+            checksums.json               SHA-256 of every file of the search
         grids/<grid>/                    one GridResult, and the subspace it lies on
             grid.zarr/                   J as a zarr v3 array (genni_ext.grid_store), with
                                          the manifest (what the sweep is of) and coordinates
@@ -15,6 +18,8 @@ Layout under the home (see :func:`genni_home`)::
             grid.json coeffs.npy axis_<i>.npy
             subspace_center.npy subspace_basis.npy subspace_points.npy subspace.json
             markers.json
+            checksums.json               SHA-256 of every file but J's chunks (done/ has
+                                         theirs), and a copy of the manifest
             metadata.json                written last: its presence means "complete"
         plots/
 
@@ -22,28 +27,42 @@ A grid's small arrays are ``.npy`` files (readable with numpy alone); J and sear
 zarr, which xarray, Dask and zarr itself read (``Experiment.open_grid``,
 ``Experiment.open_search``, ``xarray.open_zarr``); metadata is JSON. Every file is written
 atomically (genni_ext.files), so a crash leaves either the old file or the new one, never
-half of one. A search is written as a whole folder the same way. Names that start with a
-dot are reserved for temporary files.
+half of one; a full disk or a file-size limit raises one StoreError naming the file. A
+search is written as a whole folder the same way. Names that start with a dot are
+reserved for temporary files and locks.
+
+Nothing is silently wrong: every file has a checksum recorded when it is written, and
+every load (``load_grid``, ``open_grid``, ``load_subspace``, ``load_search``,
+``load_config``) checks the files it reads, raising a StoreError that names the file and
+what repairs it. :meth:`Experiment.check` checks everything (``genni check``). Results
+written before checksums were recorded are read as before, their chunks still checked.
 
 :meth:`Experiment.run_sweep` computes a grid in the chunks of a ChunkPlan, each written to
 the zarr array as soon as it is computed, and pins the problem (hashes of θ, the probes
 and the targets, the model), the subspace, the grid, the dtype, the precision, the backend
-and the chunking in the manifest. Calling it again after an interruption (Ctrl-C, a kill,
-a crash) computes only the chunks that are missing or damaged; with different arguments
-it refuses and says what differs. With a Dask client each missing chunk is a task on the
-cluster. The fused CPU engine computes every grid point independently and in a fixed
-order, so the assembled values equal an uninterrupted :func:`genni_ext.grid.sweep_grid` bit
-for bit. One process at a time may run a given grid's sweep (an advisory lock says so
-where ``fcntl`` exists). Grids of the store's first format (values.npy) are still read.
+and the chunking in the manifest, with the search the subspace came from. Calling it again
+after an interruption (Ctrl-C, a kill, a crash, a full disk) computes only the chunks that
+are missing or damaged and writes anew every other file that is damaged, keeping the
+computed J; a folder left before any chunk was computed is started afresh; with different
+arguments it refuses and says what differs. With a Dask client each missing chunk is a
+task on the cluster. The fused CPU engine computes every grid point independently and in a
+fixed order, so the assembled values equal an uninterrupted
+:func:`genni_ext.grid.sweep_grid` bit for bit. One process at a time may run a given grid's
+sweep (a lock that records its holder; one left by a process that died is cleared with a
+warning). A search that grids were built from is replaced only with ``replace=True``
+(``genni search --replace``). Grids of the store's first format (values.npy) are still
+read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
-import re
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,22 +77,34 @@ from .chunk_runs import ChunkTask, ConfigSource, ProblemSource, run_local, run_o
 from .chunks import ChunkPlan, auto_chunk_points
 from .errors import InputError, StoreError
 from .files import (
+    CHECKSUMS,
+    Checksums,
+    FileDamage,
     atomic_write,
     atomic_write_bytes,
     atomic_write_text,
+    bytes_digest,
     exclusive,
+    files_under,
     folder_size,
+    fsync_dir,
     json_text,
+    lock_holder,
     now,
     package_version,
     read_array,
     read_json,
+    record_checksum,
+    remove_partials,
     remove_temporaries,
+    room_for,
     staged_folder,
+    tensor_hash,
     write_array,
+    write_checksums,
     write_json,
 )
-from .home import check_name, genni_home
+from .home import check_home, check_name, genni_home
 from .manifest import FORMAT, check_manifest, sweep_manifest
 
 if TYPE_CHECKING:
@@ -84,16 +115,18 @@ if TYPE_CHECKING:
     from .search import SearchResult
     from .subspace import Subspace
 
-_CHUNK_RE = re.compile(r"^chunk_(\d{6,})\.npz$")
-# Work per chunk when chunk_points is left to the store: 1-5 s on two cores (the fused
-# engine runs LeNet-5 at ~130 GFLOP/s there), so an interruption loses little and the
-# chunk files stay few.
-_FLOPS_PER_CHUNK = 2e11
+LOCK = ".lock"
+_SUBSPACE_FILES = (
+    "subspace_center.npy",
+    "subspace_basis.npy",
+    "subspace_points.npy",
+    "subspace.json",
+)
 
 
 def list_experiments(home: str | os.PathLike[str] | None = None) -> list[Experiment]:
     """Every experiment under ``home`` (default :func:`genni_home`), sorted by name."""
-    root = Path(home) if home is not None else genni_home()
+    root = check_home(Path(home).absolute() if home is not None else genni_home())
     folder = root / "experiments"
     if not folder.is_dir():
         return []
@@ -104,7 +137,7 @@ def list_experiments(home: str | os.PathLike[str] | None = None) -> list[Experim
     ]
 
 
-# --- sweep status ---------------------------------------------------------------------------
+# --- sweep status and checks ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -126,6 +159,30 @@ class SweepStatus:
         return 0 if self.complete else self.num_chunks - self.chunks_done
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One line of :meth:`Experiment.check`: ``where`` (``config.yml``, ``searches/<name>``,
+    ``grids/<name>``), ``text`` (a sentence: for damage, the file and what repairs it) and
+    ``kind``: "ok", "damaged", or "note" (worth knowing, nothing wrong with the data)."""
+
+    where: str
+    text: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class _GridFiles:
+    """What a zarr grid's folder holds, read without trusting it: the checksums recorded
+    (None: none, or damaged), every recorded file that is not as written (checksums.json
+    and J's metadata included), the manifest (from J's metadata where that is intact, else
+    the copy kept with the checksums) and whether it predates checksums (``legacy``)."""
+
+    checksums: Checksums | None
+    damage: list[FileDamage]
+    manifest: dict[str, Any] | None
+    legacy: bool
+
+
 # --- the experiment -------------------------------------------------------------------------
 
 
@@ -133,15 +190,16 @@ class Experiment:
     """One experiment folder, ``<home>/experiments/<name>/`` (home: :func:`genni_home`).
 
     Nothing is created until something is saved. Names of experiments, searches and
-    grids are checked with :func:`check_name`. ``chunks_computed`` is the number of
-    chunks the last :meth:`run_sweep` call computed (the rest it found on disk).
+    grids are checked with :func:`check_name`; a home that is a file is refused.
+    ``chunks_computed`` is the number of chunks the last :meth:`run_sweep` call computed
+    (the rest it found on disk).
     """
 
     chunks_computed: int = 0
 
     def __init__(self, name: str, home: str | os.PathLike[str] | None = None) -> None:
         self.name = check_name(name, "experiment name")
-        self.home = (Path(home) if home is not None else genni_home()).absolute()
+        self.home = check_home((Path(home) if home is not None else genni_home()).absolute())
         self.path = self.home / "experiments" / self.name
 
     def __repr__(self) -> str:
@@ -193,16 +251,43 @@ class Experiment:
         ]
 
     def grids(self) -> list[str]:
-        """Names of the grids on disk, complete or partial."""
+        """Names of the grids on disk, complete or partial (a folder left before anything
+        of its grid was written is not one)."""
         return [
             name
             for name in self._names("grids")
             if grid_store.exists(self.path / "grids" / name)
+            or (self.path / "grids" / name / CHECKSUMS).is_file()
             or (self.path / "grids" / name / "manifest.json").is_file()  # first format
             or (self.path / "grids" / name / "metadata.json").is_file()
         ]
 
-    # --- analysis ---------------------------------------------------------------------------
+    # --- files of the experiment itself: config.yml, analysis.json --------------------------
+
+    def _write_recorded(self, path: Path, data: bytes) -> Path:
+        """Write ``data`` to ``path`` (in the experiment's folder) and record its checksum."""
+        atomic_write_bytes(path, data)
+        record_checksum(self.path, path.name, bytes_digest(data))
+        return path
+
+    def _check_recorded(self, path: Path, action: str) -> None:
+        """StoreError naming ``path`` and ``action`` if it is not as it was written."""
+        checksums, damage = Checksums.load(self.path)
+        if damage is None and checksums is not None:
+            damage = checksums.check(path.name)
+        if damage is not None:
+            raise StoreError(f"{damage}; {action}")
+
+    def _config_action(self) -> str:
+        command = "sweep" if self.searches() else "search"
+        return (
+            f"run `genni {command} --config FILE` with the config the experiment was made "
+            f"with: it checks that config{' against the search' if command == 'sweep' else ''} "
+            "and writes config.yml anew"
+        )
+
+    def _analysis_action(self) -> str:
+        return f"run `genni analyse {self.name}` again: it writes the file anew"
 
     @property
     def analysis_path(self) -> Path:
@@ -213,22 +298,19 @@ class Experiment:
         """Write the JSON-able mapping ``analysis`` to ``analysis.json``."""
         if not isinstance(analysis, Mapping):
             raise InputError(f"analysis must be a mapping, got {type(analysis).__name__}")
-        write_json(self.analysis_path, dict(analysis))
-        return self.analysis_path
+        return self._write_recorded(self.analysis_path, json_text(dict(analysis)).encode())
 
     def load_analysis(self) -> dict[str, Any] | None:
         """The mapping in ``analysis.json``, or None when the experiment was not analysed."""
         if not self.analysis_path.is_file():
             return None
+        self._check_recorded(self.analysis_path, self._analysis_action())
         try:
             return read_json(self.analysis_path)
         except (OSError, ValueError) as error:
             raise StoreError(
-                f"{self.analysis_path} is damaged ({error}); run `genni analyse "
-                f"{self.name}` again to rewrite it"
+                f"{self.analysis_path} is damaged ({error}); {self._analysis_action()}"
             ) from None
-
-    # --- config -----------------------------------------------------------------------------
 
     def save_config(self, config: Mapping[str, Any]) -> Path:
         """Write ``config`` (a mapping of plain YAML values) to ``config.yml``."""
@@ -240,10 +322,11 @@ class Experiment:
             text = yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True)
         except yaml.YAMLError as error:
             raise InputError(f"config holds values YAML cannot store: {error}") from error
-        return atomic_write_text(self.config_path, text)
+        return self._write_recorded(self.config_path, text.encode("utf-8"))
 
     def load_config(self) -> dict[str, Any]:
-        """The mapping in ``config.yml`` (StoreError if there is none)."""
+        """The mapping in ``config.yml`` (StoreError if there is none, or it is not as it
+        was written)."""
         import yaml
 
         if not self.config_path.is_file():
@@ -251,7 +334,8 @@ class Experiment:
                 f"experiment '{self.name}' has no config.yml ({self.config_path}); run "
                 "`genni search --config FILE` first"
             )
-        redo = "fix it, or write it again with `genni search --config FILE`"
+        redo = self._config_action()
+        self._check_recorded(self.config_path, redo)
         try:
             content = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
@@ -270,18 +354,25 @@ class Experiment:
         name: str = "search",
         *,
         problem: Problem | None = None,
+        replace: bool = False,
     ) -> Path:
-        """Save ``result`` as ``searches/<name>/`` (replacing a search of that name).
+        """Save ``result`` as ``searches/<name>/``.
 
-        Every tensor field becomes ``<field>.npy``; the other fields (seeds, config) and,
-        if given, ``problem.describe()`` go to ``metadata.json``. The folder is written
-        whole and renamed into place, so a crash leaves the old search or the new one.
+        Every tensor field becomes an array of ``search.zarr``; the other fields (seeds,
+        config), the search's id (a hash of its tensors) and, if given,
+        ``problem.describe()`` go to ``metadata.json``, and every file's checksum to
+        ``checksums.json``. The folder is written whole and renamed into place, so a crash
+        leaves the old search or the new one. A search of that name is replaced, but one
+        that grids were built from only with ``replace=True`` (StoreError naming them
+        otherwise: see :meth:`grids_from_search`).
         """
         from .search import SearchResult
 
         target = self.search_dir(name)
         if not isinstance(result, SearchResult):
             raise InputError(f"result must be a SearchResult, got {type(result).__name__}")
+        if not replace:
+            self.refuse_to_replace(name)
         tensors: dict[str, torch.Tensor] = {}
         fields: dict[str, Any] = {}
         for field in dataclasses.fields(result):
@@ -294,6 +385,8 @@ class Experiment:
             "format": FORMAT,
             "kind": "search",
             "name": name,
+            "id": search_id(result),
+            "checksums": CHECKSUMS,
             "fields": fields,
             "tensors": {
                 key: {"shape": list(value.shape), "dtype": str(value.dtype)}
@@ -310,35 +403,114 @@ class Experiment:
                 f"the search's non-tensor fields must be JSON-able (seeds, config): {error}"
             ) from error
         with staged_folder(target) as staging:
-            search_store.write(staging, tensors)
+            with room_for(target / search_store.ZARR_NAME):
+                search_store.write(staging, tensors)
             atomic_write_text(staging / "metadata.json", text)
+            write_checksums(staging, files_under(staging))
         return target
+
+    def refuse_to_replace(self, name: str) -> None:
+        """StoreError if grids were built from search ``name`` (saying how to go on)."""
+        built = self.grids_from_search(name)
+        if built:
+            raise StoreError(
+                f"search '{name}' of experiment '{self.name}' is the one grid(s) "
+                f"{', '.join(built)} were built from, so it is not replaced by accident. Run "
+                "`genni search --replace` to replace it anyway (it then names the grids that "
+                "no longer lie on the search's plane), or give the new search another name "
+                "(--search-name NAME), or use another experiment"
+            )
+
+    def search_id(self, name: str = "search") -> str:
+        """The id of search ``name``: a hash of its tensors (from its metadata; computed
+        for a search saved before ids were recorded)."""
+        recorded = self.search_metadata(name).get("id")
+        return str(recorded) if recorded else search_id(self.load_search(name))
+
+    def grids_from_search(self, name: str = "search") -> dict[str, str | None]:
+        """The grids built from search ``name`` (as :meth:`run_sweep` records with
+        ``search=``), and those on the same plane (refined grids), each with the id of the
+        search it was built from (None where not recorded)."""
+        manifests = {grid: self._recorded_manifest(self.grid_dir(grid)) for grid in self.grids()}
+        built: dict[str, str | None] = {}
+        planes: dict[Any, str | None] = {}
+        for grid, manifest in manifests.items():
+            origin = (manifest or {}).get("search") or {}
+            if origin.get("name") == name:
+                built[grid] = origin.get("id")
+                planes[json.dumps((manifest or {}).get("subspace"), sort_keys=True)] = built[grid]
+        for grid, manifest in manifests.items():
+            plane = json.dumps((manifest or {}).get("subspace"), sort_keys=True)
+            if grid not in built and manifest is not None and plane in planes:
+                built[grid] = planes[plane]
+        return dict(sorted(built.items()))
 
     def search_metadata(self, name: str = "search") -> dict[str, Any]:
         """The metadata of search ``name`` (seeds, config, the problem's description)."""
-        path = self.search_dir(name) / "metadata.json"
+        folder = self.search_dir(name)
+        path = folder / "metadata.json"
         if not path.is_file():
+            if folder.is_dir():
+                raise StoreError(f"{path} is missing; {self._search_redo(name)}")
             have = ", ".join(self.searches()) or "none"
             raise StoreError(
                 f"experiment '{self.name}' has no search '{name}' ({path.parent}; searches: "
                 f"{have}); run `genni search` first"
             )
-        metadata = _load(path, read_json, self._search_redo(name))
+        checksums, damage = Checksums.load(folder)
+        if damage is None and checksums is not None:
+            damage = checksums.check("metadata.json")
+        if damage is not None:
+            raise StoreError(f"{damage}; {self._search_redo(name)}")
+        metadata = _load(path, read_json, lambda: self._search_redo(name))
         if not isinstance(metadata, dict) or not {"fields", "tensors"} <= metadata.keys():
             raise StoreError(f"{path} is not a search's metadata; {self._search_redo(name)}")
         return metadata
 
     def _search_redo(self, name: str) -> str:
-        return f"delete {self.search_dir(name)} and run `genni search` again"
+        """What repairs search ``name``: computing it again (never deleting it)."""
+        built = list(self.grids_from_search(name))
+        redo = (
+            f"compute it again with `genni search --config FILE{' --replace' if built else ''}"
+            f"{'' if name == 'search' else f' --search-name {name}'}` (FILE: the config it "
+            "was run with)"
+        )
+        if built:
+            redo += (
+                f"; grids {', '.join(built)} were built from it, and that command says whether "
+                "the new search is the one they were built from"
+            )
+        return redo
+
+    def _search_damage(self, name: str) -> list[FileDamage]:
+        """The files of search ``name`` that are not as written (every one, if its
+        checksums cannot be read; none for a search saved before they were recorded)."""
+        folder = self.search_dir(name)
+        checksums, damage = Checksums.load(folder)
+        if damage is not None:
+            return [damage]
+        if checksums is not None:
+            return checksums.damage()
+        try:  # a search saved since checksums were recorded says so in its metadata
+            recorded = read_json(folder / "metadata.json").get("checksums") == CHECKSUMS
+        except (OSError, ValueError, AttributeError):
+            recorded = False  # unreadable metadata: search_metadata names it
+        return [FileDamage(folder / CHECKSUMS, "is missing")] if recorded else []
 
     def load_search(self, name: str = "search") -> SearchResult:
-        """The SearchResult saved as ``name`` (tensors on the CPU)."""
+        """The SearchResult saved as ``name`` (tensors on the CPU), its files checked."""
         from .search import SearchResult
 
         metadata = self.search_metadata(name)
         folder = self.search_dir(name)
+        damage = self._search_damage(name)
+        if damage:
+            text = "; ".join(str(item) for item in damage)
+            raise StoreError(
+                f"search '{name}' of experiment '{self.name}': {text}; {self._search_redo(name)}"
+            )
         values: dict[str, Any] = dict(metadata["fields"])
-        redo = self._search_redo(name)
+        redo = functools.partial(self._search_redo, name)  # called only on an error
         for key in metadata["tensors"]:
             if search_store.exists(folder):
                 values[key] = _load_zarr(folder, key, redo)
@@ -348,13 +520,12 @@ class Experiment:
             return SearchResult(**values)
         except (TypeError, ValueError) as error:
             raise StoreError(
-                f"search '{name}' in {folder} does not fit together ({error}); "
-                f"{self._search_redo(name)}"
+                f"search '{name}' in {folder} does not fit together ({error}); {redo()}"
             ) from None
 
     def open_search(self, name: str = "search") -> xarray.Dataset:
         """Search ``name``'s arrays as an xarray Dataset (dims start, parameter, record)."""
-        self.load_search(name)  # complete and readable, or a StoreError that says why
+        self.load_search(name)  # complete and as written, or a StoreError that says why
         folder = self.search_dir(name)
         if not search_store.exists(folder):
             raise StoreError(
@@ -362,6 +533,18 @@ class Experiment:
                 f"(.npy files); run `genni search` again to write it as zarr"
             )
         return search_store.open_dataset(folder)
+
+    def check_search(self, name: str) -> list[str]:
+        """Every problem with search ``name`` on disk, one sentence each naming the file
+        and what repairs it (empty: all is well)."""
+        damage = self._search_damage(name)
+        if damage:
+            return [f"{item}; {self._search_redo(name)}" for item in damage]
+        try:
+            self.load_search(name)
+        except StoreError as error:
+            return [str(error)]
+        return []
 
     # --- grids ------------------------------------------------------------------------------
 
@@ -384,41 +567,103 @@ class Experiment:
                 {"theta_hash": subspace.theta_hash, "probes_hash": subspace.probes_hash},
             )
 
-    def _read_grid(self, folder: Path) -> Grid:
-        from .grid import Grid
-
-        info = _load(folder / "grid.json", read_json, self._redo(folder))
-        coeffs = _load(folder / "coeffs.npy", read_array, self._redo(folder))
-        axes = None
+    def _write_skeleton(
+        self,
+        folder: Path,
+        grid: Grid,
+        subspace: Subspace | None,
+        plan: ChunkPlan,
+        manifest: dict[str, Any],
+    ) -> None:
+        """Every file of a grid but J's chunks, the markers and the metadata, then their
+        checksums with a copy of ``manifest``. The small files are written in place; the
+        zarr group (J's metadata, the coordinates) is made in a temporary folder and moved
+        in file by file, so that J's chunks already there stay."""
+        self._write_grid_and_subspace(folder, grid, subspace)
+        staging = Path(tempfile.mkdtemp(prefix=".grid.", suffix=".tmp", dir=folder))
         try:
-            count, shape = int(info["num_axes"]), tuple(int(n) for n in info["shape"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise StoreError(
-                f"{folder / 'grid.json'} does not describe a grid ({error!r}); {self._redo(folder)}"
-            ) from None
-        if count:
-            axes = tuple(
-                _load(folder / f"axis_{i}.npy", read_array, self._redo(folder))
-                for i in range(count)
-            )
-        try:
-            return Grid(coeffs, shape, axes)
-        except InputError as error:
-            raise StoreError(
-                f"the grid files in {folder} do not agree ({error}); {self._redo(folder)}"
-            ) from None
+            with room_for(folder / grid_store.ZARR_NAME):
+                grid_store.create(staging, grid, plan, manifest)
+                for name in files_under(staging):
+                    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staging / name, folder / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        fsync_dir(folder / grid_store.ZARR_NAME)
+        finished = ("markers.json", "metadata.json")
+        names = [name for name in self._grid_files_now(folder) if name not in finished]
+        write_checksums(folder, names, extra={"manifest": manifest})
 
-    def _redo(self, folder: Path) -> str:
-        return f"delete {folder} and run the sweep again (or restore the file from a backup)"
+    @staticmethod
+    def _grid_files_now(folder: Path) -> list[str]:
+        """The files of a grid folder that its checksums.json covers (all but J's chunks)."""
+        return files_under(folder, grid_store.is_chunk_file)
 
-    def _write_finished(self, folder: Path, result: GridResult) -> None:
-        """markers.json, then metadata.json (the completion mark) last."""
+    def _write_finished(self, folder: Path, result: GridResult, manifest: dict[str, Any]) -> None:
+        """markers.json, the checksums of every file, then metadata.json (the completion
+        mark) last."""
         markers = [
             {"name": marker.name, "coords": marker.coords.tolist(), "loss": marker.loss}
             for marker in result.markers
         ]
         write_json(folder / "markers.json", markers)
-        write_json(folder / "metadata.json", result.metadata)
+        text = json_text(result.metadata)
+        names = [name for name in self._grid_files_now(folder) if name != "metadata.json"]
+        write_checksums(
+            folder,
+            names,
+            written={"metadata.json": bytes_digest(text.encode("utf-8"))},
+            extra={"manifest": manifest},
+        )
+        atomic_write_text(folder / "metadata.json", text)
+
+    def _read_grid(self, folder: Path, redo: str) -> Grid:
+        from .grid import Grid
+
+        info = _load(folder / "grid.json", read_json, redo)
+        coeffs = _load(folder / "coeffs.npy", read_array, redo)
+        axes = None
+        try:
+            count, shape = int(info["num_axes"]), tuple(int(n) for n in info["shape"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise StoreError(
+                f"{folder / 'grid.json'} does not describe a grid ({error!r}); {redo}"
+            ) from None
+        if count:
+            axes = tuple(_load(folder / f"axis_{i}.npy", read_array, redo) for i in range(count))
+        try:
+            return Grid(coeffs, shape, axes)
+        except InputError as error:
+            raise StoreError(f"the grid files in {folder} do not agree ({error}); {redo}") from None
+
+    @staticmethod
+    def _grid_action(manifest: Mapping[str, Any] | None) -> str:
+        """What repairs a damaged file of a grid with ``manifest`` (never deleting J)."""
+        if (manifest or {}).get("kind") == "saved grid":
+            return "save the grid again (Experiment.save_grid), or restore the file from a backup"
+        return (
+            "run the same `genni sweep` again: it writes the file anew and keeps every "
+            "computed chunk of J"
+        )
+
+    @staticmethod
+    def _chunk_action(manifest: Mapping[str, Any] | None) -> str:
+        """What repairs a damaged or missing chunk of J."""
+        if (manifest or {}).get("kind") == "saved grid":
+            return "save the grid again (Experiment.save_grid)"
+        return "the next `genni sweep` of this grid recomputes that chunk and keeps the others"
+
+    def _first_redo(self, folder: Path) -> str:
+        """What repairs a grid of the first store format (it cannot be resumed)."""
+        return f"delete {folder} and run the sweep again (or restore the file from a backup)"
+
+    def _untold(self, folder: Path, name: str) -> str:
+        return (
+            f"there is no telling what grid '{name}' of experiment '{self.name}' was computed "
+            f"for: J's metadata ({folder / grid_store.METADATA_FILE}) and the copy of its "
+            f"manifest in {folder / CHECKSUMS} are both damaged or missing, so its chunks "
+            f"cannot be used; delete {folder} and run the sweep again"
+        )
 
     def save_grid(self, result: GridResult, name: str, *, subspace: Subspace | None = None) -> Path:
         """Save a finished GridResult (from :func:`genni_ext.grid.sweep_grid`) as
@@ -443,44 +688,104 @@ class Experiment:
             raise InputError(f"result.metadata must be JSON-able: {error}") from error
         grid = result.grid
         plan = ChunkPlan.for_grid(grid.shape, grid.size)
-        manifest = {"format": FORMAT, "kind": "saved grid", "num_chunks": 1}
+        manifest = {
+            "format": FORMAT,
+            "kind": "saved grid",
+            "grid": {"shape": list(grid.shape)},
+            "num_chunks": 1,
+            "checksums": CHECKSUMS,
+        }
         with staged_folder(target) as staging:
-            self._write_grid_and_subspace(staging, grid, subspace)
-            grid_store.create(staging, grid, plan, manifest)
+            self._write_skeleton(staging, grid, subspace, plan, manifest)
             wall_time = float(result.metadata.get("wall_time_s", 0.0) or 0.0)
             grid_store.write_chunk(staging, plan, 0, result.values.reshape(-1), wall_time)
             grid_store.finish(staging, result.metadata)
-            self._write_finished(staging, result)
+            self._write_finished(staging, result, manifest)
         return target
 
-    def _format_of(self, folder: Path, name: str) -> int:
-        """The store format of grid ``name``: 2 (zarr), 1 (the .npy layout before it), or
-        StoreError if nothing is there."""
-        if grid_store.exists(folder):
+    @staticmethod
+    def _layout(folder: Path) -> int | None:
+        """The store format of the grid in ``folder``: 2 (zarr), 1 (the .npy layout before
+        it), or None if no grid was written there."""
+        if grid_store.exists(folder) or (folder / CHECKSUMS).is_file():
             return FORMAT
         if (folder / "values.npy").is_file() or (folder / "manifest.json").is_file():
             return 1
+        return None
+
+    def _format_of(self, folder: Path, name: str) -> int:
+        """:meth:`_layout`, or StoreError if no grid is there."""
+        layout = self._layout(folder)
+        if layout is not None:
+            return layout
         if folder.is_dir() and (folder / "metadata.json").is_file():
             raise StoreError(
                 f"grid '{name}' of experiment '{self.name}' has metadata.json but no values "
-                f"(neither {folder / grid_store.ZARR_NAME} nor values.npy); {self._redo(folder)}"
+                f"(neither {folder / grid_store.ZARR_NAME} nor values.npy); "
+                f"{self._first_redo(folder)}"
             )
         raise StoreError(
             f"experiment '{self.name}' has no grid '{name}' ({folder}); run `genni sweep` "
             "(or Experiment.run_sweep) to compute it"
         )
 
-    def _plan_on_disk(self, folder: Path) -> tuple[dict[str, Any], ChunkPlan]:
-        """The manifest stored with a zarr grid, and its chunk plan."""
+    @staticmethod
+    def _has_results(folder: Path) -> bool:
+        """Whether anything computed is in ``folder``: a chunk's record or the metadata."""
+        done = folder / grid_store.DONE_DIR
+        return (folder / "metadata.json").is_file() or (done.is_dir() and any(done.glob("*.json")))
+
+    def _grid_files(self, folder: Path) -> _GridFiles:
+        """Every recorded file of the zarr grid in ``folder`` checked against its checksum,
+        and the manifest it can be trusted with (see :class:`_GridFiles`)."""
+        checksums, bad = Checksums.load(folder)
+        damage = [bad] if bad is not None else []
+        if checksums is not None:
+            damage += checksums.damage()
+        metadata_file = folder / grid_store.METADATA_FILE
+        manifest: dict[str, Any] | None = None
+        if not any(item.path == metadata_file for item in damage):
+            if not metadata_file.is_file():
+                damage.append(FileDamage(metadata_file, "is missing"))
+            else:
+                try:
+                    manifest = grid_store.manifest(folder)
+                except Exception as error:  # zarr raises its own errors for bad metadata
+                    problem = f"cannot be read as J's metadata ({type(error).__name__})"
+                    damage.append(FileDamage(metadata_file, problem))
+        if manifest is None and checksums is not None:
+            copy = checksums.extra.get("manifest")
+            manifest = dict(copy) if isinstance(copy, dict) else None
+        recorded = (manifest or {}).get("checksums") == CHECKSUMS
+        if checksums is None and bad is None and recorded:
+            damage.append(FileDamage(folder / CHECKSUMS, "is missing"))
+        legacy = checksums is None and bad is None and not recorded
+        return _GridFiles(checksums, damage, manifest, legacy)
+
+    def _recorded_manifest(self, folder: Path) -> dict[str, Any] | None:
+        """The manifest of the grid in ``folder`` as recorded (J's, else the copy kept with
+        the checksums), unchecked; None where neither can be read."""
         try:
-            manifest = grid_store.manifest(folder)
-            shape = tuple(int(n) for n in grid_store.open_values(folder).shape)
-            chunk_points = int(manifest.get("chunk_points") or math.prod(shape))
-            return manifest, ChunkPlan.for_grid(shape, chunk_points)
+            return grid_store.manifest(folder)
+        except Exception:  # zarr raises its own errors for missing or bad metadata
+            checksums, _damage = Checksums.load(folder)
+            copy = checksums.extra.get("manifest") if checksums is not None else None
+            return dict(copy) if isinstance(copy, dict) else None
+
+    def _plan_of(self, folder: Path, name: str, manifest: Mapping[str, Any] | None) -> ChunkPlan:
+        """The chunk plan of the grid with ``manifest`` (StoreError if there is none)."""
+        if manifest is None:
+            raise StoreError(self._untold(folder, name))
+        try:
+            shape = (manifest.get("grid") or {}).get("shape")
+            if shape is None:  # saved by an older version: the shape is J's
+                shape = grid_store.open_values(folder).shape
+            shape = tuple(int(n) for n in shape)
+            return ChunkPlan.for_grid(shape, int(manifest.get("chunk_points") or math.prod(shape)))
         except Exception as error:  # zarr raises its own errors for unreadable metadata
             raise StoreError(
                 f"{folder / grid_store.ZARR_NAME} cannot be read as a grid ({error}); "
-                f"{self._redo(folder)}"
+                f"{self._grid_action(manifest)}"
             ) from None
 
     def sweep_status(self, name: str) -> SweepStatus:
@@ -490,10 +795,11 @@ class Experiment:
         folder = self.grid_dir(name)
         if self._format_of(folder, name) == 1:
             return self._old_status(folder, name)
-        manifest, plan = self._plan_on_disk(folder)
+        manifest = self._recorded_manifest(folder)
+        plan = self._plan_of(folder, name, manifest)
         complete = (folder / "metadata.json").is_file()
         done = len(grid_store.recorded_chunks(folder, plan.num_chunks))
-        saved = manifest.get("kind") == "saved grid"
+        saved = (manifest or {}).get("kind") == "saved grid"
         return SweepStatus(
             name,
             complete,
@@ -510,7 +816,7 @@ class Experiment:
                 f"format of genni_ext before 0.2 (chunks/*.npz), which this version does not "
                 f"resume; delete {folder} and run the sweep again"
             )
-        info = _load(folder / "grid.json", read_json, self._redo(folder))
+        info = _load(folder / "grid.json", read_json, self._first_redo(folder))
         shape = tuple(int(n) for n in info["shape"])
         return SweepStatus(name, True, 0, 0, shape, math.prod(shape))
 
@@ -524,7 +830,7 @@ class Experiment:
                 f"grid '{name}' of experiment '{self.name}' was saved whole (save_grid), not "
                 f"by a resumable sweep; delete {folder} or use another grid name"
             )
-        stored = _load(path, read_json, self._redo(folder))
+        stored = _load(path, read_json, self._first_redo(folder))
         keys = ("problem", "subspace", "grid", "backend")
         # The first format's chunking and fields differ; what the grid is of must not.
         check_manifest(
@@ -534,44 +840,68 @@ class Experiment:
         return self.load_grid(name)
 
     def check_grid(self, name: str) -> list[str]:
-        """Every problem with grid ``name`` on disk, one sentence each (empty: all is well):
-        each chunk read back and compared with its recorded checksum, and the files a
-        complete grid needs."""
+        """Every problem with grid ``name`` on disk, one sentence each naming the file and
+        what repairs it (empty: all is well): every recorded file against its checksum,
+        each chunk of J read back against its record, and the files a complete grid needs."""
         folder = self.grid_dir(name)
         try:
             if self._format_of(folder, name) == 1:
                 self._old_status(folder, name)
                 self.load_grid(name)
                 return []
-            _manifest_on_disk, plan = self._plan_on_disk(folder)
         except StoreError as error:
             return [str(error)]
-        _good, damage = grid_store.check_chunks(folder, plan)
-        problems = [f"{item.reason}; the next `genni sweep` recomputes it" for item in damage]
+        files = self._grid_files(folder)
+        if files.manifest is None:
+            return [self._untold(folder, name)]
+        action = self._grid_action(files.manifest)
+        problems = [f"{item}; {action}" for item in files.damage]
+        try:
+            plan = self._plan_of(folder, name, files.manifest)
+        except StoreError as error:
+            return [*problems, str(error)]
+        if any(item.path == folder / grid_store.METADATA_FILE for item in files.damage):
+            return problems  # J's chunks are read through that file: checked once it is anew
+        good, damage = grid_store.check_chunks(folder, plan)
+        chunk_action = self._chunk_action(files.manifest)
+        problems += [f"{item.reason}; {chunk_action}" for item in damage]
         if (folder / "metadata.json").is_file():
-            missing = plan.num_chunks - len(_good)
+            missing = plan.num_chunks - len(good)
             if missing and not damage:
-                problems.append(f"{missing} chunk(s) have no record although the grid is complete")
-            try:
-                self.load_grid(name)
-            except StoreError as error:
-                if not damage:
+                problems.append(
+                    f"{missing} chunk(s) of the complete grid {folder} have no record in "
+                    f"{folder / grid_store.DONE_DIR}; {chunk_action}"
+                )
+            if not problems:
+                try:
+                    self.load_grid(name)
+                except StoreError as error:
                     problems.append(str(error))
         return problems
 
     def load_grid(self, name: str) -> GridResult:
-        """The GridResult saved as ``name`` (StoreError, naming the file and what to do, if
-        it is missing, partial or damaged)."""
+        """The GridResult saved as ``name``, every file it reads checked against its
+        checksum (StoreError, naming the file and what repairs it, if it is missing,
+        partial or damaged)."""
         from .grid import GridResult, Marker
 
         folder = self.grid_dir(name)
+        first = self._format_of(folder, name) == 1
+        files = None if first else self._grid_files(folder)
         status = self.sweep_status(name)
         if not status.complete:
             raise StoreError(
                 f"grid '{name}' of experiment '{self.name}' is partial ({status.chunks_done} "
                 f"of {status.num_chunks} chunks); run the same `genni sweep` again to finish it"
             )
-        redo = self._redo(folder)
+        redo = self._first_redo(folder) if files is None else self._grid_action(files.manifest)
+        if files is not None:
+            damage = [item for item in files.damage if item.path.name not in _SUBSPACE_FILES]
+            if files.manifest is None:
+                raise StoreError(self._untold(folder, name))
+            if damage:
+                text = "; ".join(str(item) for item in damage)
+                raise StoreError(f"grid '{name}' of experiment '{self.name}': {text}; {redo}")
         metadata = _load(folder / "metadata.json", read_json, redo)
         items = _load(folder / "markers.json", read_json, redo)
         try:
@@ -585,17 +915,17 @@ class Experiment:
             raise StoreError(
                 f"{folder / 'markers.json'} does not hold markers ({error!r}); {redo}"
             ) from None
-        grid = self._read_grid(folder)
-        if self._format_of(folder, name) == 1:
+        grid = self._read_grid(folder, redo)
+        if files is None:
             values = _load(folder / "values.npy", read_array, redo)
         else:
-            _manifest_on_disk, plan = self._plan_on_disk(folder)
+            plan = self._plan_of(folder, name, files.manifest)
             try:
                 values, _seconds = grid_store.read_all(folder, plan)
             except ValueError as error:
                 raise StoreError(
-                    f"grid '{name}' of experiment '{self.name}': {error}; run the same "
-                    "`genni sweep` again to recompute the damaged chunks"
+                    f"grid '{name}' of experiment '{self.name}': {error}; "
+                    f"{self._chunk_action(files.manifest)}"
                 ) from None
         if tuple(values.shape) != grid.shape:
             raise StoreError(
@@ -610,23 +940,31 @@ class Experiment:
         folder = self.grid_dir(name)
         if self._format_of(folder, name) == 1:
             return self.load_grid(name).to_xarray()
-        self.load_grid(name)  # complete and undamaged, or a StoreError that says why
+        self.load_grid(name)  # complete and as written, or a StoreError that says why
         array = grid_store.open_data_array(folder)
         array.attrs = {"genni_metadata": array.attrs.get("genni_metadata", {})}
         return array
 
     def load_subspace(self, name: str) -> Subspace:
-        """The subspace grid ``name`` was swept on (StoreError if it was not saved)."""
+        """The subspace grid ``name`` was swept on, its files checked (StoreError if it was
+        not saved, or is not as written)."""
         from .subspace import Subspace
 
         folder = self.grid_dir(name)
+        redo = self._first_redo(folder)
+        if self._format_of(folder, name) == FORMAT:
+            files = self._grid_files(folder)
+            redo = self._grid_action(files.manifest)
+            damage = [item for item in files.damage if item.path.name in _SUBSPACE_FILES]
+            if damage:
+                text = "; ".join(str(item) for item in damage)
+                raise StoreError(f"grid '{name}' of experiment '{self.name}': {text}; {redo}")
         if not (folder / "subspace_center.npy").is_file():
             raise StoreError(
                 f"grid '{name}' of experiment '{self.name}' was saved without its subspace "
                 f"({folder}); pass subspace= to save_grid to keep it"
             )
         origin = folder / "subspace.json"
-        redo = self._redo(folder)
         hashes = _load(origin, read_json, redo) if origin.is_file() else {}  # older: unknown
         return Subspace(
             _load(folder / "subspace_center.npy", read_array, redo),
@@ -635,6 +973,120 @@ class Experiment:
             theta_hash=hashes.get("theta_hash"),
             probes_hash=hashes.get("probes_hash"),
         )
+
+    # --- checking everything ----------------------------------------------------------------
+
+    def check(self) -> list[Finding]:
+        """Every file of the experiment read back against the checksum recorded when it was
+        written (``genni check``): config.yml and analysis.json, every search, and every grid
+        (each chunk of J against its record). One Finding per damaged file (naming it and
+        what repairs it), per thing worth knowing (a lock left by a process that died, a
+        grid stopped before anything was written, a grid whose search was replaced, files
+        older than checksums) and per search or grid found as written."""
+        findings = self._check_own_files()
+        for name in self._names("searches"):
+            where = f"searches/{name}"
+            problems = self.check_search(name)
+            findings += [Finding(where, text, "damaged") for text in problems]
+            if problems:
+                continue
+            checksums, _bad = Checksums.load(self.search_dir(name))
+            if checksums is None:
+                findings.append(Finding(where, "ok (saved before checksums were recorded)", "ok"))
+            else:
+                findings.append(Finding(where, f"ok ({len(checksums.files)} files)", "ok"))
+        for name in self._names("grids"):
+            findings += self._check_grid_folder(name)
+        return findings
+
+    def _check_own_files(self) -> list[Finding]:
+        """config.yml, analysis.json and their checksums.json."""
+        checksums, bad = Checksums.load(self.path)
+        if bad is not None:
+            action = (
+                f"{self._config_action()}; then run `genni analyse {self.name}` again if the "
+                "experiment was analysed (each records its file's checksum anew)"
+            )
+            return [Finding(CHECKSUMS, f"{bad}; {action}", "damaged")]
+        findings = []
+        for path, action, load in (
+            (self.config_path, self._config_action, self.load_config),
+            (self.analysis_path, self._analysis_action, self.load_analysis),
+        ):
+            recorded = checksums is not None and path.name in checksums.files
+            if not path.is_file():
+                if recorded:
+                    findings.append(Finding(path.name, f"{path} is missing; {action()}", "damaged"))
+                continue
+            try:
+                load()
+            except StoreError as error:
+                findings.append(Finding(path.name, str(error), "damaged"))
+                continue
+            state = "ok" if recorded else "ok (written before checksums were recorded)"
+            findings.append(Finding(path.name, state, "ok"))
+        return findings
+
+    def _check_grid_folder(self, name: str) -> list[Finding]:
+        """The findings of :meth:`check` for the folder ``grids/<name>``."""
+        where = f"grids/{name}"
+        folder = self.grid_dir(name)
+        findings = []
+        holder = lock_holder(folder / LOCK)
+        if holder is not None:
+            alive = holder.alive()
+            text = (
+                f"a lock left by {holder}, which is no longer running; the next `genni "
+                "sweep` of this grid clears it"
+                if alive is False
+                else f"being written by {holder}: what follows may change meanwhile"
+            )
+            findings.append(Finding(where, text, "note"))
+        if self._layout(folder) is None and not self._has_results(folder):
+            left = ", ".join(entry.name for entry in sorted(folder.iterdir())) or "nothing"
+            text = (
+                f"a sweep stopped before it wrote anything of this grid (left: {left}); "
+                "the next `genni sweep` of it starts it afresh"
+            )
+            return [*findings, Finding(where, text, "note")]
+        problems = self.check_grid(name)
+        if problems:
+            return findings + [Finding(where, text, "damaged") for text in problems]
+        status = self.sweep_status(name)
+        state = (
+            "complete"
+            if status.complete
+            else f"partial ({status.chunks_done} of {status.num_chunks} chunks)"
+        )
+        findings.append(Finding(where, f"ok, {state}", "ok"))
+        if self._layout(folder) == FORMAT:
+            files = self._grid_files(folder)
+            if files.legacy:
+                text = (
+                    "written before checksums of every file were recorded: only J's chunks "
+                    "are checked; the next `genni sweep` of it records them"
+                )
+                findings.append(Finding(where, text, "note"))
+            origin = (files.manifest or {}).get("search") or {}
+            findings += self._stale_origin(where, origin)
+        return findings
+
+    def _stale_origin(self, where: str, origin: Mapping[str, Any]) -> list[Finding]:
+        """A note if the search a grid was built from has been replaced since."""
+        search = origin.get("name")
+        if not search or search not in self.searches():
+            return []
+        try:
+            current = self.search_id(search)
+        except StoreError:
+            return []  # the search's own damage is reported with the search
+        if current == origin.get("id"):
+            return []
+        text = (
+            f"built from an earlier search '{search}', since replaced: its J is as computed, "
+            "on that search's plane, not on the present search's"
+        )
+        return [Finding(where, text, "note")]
 
     # --- the resumable sweep ----------------------------------------------------------------
 
@@ -652,6 +1104,7 @@ class Experiment:
         precision: str = "full",
         client: Any = None,
         source: ProblemSource | None = None,
+        search: str | None = None,
     ) -> GridResult:
         """Sweep ``grid`` on ``subspace`` for ``problem`` into ``grids/<name>/``, resumably.
 
@@ -659,13 +1112,17 @@ class Experiment:
         ``chunk_points`` points each, rounded up to whole slabs of the grid's first axis;
         None: about 2·10¹¹ flops, see :func:`auto_chunk_points`); each chunk is written to
         the zarr array as soon as it is computed. Run again with the same arguments after an
-        interruption, it computes only the missing chunks, and recomputes any whose values
-        no longer match their checksum; a finished grid is loaded, not recomputed. With a
-        different problem, subspace, grid, dtype, precision, backend or chunk size it raises
-        StoreError naming what differs. Returns the same GridResult as
-        :func:`genni_ext.grid.sweep_grid` (values bitwise equal on the fused CPU engine;
-        ``wall_time_s`` is the sum over the chunks' compute times, and
+        interruption, it computes only the missing chunks, recomputes any whose values no
+        longer match their checksum, and writes anew any other file that is damaged; a
+        finished grid is loaded, not recomputed; a folder left before any chunk was written
+        is started afresh. With a different problem, subspace, grid, dtype, precision,
+        backend or chunk size it raises StoreError naming what differs. Returns the same
+        GridResult as :func:`genni_ext.grid.sweep_grid` (values bitwise equal on the fused
+        CPU engine; ``wall_time_s`` is the sum over the chunks' compute times, and
         ``metadata["store"]`` records the chunking).
+
+        ``search`` names the experiment's search the subspace was built from: recorded, so
+        that the search is not replaced by accident (:meth:`save_search`).
 
         ``client`` (a ``distributed.Client``) runs one task per missing chunk on its
         workers, which must see this experiment's folder at the same path (a shared file
@@ -703,52 +1160,57 @@ class Experiment:
         )
         decision = decide(problem.model, inputs, targets, backend, precision=precision)
         manifest = sweep_manifest(problem, subspace, grid, decision.backend, plan, precision)
+        if search is not None:
+            manifest["search"] = {"name": search, "id": self.search_id(search)}
         task = ChunkTask(folder, plan, decision, num_threads, manifest["problem"])
 
         self.chunks_computed = 0
-        on_disk = folder.is_dir() and any(folder.iterdir())
-        first_chunk: tuple[torch.Tensor, float] | None = None
-        fresh = False
-        if on_disk and not grid_store.exists(folder) and self._format_of(folder, name) == 1:
+        if self._layout(folder) == 1:
             return self._first_format_result(folder, name, manifest)
-        if on_disk and grid_store.exists(folder):
-            stored, _plan = self._plan_on_disk(folder)
-            if stored.get("kind") == "saved grid":
-                raise StoreError(
-                    f"grid '{name}' of experiment '{self.name}' was saved whole (save_grid), "
-                    f"not by a resumable sweep; delete {folder} or use another grid name"
-                )
-            check_manifest(stored, manifest, self.name, name, folder)
-        else:
+        fresh = not self._has_results(folder)
+        if not fresh:
+            self._resumable(folder, name, manifest)
+        first_chunk: tuple[torch.Tensor, float] | None = None
+        if fresh:
             # Compute before writing anything, so that bad input that only the sweep
             # detects leaves no files behind: the first chunk here, or with a cluster (which
             # then computes every chunk, none waiting on this one) its first point.
-            fresh = True
             if client is None:
                 first_chunk = task.compute(problem, subspace, first_coeffs, 0)
-                self.chunks_computed = 1
             else:
                 task.compute(problem, subspace, first_coeffs[:1], 0)
 
-        folder.mkdir(parents=True, exist_ok=True)
-        with exclusive(folder / ".lock", f"grid '{name}' of experiment '{self.name}'"):
+        with room_for(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+        with exclusive(folder / LOCK, f"grid '{name}' of experiment '{self.name}'"):
+            remove_temporaries(folder)
+            remove_temporaries(folder / grid_store.DONE_DIR)
+            remove_partials(folder / grid_store.ZARR_NAME)
+            if fresh and self._has_results(folder):  # another process began it meanwhile
+                fresh, first_chunk = False, None
             if fresh:
-                if not grid_store.exists(folder):
-                    remove_temporaries(folder)
-                    self._write_grid_and_subspace(folder, grid, subspace)
-                    grid_store.create(folder, grid, plan, {**manifest, "created": now()})
+                _clear(folder)  # what a sweep stopped before its first chunk left
+                kept = {**manifest, "created": now()}
+                self._write_skeleton(folder, grid, subspace, plan, kept)
                 if first_chunk is not None:
                     grid_store.write_chunk(folder, plan, 0, *first_chunk)
+                    self.chunks_computed = 1
             else:
-                # The manifest matched: rewriting the small files repairs a lost one.
-                self._write_grid_and_subspace(folder, grid, subspace)
-                if (folder / "metadata.json").is_file():
+                stored = self._resumable(folder, name, manifest)
+                # The manifest on disk is kept (its "created" too), with what it lacks.
+                kept = {**manifest, **stored, "checksums": CHECKSUMS}
+                files = self._grid_files(folder)
+                if files.damage or files.legacy:
+                    for item in files.damage:
+                        if progress:
+                            print(f"grid '{name}': {item}; writing it anew")
+                    (folder / "metadata.json").unlink(missing_ok=True)
+                    self._write_skeleton(folder, grid, subspace, plan, kept)
+                elif (folder / "metadata.json").is_file():
                     try:
                         return self.load_grid(name)
                     except StoreError:
                         (folder / "metadata.json").unlink()  # damaged: redo what is bad
-            remove_temporaries(folder)
-            remove_temporaries(folder / grid_store.DONE_DIR)
             good, damage = grid_store.check_chunks(folder, plan)
             for item in damage:
                 grid_store.forget_chunk(folder, item.index)
@@ -786,27 +1248,68 @@ class Experiment:
                 metadata=json.loads(json_text(metadata)),
             )
             grid_store.finish(folder, result.metadata)
-            self._write_finished(folder, result)
+            self._write_finished(folder, result, kept)
             return result
 
+    def _resumable(self, folder: Path, name: str, wanted: dict[str, Any]) -> dict[str, Any]:
+        """The manifest of the grid in ``folder`` if the sweep ``wanted`` may resume it;
+        else StoreError saying why (what differs, or what cannot be told)."""
+        stored = self._grid_files(folder).manifest
+        if stored is None:
+            raise StoreError(self._untold(folder, name))
+        if stored.get("kind") == "saved grid":
+            raise StoreError(
+                f"grid '{name}' of experiment '{self.name}' was saved whole (save_grid), "
+                f"not by a resumable sweep; delete {folder} or use another grid name"
+            )
+        check_manifest(stored, wanted, self.name, name, folder)
+        return stored
 
-def _load_zarr(folder: Path, key: str, redo: str) -> torch.Tensor:
+
+def search_id(result: SearchResult) -> str:
+    """The id of a search: a hash of its tensors (found points, J, histories, starts), the
+    same for a search computed again bit for bit."""
+    return tensor_hash(
+        *(
+            value
+            for field in dataclasses.fields(result)
+            if isinstance(value := getattr(result, field.name), torch.Tensor)
+        )
+    )
+
+
+def _clear(folder: Path) -> None:
+    """Remove everything in ``folder`` but its lock."""
+    for entry in folder.iterdir():
+        if entry.name == LOCK:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _load_zarr(folder: Path, key: str, redo: Callable[[], str]) -> torch.Tensor:
     """Array ``key`` of the search in ``folder``, or StoreError naming it."""
     try:
         return search_store.read(folder, key)
     except Exception as error:  # zarr raises FileNotFoundError, KeyError or codec errors
         path = folder / search_store.ZARR_NAME / key
-        raise StoreError(f"{path} cannot be read ({type(error).__name__}); {redo}") from None
+        raise StoreError(f"{path} cannot be read ({type(error).__name__}); {redo()}") from None
 
 
-def _load(path: Path, read: Callable[[Path], Any], redo: str) -> Any:
-    """``read(path)``, or StoreError naming the file, what is wrong and ``redo``."""
+def _load(path: Path, read: Callable[[Path], Any], redo: str | Callable[[], str]) -> Any:
+    """``read(path)``, or StoreError naming the file, what is wrong and ``redo`` (a sentence,
+    or a function that makes it: called only on an error)."""
     try:
         return read(path)
     except FileNotFoundError:
-        raise StoreError(f"{path} is missing; {redo}") from None
+        raise StoreError(
+            f"{path} is missing; {redo if isinstance(redo, str) else redo()}"
+        ) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise StoreError(f"{path} cannot be read ({error}); {redo}") from None
+        action = redo if isinstance(redo, str) else redo()
+        raise StoreError(f"{path} cannot be read ({error}); {action}") from None
 
 
 def open_grid(
@@ -820,6 +1323,7 @@ def open_grid(
 __all__ = [
     "ConfigSource",
     "Experiment",
+    "Finding",
     "StoreError",
     "SweepStatus",
     "atomic_write",
@@ -831,4 +1335,5 @@ __all__ = [
     "genni_home",
     "list_experiments",
     "open_grid",
+    "search_id",
 ]

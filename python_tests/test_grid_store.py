@@ -97,10 +97,10 @@ def _damage_cases() -> list[tuple[str, str]]:
         ("truncate chunk", r"chunk 1 .*cannot be read"),
         ("garbage record", r"chunk 1's record .* not valid JSON"),
         ("delete coeffs", r"coeffs\.npy is missing"),
-        ("garbage grid.json", r"grid\.json cannot be read"),
-        ("garbage metadata", r"metadata\.json cannot be read"),
-        ("garbage markers", r"markers\.json cannot be read"),
-        ("garbage manifest", r"grid\.zarr cannot be read as a grid"),
+        ("garbage grid.json", r"grid\.json does not match the checksum"),
+        ("garbage metadata", r"metadata\.json does not match the checksum"),
+        ("garbage markers", r"markers\.json does not match the checksum"),
+        ("garbage manifest", r"J/zarr\.json does not match the checksum"),
     ]
 
 
@@ -170,9 +170,12 @@ def test_damaged_searches_and_configs_are_named(
     assert view["history"].dims == ("start", "record")
     np.testing.assert_array_equal(view["losses"].values, result.losses.numpy())
     shutil.rmtree(experiment.search_dir() / "search.zarr" / "params")
-    with pytest.raises(StoreError, match=r"search\.zarr/params cannot be read.*genni search"):
+    with pytest.raises(StoreError, match=r"search\.zarr/params/zarr\.json is missing.*genni search"):
         experiment.load_search()
     (experiment.search_dir() / "metadata.json").write_text("[1, 2]")
+    with pytest.raises(StoreError, match=r"metadata\.json does not match the checksum"):
+        experiment.load_search()
+    (experiment.search_dir() / "checksums.json").unlink()  # no record: the file is read
     with pytest.raises(StoreError, match=r"metadata\.json is not a search's metadata"):
         experiment.load_search()
     experiment.config_path.parent.mkdir(parents=True, exist_ok=True)

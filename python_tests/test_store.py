@@ -11,6 +11,7 @@ import torch
 
 from genni_ext import grid_store
 from genni_ext.errors import InputError
+from genni_ext.files import Checksums, write_checksums
 from genni_ext.grid import Grid, sweep_grid
 from genni_ext.models import TwoNeuronNet, mlp
 from genni_ext.problem import Problem
@@ -318,6 +319,15 @@ def test_sweep_refuses_other_inputs(
     assert {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)} == before
 
 
+def _set_manifest(folder: Path, manifest: dict) -> None:
+    """Give the grid in ``folder`` ``manifest``, as if it had been started with it: in J's
+    attributes and in the copy kept with the checksums, the checksums recorded anew."""
+    grid_store.open_values(folder, mode="r+").attrs["genni_manifest"] = manifest
+    checksums = Checksums.load(folder)[0]
+    assert checksums is not None
+    write_checksums(folder, list(checksums.files), extra={"manifest": manifest})
+
+
 def test_sweep_resumes_only_on_the_device_it_started_on(
     tmp_path: Path, mlp_case: tuple[Problem, Subspace], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -330,13 +340,13 @@ def test_sweep_resumes_only_on_the_device_it_started_on(
     with pytest.raises(_Interrupt):
         experiment.run_sweep(problem, subspace, grid, "g", chunk_points=5, progress=False)
     monkeypatch.undo()
-    attributes = grid_store.open_values(experiment.grid_dir("g"), mode="r+").attrs
-    manifest = dict(attributes["genni_manifest"])
+    folder = experiment.grid_dir("g")
+    manifest = dict(grid_store.open_values(folder).attrs["genni_manifest"])
     assert manifest["device"] == "cpu"
-    attributes["genni_manifest"] = {**manifest, "device": "cuda (NVIDIA H200)"}
+    _set_manifest(folder, {**manifest, "device": "cuda (NVIDIA H200)"})
     with pytest.raises(StoreError, match=r"device .*: on disk 'cuda \(NVIDIA H200\)', now 'cpu'"):
         experiment.run_sweep(problem, subspace, grid, "g", chunk_points=5, progress=False)
-    attributes["genni_manifest"] = {k: v for k, v in manifest.items() if k != "device"}
+    _set_manifest(folder, {k: v for k, v in manifest.items() if k != "device"})
     result = experiment.run_sweep(problem, subspace, grid, "g", chunk_points=5, progress=False)
     assert result.metadata["device"] == "cpu"
 
