@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from genni_ext.errors import InputError
 from genni_ext.grid import Grid, GridResult, Marker, sweep_grid
 from genni_ext.models import TwoNeuronNet
-from genni_ext.plot import _style, planes
+from genni_ext.plot import _style, figure_checks, planes
 from genni_ext.problem import Problem
 from genni_ext.search import SearchResult
 from genni_ext.subspace import Subspace
@@ -49,13 +49,15 @@ def _hyperbola(
 
 
 def _marker_points(ax: Axes) -> dict[str, tuple[np.ndarray, tuple[float, ...]]]:
-    """Scatter markers by label: their (x, y) offset and face colour."""
+    """Scatter markers by name: their (x, y) offset and face colour (empty when hollow)."""
     found = {}
     for collection in ax.collections:
-        if isinstance(collection, PathCollection) and collection.get_label().startswith("θ"):
-            found[collection.get_label()] = (
-                collection.get_offsets()[0].data.astype(float),
-                tuple(collection.get_facecolor()[0]),
+        gid = collection.get_gid() or ""
+        if isinstance(collection, PathCollection) and gid.startswith("marker:"):
+            face = collection.get_facecolor()
+            found[gid.removeprefix("marker:")] = (
+                np.asarray(collection.get_offsets()[0], dtype=float),
+                tuple(face[0]) if len(face) else (),
             )
     return found
 
@@ -191,13 +193,17 @@ def test_surface_markers_at_their_loss_and_colorbar_range() -> None:
     fig = planes.surface(result, eps=0.01)
     ax = fig.axes[0]
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_zlabel()) == ("c1", "c2", "J")
-    lines = {line.get_label(): line for line in ax.get_lines() if line.get_label().startswith("θ")}
-    assert sorted(lines) == ["θ0", "θ1", "θ2"]
+    dots = {
+        c.get_gid().removeprefix("marker:"): c
+        for c in ax.collections
+        if (c.get_gid() or "").startswith("marker:")
+    }
+    assert sorted(dots) == ["θ0", "θ1", "θ2"]
     for index, marker in enumerate(result.markers):
-        x, y, z = (np.asarray(part, dtype=float) for part in lines[marker.name].get_data_3d())
+        x, y, z = (np.asarray(part, dtype=float) for part in dots[marker.name]._offsets3d)
         np.testing.assert_allclose([x[0], y[0]], marker.coords.numpy())
         assert z[0] == pytest.approx(marker.loss)
-        assert to_rgba(lines[marker.name].get_color()) == to_rgba(_style.marker_colour(index))
+        assert tuple(dots[marker.name].get_facecolor()[0]) == to_rgba(_style.marker_colour(index))
     values = result.values.numpy()
     finite = values[np.isfinite(values)]
     (cbar,) = _colorbar_axes(fig)
@@ -245,15 +251,19 @@ def test_slices_at_nearest_values_and_markers_on_nearest_panel() -> None:
     panels = [ax for ax in fig.axes if ax.get_title().startswith("c2 = ")]
     assert [ax.get_title() for ax in panels] == [
         "c2 = -2",
-        "c2 = 0.5\n(nearest grid plane: θ0 at 0, θ1 at 1)",  # 0.4, 0.6 → 0.5
+        "c2 = 0.5\n(hollow, off this plane: θ0 at 0, θ1 at 1)",  # 0.4, 0.6 → 0.5
     ]
-    # θ0 (c2 = 0) and θ1 (c2 = 1) are nearest 0.5, θ2 (c2 = 0.5) too
+    # θ0 (c2 = 0) and θ1 (c2 = 1) are nearest 0.5 but a grid step off it: drawn hollow;
+    # θ2 (c2 = 0.5) is on it: filled
     assert _marker_points(panels[0]) == {}
     drawn = _marker_points(panels[1])
     assert sorted(drawn) == ["θ0", "θ1", "θ2"]
     for marker in result.markers:
         c = marker.coords.numpy()
         np.testing.assert_allclose(drawn[marker.name][0], [c[0], c[2]])
+    assert drawn["θ0"][1] == () and drawn["θ1"][1] == ()
+    assert drawn["θ2"][1] == to_rgba(_style.marker_colour(2))
+    assert any("θ0 (hollow" in text for text in figure_checks.legend_texts(fig))
     assert (panels[0].get_xlabel(), panels[0].get_ylabel()) == ("c1", "c3")
 
 
@@ -400,3 +410,130 @@ def test_plots_take_eps_relative_to_the_constant_function() -> None:
     relative = planes.contour(result, eps_relative=0.01).axes[0].get_title()
     absolute = planes.contour(result, eps=0.1).axes[0].get_title()
     assert "ε = 0.1" in relative and relative == absolute
+
+
+# --- what a reader sees: numbers on the colour bars, markers on top, keys, titles -----------
+
+
+def _assert_numeric_colorbar(fig: Figure, eps: float | None = None) -> None:
+    """One colour bar whose ticks are all labelled with the number they stand for, and
+    ε (when in range) a line on it marked "ε"."""
+    (ticks,) = figure_checks.colorbar_ticks(fig)
+    assert len(ticks) >= 2, ticks
+    for value, label in ticks:
+        assert label, f"tick at {value} has no label"
+        assert figure_checks.tick_number(label) == pytest.approx(value, rel=0.02), label
+    if eps is not None:
+        (bar,) = figure_checks.colorbars(fig)
+        assert [line.get_ydata()[0] for line in bar.get_lines()] == [pytest.approx(eps)]
+        assert "ε" in [text.get_text() for text in bar.texts]
+
+
+@pytest.mark.parametrize("floor", [1e-13, 1e-4, 0.3])
+def test_colorbars_show_numbers_on_log_and_linear_scales(floor: float) -> None:
+    """The demo's plane spans 14 decades (the search reaches J ≈ 1e-12): its log colour
+    bar showed no number, only "ε". Now every tick has one, over any span."""
+    result = _hyperbola()
+    result.values.add_(floor - 1e-4)  # J from `floor` up
+    eps = float(np.quantile(result.values.numpy(), 0.05))
+    contour = planes.contour(result, eps=eps)
+    (bar,) = figure_checks.colorbars(contour)
+    assert bar.get_yscale() == "log"
+    _assert_numeric_colorbar(contour, eps)
+    _assert_numeric_colorbar(planes.surface(result, eps=eps), eps)
+    three = _hyperbola(n=9, dim=3)
+    three.values.add_(floor - 1e-4)
+    _assert_numeric_colorbar(planes.slices(three, 2, eps=0.5), 0.5)
+
+
+def test_log_ticks_within_one_decade_are_still_numbers() -> None:
+    ticks = _style.log_ticks(0.0011, 0.0019)
+    assert len(ticks) >= 2 and ((ticks >= 0.0011) & (ticks <= 0.0019)).all()
+    assert list(_style.log_ticks(1e-13, 30.0)) == [10.0**k for k in range(-13, 2, 2)]
+    assert list(_style.log_ticks(0.01, 0.5)) == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
+    for value in (1e-12, 2e-5, 1.25e-3, 0.05, 20.0, 5e4):
+        assert figure_checks.tick_number(_style.tick_label(value)) == pytest.approx(value)
+
+
+def _crowded_plane() -> GridResult:
+    """θ1 and θ2 almost on one point (as on the demo's plane), θ1 at the valley floor."""
+    result = _hyperbola()
+    result.values.sub_(1e-4 - 1e-13)
+    result.markers[1] = Marker("θ1", torch.tensor([1.0, 1.0], dtype=torch.float64), 1e-13)
+    result.markers[2] = Marker("θ2", torch.tensor([1.01, 0.99], dtype=torch.float64), 1e-4)
+    return result
+
+
+@pytest.mark.parametrize("picture", ["contour", "surface"])
+def test_every_marker_is_on_top_outlined_and_visible(picture: str) -> None:
+    """Markers are drawn last (zorder above everything, no depth sorting on the surface)
+    with a black edge; θ1, under θ2 on the canvas, shows as a ring around it."""
+    fig = getattr(planes, picture)(_crowded_plane(), eps=0.01)
+    assert figure_checks.markers_not_on_top(fig) == []
+    pixels = figure_checks.marker_pixels(fig)
+    assert sorted(pixels) == ["θ0", "θ1", "θ2"]
+    assert min(pixels.values()) >= 10, pixels
+
+
+def test_the_surface_does_not_hide_a_marker_in_a_valley() -> None:
+    """A marker at the bottom of a valley behind a ridge: with depth sorting the surface
+    covered it; drawn on top it stays visible."""
+    grid = Grid.uniform((-2.0, 2.0), 31, 2)
+    x, y = grid.coeffs[:, 0], grid.coeffs[:, 1]
+    values = (x - 1.0) ** 2 + (y - 1.0) ** 2 + 30.0 * torch.exp(-4 * (x + y) ** 2) + 1e-6
+    markers = [Marker("θ0", torch.tensor([1.0, 1.0], dtype=torch.float64), 1e-6)]
+    fig = planes.surface(GridResult(values.reshape(grid.shape), grid, markers, {}))
+    assert figure_checks.markers_not_on_top(fig) == []
+    assert figure_checks.marker_pixels(fig)["θ0"] >= 20
+
+
+@pytest.mark.parametrize("picture", ["contour", "surface", "slices", "convergence"])
+def test_titles_and_keys_fit_in_the_figure(picture: str) -> None:
+    if picture == "slices":
+        fig = planes.slices(_hyperbola(n=9, dim=3), 1, at=[-1.9, 0.4], eps=0.05)
+    elif picture == "convergence":
+        history = torch.tensor([[1.0, 1e-2, 1e-4], [1.0, 0.5, 0.2]])
+        fig = planes.search_convergence(_search(history, [0, 10, 20]), 1e-3)
+    else:
+        result = _hyperbola()
+        result.metadata["problem"] = {"zero_loss": 2.0, "constant_loss": 1.5}
+        fig = getattr(planes, picture)(result, eps=5.0)  # the longest title: the warning
+    assert figure_checks.texts_outside(fig) == []
+    if picture != "convergence":
+        keys = figure_checks.legend_texts(fig)
+        assert "θ0" in " ".join(keys) and any(text.startswith("J = ε") for text in keys)
+
+
+def test_slices_draw_a_marker_filled_only_on_its_own_plane() -> None:
+    """Filled: within half a grid step of the panel's plane; else hollow, and the panel
+    says so. Checked on every panel for every marker."""
+    result = _hyperbola(n=9, dim=3)  # step 0.5
+    for at in (None, [-1.9, 0.4, 0.6], [1.0]):
+        fig = planes.slices(result, 2, at=at)
+        for ax in fig.axes:
+            title = ax.get_title()
+            if not title.startswith("c3 = "):
+                continue
+            plane = float(title.split("\n")[0].removeprefix("c3 = "))
+            for name, (_, face) in _marker_points(ax).items():
+                marker = next(m for m in result.markers if m.name == name)
+                on = abs(float(marker.coords[2]) - plane) <= 0.25 + 1e-12
+                assert bool(face) == on, (at, name, plane)
+                if not on:
+                    assert "hollow, off this plane" in title and name in title
+
+
+def test_search_convergence_draws_the_constant_function_it_names() -> None:
+    """The README's caption speaks of the constant function's J: the figure draws it
+    (both panels, in the key) when the search recorded it, and only then."""
+    history = torch.tensor([[1.0, 1e-2, 1e-4], [1.0, 0.5, 0.05]])
+    result = _search(history, [0, 10, 20])
+    result.config["constant_loss"] = 0.047
+    fig = planes.search_convergence(result, 1e-3)
+    for ax in fig.axes[:2]:
+        constant = [line for line in ax.get_lines() if "constant" in line.get_label()]
+        assert len(constant) == 1 and constant[0].get_ydata()[0] == pytest.approx(0.047)
+        legend = [text.get_text() for text in ax.get_legend().get_texts()]
+        assert "best constant function: J = 0.047" in legend
+    bare = planes.search_convergence(_search(history, [0, 10, 20]), 1e-3)
+    assert not [line for line in bare.axes[0].get_lines() if "constant" in line.get_label()]

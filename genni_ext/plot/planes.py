@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator
+from matplotlib.ticker import MaxNLocator
 
 from .._checks import resolve_eps
 from ..errors import InputError
@@ -35,7 +36,8 @@ from . import _style
 CMAP = "viridis"
 CONVERGED_COLOUR = "tab:green"
 NOT_CONVERGED_COLOUR = "tab:red"
-EPS_COLOUR = "black"
+CONSTANT_COLOUR = "grey"
+EPS_COLOUR = _style.EPS_COLOUR
 
 
 # --------------------------------------------------------------------------- checks
@@ -187,7 +189,14 @@ def _hatch_trivial(
         return
     ax.contourf(x, y, values, levels=[low, eps], colors="none", hatches=["//"])
     ax.contour(x, y, values, levels=[low], colors="white", linewidths=1.0, linestyles="--")
-    ax.plot([], [], color="white", linestyle="--", label=f"J = {low:.3g} (trivial)")
+    ax.plot(
+        [],
+        [],
+        color="white",
+        linestyle="--",
+        label=f"J = {low:.3g} (trivial)",
+        path_effects=[patheffects.withStroke(linewidth=3, foreground="black")],  # seen on white
+    )
 
 
 def _title(ax: Axes, title: str, notes: Sequence[str]) -> None:
@@ -197,18 +206,8 @@ def _title(ax: Axes, title: str, notes: Sequence[str]) -> None:
 def _colorbar(
     fig: Figure, mappable: ScalarMappable, axes: Axes | list[Axes], eps: float | None
 ) -> None:
-    cbar = fig.colorbar(mappable, ax=axes, label=_style.J_LABEL)
-    norm = cbar.norm
-    low, high = norm.vmin, norm.vmax
-    if isinstance(norm, LogNorm):
-        cbar.locator = LogLocator(subs=(1.0, 2.0, 5.0))
-        cbar.formatter = LogFormatterSciNotation(labelOnlyBase=False)
-        cbar.update_ticks()
-    if eps is not None and low is not None and high is not None and low <= eps <= high:
-        cbar.ax.axhline(eps, color=EPS_COLOUR, linewidth=1.5)
-        cbar.ax.text(
-            -0.15, eps, "ε", transform=cbar.ax.get_yaxis_transform(), ha="right", va="center"
-        )
+    bar = fig.colorbar(mappable, ax=axes, label=_style.J_LABEL)
+    _style.numeric_colorbar(bar, eps)
 
 
 # --------------------------------------------------------------------------- 2-D pictures
@@ -233,16 +232,45 @@ def _draw_plane(
     return filled
 
 
-def _scatter_marker(ax: Axes, index: int, name: str, x: float, y: float) -> None:
-    ax.scatter(
-        [x],
-        [y],
-        s=60,
-        color=_style.marker_colour(index),
-        edgecolors="black",
-        zorder=5,
-        label=name,
-    )
+def plane_figure(
+    result: GridResult,
+    *,
+    log: bool = True,
+    eps: float | None = None,
+    eps_relative: float | None = None,
+    levels: int = 20,
+    what: str = "contour",
+) -> tuple[Figure, Axes, _style.MarkerLayer]:
+    """The contour figure before its key and markers are settled: the figure, its plane
+    axes and the markers' layer (other pictures draw over the plane, then settle)."""
+    result = _check_grid(result, 2, what)
+    eps = _check_eps(result, eps, eps_relative)
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise InputError(f"levels must be a positive int, got {levels!r}")
+    coords = _marker_coords(result, 2, what)
+    axes, raw = _sorted_grid(result)
+    scale = _scale(raw, log=log, levels=levels)
+    eps_notes, crosses = _eps_notes(raw, eps)
+
+    trivial_notes, trivial = _trivial_level(result, eps)
+
+    fig = _style.new_figure()
+    ax = fig.add_subplot()
+    filled = _draw_plane(ax, (axes[0], axes[1]), scale, scale.values, eps if crosses else None)
+    if trivial is not None and eps is not None:
+        _hatch_trivial(ax, (axes[0], axes[1]), scale.values, trivial, eps)
+    layer = _style.MarkerLayer(ax)
+    for index, (marker, c) in enumerate(zip(result.markers, coords, strict=True)):
+        layer.add(index, marker.name, c)
+    ax.set_xlabel(_style.AXIS_LABELS[0])
+    ax.set_ylabel(_style.AXIS_LABELS[1])
+    # Coordinates are Euclidean distances along orthonormal directions: equal scales.
+    ax.set_aspect("equal")
+    if filled is not None:
+        _colorbar(fig, filled, ax, eps)
+    kind = "log" if isinstance(scale.norm, LogNorm) else "linear"
+    _title(ax, f"J on the plane ({kind} colour scale)", [*scale.notes, *eps_notes, *trivial_notes])
+    return fig, ax, layer
 
 
 def contour(
@@ -261,36 +289,13 @@ def contour(
     an empty ε-set is said in the title. Where ε reaches the J of a trivial function (the
     sweep's metadata holds the problem's ``zero_loss`` and ``constant_loss``), the part of
     the ε-set at or above it is hatched and the title warns. Axes have equal scales: the
-    coordinates are distances in parameter space.
+    coordinates are distances in parameter space. The key sits below the plane.
     """
-    result = _check_grid(result, 2, "contour")
-    eps = _check_eps(result, eps, eps_relative)
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise InputError(f"levels must be a positive int, got {levels!r}")
-    coords = _marker_coords(result, 2, "contour")
-    axes, raw = _sorted_grid(result)
-    scale = _scale(raw, log=log, levels=levels)
-    eps_notes, crosses = _eps_notes(raw, eps)
-
-    trivial_notes, trivial = _trivial_level(result, eps)
-
-    fig = _style.new_figure()
-    ax = fig.add_subplot()
-    filled = _draw_plane(ax, (axes[0], axes[1]), scale, scale.values, eps if crosses else None)
-    if trivial is not None and eps is not None:
-        _hatch_trivial(ax, (axes[0], axes[1]), scale.values, trivial, eps)
-    for index, (marker, c) in enumerate(zip(result.markers, coords, strict=True)):
-        _scatter_marker(ax, index, marker.name, float(c[0]), float(c[1]))
-    ax.set_xlabel(_style.AXIS_LABELS[0])
-    ax.set_ylabel(_style.AXIS_LABELS[1])
-    # Coordinates are Euclidean distances along orthonormal directions: equal scales.
-    ax.set_aspect("equal")
-    if filled is not None:
-        _colorbar(fig, filled, ax, eps)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize=8)
-    kind = "log" if isinstance(scale.norm, LogNorm) else "linear"
-    _title(ax, f"J on the plane ({kind} colour scale)", [*scale.notes, *eps_notes, *trivial_notes])
+    fig, ax, layer = plane_figure(
+        result, log=log, eps=eps, eps_relative=eps_relative, levels=levels
+    )
+    _style.key_below(fig, [ax])
+    _style.settle(fig, [layer])
     return fig
 
 
@@ -301,7 +306,8 @@ def surface(
 
     NaN/inf values are masked (left out of the surface). With ``eps`` the level J = ε is
     drawn as a black contour at height ε and on the colour bar; an empty ε-set is said in
-    the title. A marker whose J is not finite is drawn at the top of the surface.
+    the title. A marker whose J is not finite is drawn at the top of the surface. Markers
+    are drawn over the surface (no depth sorting), so the surface never hides one.
     """
     result = _check_grid(result, 2, "surface")
     eps = _check_eps(result, eps, eps_relative)
@@ -326,26 +332,16 @@ def surface(
         top = float(raw[finite].max())
     else:
         top = 0.0
+    layer = _style.MarkerLayer(ax)  # drawn over the surface, which cannot hide them
     for index, (marker, c) in enumerate(zip(result.markers, coords, strict=True)):
         height = marker.loss if math.isfinite(marker.loss) else top
-        ax.plot(
-            [float(c[0])],
-            [float(c[1])],
-            [float(height)],
-            marker="o",
-            markersize=8,
-            linestyle="none",
-            color=_style.marker_colour(index),
-            markeredgecolor="black",
-            zorder=10,
-            label=marker.name,
-        )
+        layer.add(index, marker.name, (float(c[0]), float(c[1]), float(height)))
     ax.set_xlabel(_style.AXIS_LABELS[0])
     ax.set_ylabel(_style.AXIS_LABELS[1])
     ax.set_zlabel("J")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left", fontsize=8)
+    _style.key_below(fig, [ax])
     _title(ax, "J on the plane (linear scale)", [*scale.notes, *eps_notes])
+    _style.settle(fig, [layer])
     return fig
 
 
@@ -382,7 +378,9 @@ def _nearest_indices(axis: np.ndarray, at: Sequence[float]) -> list[int]:
 def _panel_title(
     label: str, plane: float, step: float, names: list[str], positions: list[float]
 ) -> str:
-    """ "c3 = 0", or where the markers drawn on it are off the plane, their own c3.
+    """ "c3 = 0", and where the markers drawn on the panel are not exactly on its plane,
+    their own coordinate: "nearest grid plane" within half a grid step (drawn filled),
+    "hollow, off this plane" beyond (drawn hollow: a projection, not a point of the plane).
 
     Values within 1e-6 of a grid step count as equal (and as 0 near 0): round-off of the
     grid's axis and of the markers' coordinates is not a place.
@@ -392,15 +390,17 @@ def _panel_title(
     def shown(value: float) -> float:
         return 0.0 if abs(value) <= tiny else value
 
+    def where(pairs: list[tuple[str, float]]) -> str:
+        return ", ".join(f"{name} at {shown(value):.3g}" for name, value in pairs)
+
     title = f"{label} = {shown(plane):.3g}"
-    off = [
-        (name, shown(value))
-        for name, value in zip(names, positions, strict=True)
-        if abs(value - plane) > tiny
-    ]
+    pairs = list(zip(names, positions, strict=True))
+    near = [(n, v) for n, v in pairs if tiny < abs(v - plane) and _style.on_plane(v, plane, step)]
+    off = [(n, v) for n, v in pairs if not _style.on_plane(v, plane, step)]
+    if near:
+        title += f"\n(nearest grid plane: {where(near)})"
     if off:
-        where = ", ".join(f"{name} at {value:.3g}" for name, value in off)
-        title += f"\n(nearest grid plane: {where})"
+        title += f"\n(hollow, off this plane: {where(off)})"
     return title
 
 
@@ -420,10 +420,11 @@ def slices(
     the plane of every marker (its coordinate along ``axis``) and then evenly spaced planes
     up to 4 panels. They share one colour bar spanning the values drawn (log scale as
     :func:`contour`, values ≤ 0 clipped). Each marker is drawn on the panel nearest its
-    coordinate along ``axis``; where that is not the marker's own plane (the grid has no
-    point there: an odd number of points puts 0 on a symmetric grid), the panel's title
-    says where the marker is. With ``eps`` the level J = ε is drawn on every panel it
-    crosses. Axes have equal scales.
+    coordinate along ``axis``: filled where it lies within half a grid step of the
+    panel's plane (the title gives its own coordinate when that is not the plane's: the
+    grid may have no point there), hollow where it does not (panels picked with ``at``
+    away from it; the title says "off this plane" and where it is). With ``eps`` the level
+    J = ε is drawn on every panel it crosses. Axes have equal scales; one key below.
     """
     result = _check_grid(result, 3, "slices")
     if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < 3:
@@ -454,7 +455,9 @@ def slices(
     flat = flat[:count]
     picked_values = axes[axis][picked]
     owner = [int(np.argmin(np.abs(picked_values - c[axis]))) for c in coords]
+    step = float(np.diff(axes[axis]).min())
     mappable = None
+    layers = []
     for panel, (ax, index) in enumerate(zip(flat, picked, strict=True)):
         values = scale.values[panel]
         finite = values.compressed()
@@ -464,26 +467,29 @@ def slices(
         filled = _draw_plane(ax, (axes[others[0]], axes[others[1]]), scale, values, line)
         if mappable is None:
             mappable = filled
+        plane = float(axes[axis][index])
+        layer = _style.MarkerLayer(ax)
         names, on_panel = [], []
         for m_index, (marker, c) in enumerate(zip(result.markers, coords, strict=True)):
             if owner[m_index] == panel:
-                _scatter_marker(ax, m_index, marker.name, float(c[others[0]]), float(c[others[1]]))
+                off = not _style.on_plane(float(c[axis]), plane, step)
+                label = f"{marker.name} (hollow: off every panel's plane)" if off else None
+                layer.add(m_index, marker.name, c[others], hollow=off, label=label)
                 names.append(marker.name)
                 on_panel.append(float(c[axis]))
-        plane = float(axes[axis][index])
-        step = float(np.diff(axes[axis]).min())
+        layers.append(layer)
         title = _panel_title(_style.AXIS_LABELS[axis], plane, step, names, on_panel)
         ax.set_title(title, fontsize=8)
         ax.set_xlabel(_style.AXIS_LABELS[others[0]])
         ax.set_ylabel(_style.AXIS_LABELS[others[1]])
         ax.set_aspect("equal")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper right", fontsize=7)
     if mappable is not None:
         _colorbar(fig, mappable, flat, eps)
+    _style.key_below(fig, flat)
     kind = "log" if isinstance(scale.norm, LogNorm) else "linear"
     head = f"J on slices along {_style.AXIS_LABELS[axis]} ({kind} colour scale)"
     fig.suptitle("\n".join([head, *scale.notes, *eps_notes]), fontsize=9)
+    _style.settle(fig, layers)
     return fig
 
 
@@ -511,12 +517,26 @@ def _check_search(search_result: object) -> tuple[np.ndarray, np.ndarray, np.nda
     return losses, history, steps
 
 
+def _constant_line(ax: Axes, constant: float | None) -> None:
+    if constant is not None:
+        ax.axhline(
+            constant,
+            color=CONSTANT_COLOUR,
+            linestyle=":",
+            linewidth=1.5,
+            label=f"best constant function: J = {constant:.3g}",
+        )
+
+
 def search_convergence(
     search_result: object, eps: float | None = None, *, eps_relative: float | None = None
 ) -> Figure:
     """J against step for every start (log y) and the final J of each start, with ε.
 
     Converged starts (final J < ε) are green, the others red; the legend counts each.
+    Where the search recorded the best constant function's J (``config["constant_loss"]``)
+    it is drawn as a grey dotted line in both panels: starts ending on it found nothing
+    better than a function that ignores its input.
     Values ≤ 0 are clipped to the smallest positive value for the log axis; NaN ends a
     line and a NaN final J is marked as such. A result without history says so in the
     left panel (the final J is still drawn).
@@ -527,7 +547,13 @@ def search_convergence(
     eps_value = resolve_eps(eps, eps_relative, constant, "this search")
     converged = np.isfinite(losses) & (losses < eps_value)
     k = losses.size
-    everything = np.concatenate([history.reshape(-1), losses, [eps_value]])
+    constant_line = (
+        float(constant)
+        if isinstance(constant, (int, float)) and math.isfinite(constant) and constant > 0
+        else None
+    )
+    extra = [] if constant_line is None else [constant_line]
+    everything = np.concatenate([history.reshape(-1), losses, [eps_value], extra])
     positive = everything[np.isfinite(everything) & (everything > 0)]
     floor = float(positive.min())
 
@@ -567,6 +593,7 @@ def search_convergence(
             )
             line.set_gid(f"start {start}")
     left.axhline(eps_value, color=EPS_COLOUR, linestyle="--", label=f"ε = {eps_value:.3g}")
+    _constant_line(left, constant_line)
     left.set_yscale("log")
     left.set_xlabel("step")
     left.set_ylabel(_style.J_LABEL)
@@ -589,6 +616,7 @@ def search_convergence(
     for start in nan_starts:
         right.annotate("NaN", (float(start), eps_value), ha="center", color=NOT_CONVERGED_COLOUR)
     right.axhline(eps_value, color=EPS_COLOUR, linestyle="--", label=f"ε = {eps_value:.3g}")
+    _constant_line(right, constant_line)
     right.set_yscale("log")
     right.set_xlim(-0.5, k - 0.5)
     right.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -71,6 +71,7 @@ def _colour_bar(fig: Figure, norm: Normalize, axes: Sequence[Axes] | Axes) -> No
     mappable = ScalarMappable(norm=norm, cmap=CMAP)
     bar = fig.colorbar(mappable, ax=axes, shrink=0.8)
     bar.set_label(_style.J_LABEL + f"; top = ε = {norm.vmax:.3g}")
+    _style.numeric_colorbar(bar)
 
 
 def scatter3d(
@@ -81,7 +82,10 @@ def scatter3d(
     views: Sequence[tuple[float, float]] = ((30, 45), (30, 135), (60, 225), (0, 0)),
 ) -> Figure:
     """The ε-set of a 3-D grid as a 3-D scatter coloured by J, one panel per
-    (elevation, azimuth) view, with markers θ0..θm and a colour bar topped by ε."""
+    (elevation, azimuth) view, with markers θ0..θm and a colour bar topped by ε.
+
+    The markers are drawn over the ε-set in every view, each named beside it where the
+    name overlaps no other name or marker; the key is below the panels."""
     result = _check_result(result, "scatter3d")
     eps = result.resolve_eps(eps, eps_relative)
     if result.grid.dim != 3:
@@ -105,6 +109,7 @@ def scatter3d(
     extent = np.vstack([all_coeffs.min(0), all_coeffs.max(0), *marker_coords])
     low, high = extent.min(0), extent.max(0)
     panels: list[Axes] = []
+    layers: list[_style.MarkerLayer] = []
     for index, (elev, azim) in enumerate(views):
         ax = fig.add_subplot(rows, cols, index + 1, projection="3d")
         ax.scatter(
@@ -119,21 +124,10 @@ def scatter3d(
             label="ε-set",
             gid="eps_set",
         )
+        layer = _style.MarkerLayer(ax)  # on top of the ε-set from every angle
         for number, marker in enumerate(result.markers):
-            x, y, z = (float(v) for v in marker.coords)
-            colour = _style.marker_colour(number)
-            ax.scatter(
-                [x],
-                [y],
-                [z],
-                color=colour,
-                s=60,
-                edgecolors="black",
-                depthshade=False,
-                label=marker.name,
-                gid=f"marker:{marker.name}",
-            )
-            ax.text(x, y, z, f" {marker.name}", color=colour)
+            layer.add(number, marker.name, marker.coords.tolist())
+        layers.append(layer)
         ax.set_xlim(low[0], high[0])
         ax.set_ylim(low[1], high[1])
         ax.set_zlim(low[2], high[2])
@@ -154,10 +148,10 @@ def scatter3d(
                 wrap=True,
             )
         panels.append(ax)
-    if result.markers:
-        panels[0].legend(loc="upper left", fontsize=7)
+    _style.key_below(fig, [panels[0]], ncol=6)
     _colour_bar(fig, norm, panels)
     fig.suptitle(_summary(result, eps, coeffs.shape[0], nans))
+    _style.settle(fig, layers, names=True)
     return fig
 
 
@@ -251,7 +245,8 @@ def umap(
     ``subspace``) embeds θ₀ + c @ B, built in chunks and never more than ``memory_budget``
     bytes of them: a larger ε-set is subsampled with ``seed`` and the title says so. Points
     are coloured by J (colour bar topped by ε); markers θ0..θm are embedded with the same
-    fitted UMAP. An ε-set of fewer than 3 points gives a figure that says so.
+    fitted UMAP, drawn on top and named where no two names overlap. An ε-set of fewer
+    than 3 points gives a figure that says so.
     """
     result = _check_result(result, "umap")
     eps = result.resolve_eps(eps, eps_relative)
@@ -330,24 +325,13 @@ def umap(
         label="ε-set",
         gid="eps_set",
     )
+    layer = _style.MarkerLayer(ax)
     for number, marker in enumerate(result.markers):
-        x, y = (float(v) for v in marker_xy[number])
-        colour = _style.marker_colour(number)
-        ax.scatter(
-            [x],
-            [y],
-            color=colour,
-            s=70,
-            edgecolors="black",
-            zorder=3,
-            label=marker.name,
-            gid=f"marker:{marker.name}",
-        )
-        ax.annotate(marker.name, (x, y), textcoords="offset points", xytext=(5, 5), color=colour)
-    if result.markers:
-        ax.legend(loc="best", fontsize=7)
+        layer.add(number, marker.name, marker_xy[number])
+    _style.key_below(fig, [ax], ncol=6)
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
     ax.set_title("\n".join([title, *notes]), fontsize=9)
     _colour_bar(fig, norm, ax)
+    _style.settle(fig, [layer], names=True)
     return fig
