@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
 
 from ..analysis.alignment import Explanation
 from ..analysis.dynamics import MorseGraph
@@ -24,7 +26,9 @@ from ..errors import InputError
 from ..grid import GridResult
 from . import _style
 
-EPS_COLOUR = "black"
+EPS_COLOUR = _style.EPS_COLOUR
+# Components of the ε-set take matplotlib's ten cycle colours; past ten they repeat.
+COMPONENT_COLOURS = tuple(f"C{i}" for i in range(10))
 # Found-point classes in the order the bar shows them, with their colours.
 KIND_COLOURS = {
     "symmetry": "tab:green",
@@ -75,6 +79,7 @@ def betti_curve(topo: Topology) -> Figure:
         f"at ε = {topo.eps:.3g}: β = {topo.betti}\n{_resolution_note(topo)}",
         fontsize=9,
     )
+    _style.fit_titles(fig)
     return fig
 
 
@@ -98,6 +103,7 @@ def persistence_diagram(topo: Topology) -> Figure:
     if not finite:
         ax.text(0.5, 0.5, "no features", ha="center", va="center", transform=ax.transAxes)
         ax.set_title("Persistence diagram of J: empty", fontsize=9)
+        _style.fit_titles(fig)
         return fig
     low, high = min(finite), max(finite)
     top = high + 0.1 * (high - low or abs(high) or 1.0)
@@ -121,14 +127,55 @@ def persistence_diagram(topo: Topology) -> Figure:
         f"features alive at ε = {topo.eps:.3g} (dashed): born left of it, dying above it",
         fontsize=9,
     )
+    _style.fit_titles(fig)
     return fig
 
 
+def _slice_of(axes: list[np.ndarray], index: int) -> tuple[float, float]:
+    """The c3 value of plane ``index`` of a 3-D grid (0 within round-off of it) and the
+    grid step along c3."""
+    plane, step = float(axes[2][index]), float(np.diff(np.sort(axes[2])).min())
+    return (0.0 if abs(plane) <= 1e-6 * step else plane), step
+
+
+def _markers_on_slice(
+    ax: Axes,
+    result: GridResult,
+    plane: tuple[float, float] | None,
+    describe: dict[str, str] | None = None,
+) -> tuple[_style.MarkerLayer, list[str]]:
+    """Draw the found points at their (c1, c2). On a slice ``plane`` = (c3, step) of a 3-D
+    grid, a point is drawn filled only where its c3 is within half a grid step of the
+    slice; the others are drawn hollow (a projection, not a point of the slice), their
+    key entry saying where they are. Returns the layer and the hollow points' names."""
+    layer = _style.MarkerLayer(ax)
+    hollow: list[str] = []
+    for index, marker in enumerate(result.markers):
+        coords = marker.coords.detach().cpu().double().numpy()
+        label = marker.name + (f": {describe[marker.name]}" if describe else "")
+        off = plane is not None and not _style.on_plane(float(coords[2]), *plane)
+        if off:
+            hollow.append(marker.name)
+            label = f"{label} (hollow: c3 = {coords[2]:.3g}, off this slice)"
+        layer.add(index, marker.name, coords[:2], hollow=off, label=label)
+    return layer, hollow
+
+
+def _hollow_note(hollow: list[str]) -> str:
+    return (
+        f"\nhollow: {', '.join(hollow)} (not on this slice, drawn at their c1, c2)"
+        if hollow
+        else ""
+    )
+
+
 def component_map(topo: Topology, result: GridResult) -> Figure:
-    """The ε-set of a 2-D grid coloured by component, with the found points marked.
+    """The ε-set of a 2-D grid coloured by component (a key names each colour and its
+    size), with the found points marked and the component each lies in.
 
     For a 3-D grid, the slice through the largest component's largest cross-section is
-    drawn (the title says which).
+    drawn (the title says which); found points off that slice (more than half a grid step
+    away in c3) are drawn hollow and the title names them.
     """
     topo = _check_topology(topo, "component_map")
     if not isinstance(result, GridResult) or result.grid.axes is None:
@@ -141,41 +188,49 @@ def component_map(topo: Topology, result: GridResult) -> Figure:
     axes = [axis.numpy().astype(np.float64) for axis in result.grid.axes]
     labels = topo.labels
     note = ""
+    plane = None
     if labels.ndim == 3:
         counts = (labels == 1).sum(axis=(0, 1)) if topo.component_sizes else np.zeros(1)
-        plane = int(np.argmax(counts))
-        labels = labels[:, :, plane]
-        note = f"; slice c3 = {axes[2][plane]:.3g}"
+        index = int(np.argmax(counts))
+        labels = labels[:, :, index]
+        plane = _slice_of(axes, index)
+        note = f"; slice c3 = {plane[0]:.3g}"
     count = max(1, len(topo.component_sizes))
-    palette = ["white", *(f"C{i % 10}" for i in range(count))]
-    fig = _style.new_figure()
+    palette = ["white", *(COMPONENT_COLOURS[i % 10] for i in range(count))]
+    fig = _style.new_figure(6.4, 5.4)
     ax = fig.add_subplot()
     x, y = np.meshgrid(axes[0], axes[1], indexing="ij")
     ax.pcolormesh(x, y, labels, cmap=ListedColormap(palette), vmin=-0.5, vmax=count + 0.5)
-    for index, marker in enumerate(result.markers):
-        coords = marker.coords.detach().cpu().double().numpy()
-        component = topo.marker_components.get(marker.name, 0)
-        ax.scatter(
-            [coords[0]],
-            [coords[1]],
-            s=60,
-            color=_style.marker_colour(index),
-            edgecolors="black",
-            zorder=5,
-            label=f"{marker.name}: {'component ' + str(component) if component else 'outside'}",
-        )
+    describe = {
+        name: f"component {component}" if component else "outside"
+        for name, component in topo.marker_components.items()
+    }
+    layer, hollow = _markers_on_slice(ax, result, plane, describe)
     ax.set_aspect("equal")
     ax.set_xlabel(_style.AXIS_LABELS[0])
     ax.set_ylabel(_style.AXIS_LABELS[1])
-    if result.markers:
-        ax.legend(fontsize=7, loc="upper right")
+    shown = [int(k) for k in np.unique(labels) if k > 0]
+    key: list[Patch] = [
+        Patch(
+            facecolor=palette[k],
+            edgecolor="black",
+            label=f"component {k}: {topo.component_sizes[k - 1]:,} points",
+        )
+        for k in shown[:10]
+    ]
+    if len(shown) > 10:
+        key.append(
+            Patch(fill=False, edgecolor="none", label=f"{len(shown) - 10} more (colours repeat)")
+        )
+    _style.key_below(fig, [ax], key, ncol=3)
     sizes = ", ".join(f"{size:,}" for size in topo.component_sizes[:6])
     more = "…" if len(topo.component_sizes) > 6 else ""
     ax.set_title(
         f"Components of the ε-set (J < {topo.eps:.3g}): {len(topo.component_sizes)} "
-        f"({sizes}{more} points){note}\n{_resolution_note(topo)}",
+        f"({sizes}{more} points){note}\n{_resolution_note(topo)}{_hollow_note(hollow)}",
         fontsize=9,
     )
+    _style.settle(fig, [layer])
     return fig
 
 
@@ -203,6 +258,7 @@ def found_points(explanation: Explanation) -> Figure:
     ax.legend(fontsize=8, ncol=len(KIND_COLOURS), loc="upper center", frameon=False)
     shown = ", ".join(f"{counts[kind]} {kind}" for kind in KIND_COLOURS if counts[kind])
     ax.set_title(f"What the {total} found points are: {shown}", fontsize=9)
+    _style.fit_titles(fig)
     return fig
 
 
@@ -227,17 +283,27 @@ def _kind_colour(kind: str, index: int) -> str:
     return colours[index % len(colours)]
 
 
+def _set_key(morse: MorseGraph) -> list[Patch]:
+    """One patch per Morse set in the colour both Morse pictures give it."""
+    return [
+        Patch(
+            facecolor=_kind_colour(s.kind, number),
+            edgecolor="black",
+            label=f"set {s.index}: {s.kind}",
+        )
+        for number, s in enumerate(morse.morse_sets)
+    ]
+
+
 def morse_sets(morse: MorseGraph, result: GridResult) -> Figure:
     """The Morse sets' boxes over the log contour of J (a 3-D grid: projected onto c1, c2),
-    coloured by kind (attracting blue/green, saddle orange, repelling red), with markers."""
+    coloured by kind (attracting blue/green, saddle orange, repelling red; the key below
+    names each set), with markers."""
     morse, result = _check_morse(morse, result, "morse_sets")
-    from matplotlib.patches import Rectangle
-
-    from .planes import contour
+    from .planes import plane_figure
 
     if result.grid.dim == 2:
-        fig = contour(result)
-        ax = fig.axes[0]
+        fig, ax, layer = plane_figure(result, what="morse_sets")
     else:
         fig = _style.new_figure()
         ax = fig.add_subplot()
@@ -246,19 +312,14 @@ def morse_sets(morse: MorseGraph, result: GridResult) -> Figure:
         ax.set_ylabel(_style.AXIS_LABELS[1])
         ax.set_xlim(morse.lower_bounds[0], morse.upper_bounds[0])
         ax.set_ylim(morse.lower_bounds[1], morse.upper_bounds[1])
+        layer, _ = _markers_on_slice(ax, result, None)
     for number, (morse_set, rects) in enumerate(
         zip(morse.morse_sets, morse.rectangles((0, 1)), strict=True)
     ):
         colour = _kind_colour(morse_set.kind, number)
         for x, y, width, height in rects:
             ax.add_patch(Rectangle((x, y), width, height, color=colour, alpha=0.6, linewidth=0))
-        ax.plot([], [], color=colour, linewidth=6, label=f"set {morse_set.index}: {morse_set.kind}")
-    if result.grid.dim == 3:
-        for index, marker in enumerate(result.markers):
-            coords = marker.coords.detach().cpu().double().numpy()
-            ax.scatter([coords[0]], [coords[1]], s=60, color=_style.marker_colour(index),
-                       edgecolors="black", zorder=5, label=marker.name)  # fmt: skip
-    ax.legend(fontsize=7, loc="upper right")
+    _style.key_below(fig, [ax], _set_key(morse))
     what = "log J" if morse.log else "J"
     projected = " (projected onto c1, c2)" if result.grid.dim == 3 else ""
     ax.set_title(
@@ -266,12 +327,14 @@ def morse_sets(morse: MorseGraph, result: GridResult) -> Figure:
         f"({'×'.join(map(str, morse.box_shape))} boxes)",
         fontsize=9,
     )
+    _style.settle(fig, [layer])
     return fig
 
 
 def morse_graph_figure(morse: MorseGraph) -> Figure:
     """The Morse graph: one node per Morse set at the height of its lowest J (log scale),
-    an arrow from a set to each set descent reaches from it."""
+    an arrow from a set to each set descent reaches from it; node colours as in
+    :func:`morse_sets`, with the same key."""
     if not isinstance(morse, MorseGraph):
         raise InputError(f"morse_graph_figure needs a MorseGraph, got {type(morse).__name__}")
     fig = _style.new_figure(5.6, 5.2)
@@ -303,41 +366,51 @@ def morse_graph_figure(morse: MorseGraph) -> Figure:
     ax.set_xticks([])
     ax.set_xlim(-0.5, widest - 0.5 + 0.8)
     ax.set_ylabel("log10 of the lowest J in the set")
+    _style.key_below(fig, [ax], _set_key(morse), ncol=3)
     kinds = ", ".join(
         f"{sum(s.kind == k for s in sets)} {k}" for k in ("attracting", "saddle", "repelling")
     )
     ax.set_title(f"Morse graph: {len(sets)} sets ({kinds})", fontsize=9)
+    _style.fit_titles(fig)
     return fig
 
 
 def retraction(morse: MorseGraph, result: GridResult) -> Figure:
     """Each grid point coloured by the Morse set descent from it reaches (white: undecided at
-    this resolution, several attractors reachable); a 3-D grid shows its middle c3 slice."""
+    this resolution, several attractors reachable; the key below names every colour); a
+    3-D grid shows its middle c3 slice, with found points off it drawn hollow."""
     morse, result = _check_morse(morse, result, "retraction")
     axes = [axis.numpy().astype(np.float64) for axis in result.grid.axes]
     field = morse.grid_retraction
     note = ""
+    plane = None
     if field.ndim == 3:
         middle = field.shape[2] // 2
         field = field[:, :, middle]
-        note = f"; slice c3 = {axes[2][middle]:.3g}"
+        plane = _slice_of(axes, middle)
+        note = f"; slice c3 = {plane[0]:.3g}"
     count = len(morse.morse_sets)
     palette = ["white", *(_kind_colour(s.kind, n) for n, s in enumerate(morse.morse_sets))]
-    fig = _style.new_figure()
+    fig = _style.new_figure(6.4, 5.4)
     ax = fig.add_subplot()
     x, y = np.meshgrid(axes[0], axes[1], indexing="ij")
     ax.pcolormesh(x, y, field + 1, cmap=ListedColormap(palette), vmin=-0.5, vmax=count + 0.5)
-    for index, marker in enumerate(result.markers):
-        coords = marker.coords.detach().cpu().double().numpy()
-        ax.scatter([coords[0]], [coords[1]], s=60, color=_style.marker_colour(index),
-                   edgecolors="black", zorder=5, label=marker.name)  # fmt: skip
+    layer, hollow = _markers_on_slice(ax, result, plane)
     ax.set_aspect("equal")
     ax.set_xlabel(_style.AXIS_LABELS[0])
     ax.set_ylabel(_style.AXIS_LABELS[1])
-    if result.markers:
-        ax.legend(fontsize=7, loc="upper right")
-    shares = ", ".join(f"set {s.index}: {100 * s.share:.0f} %" for s in morse.morse_sets if s.share)
-    ax.set_title(f"Where descent goes (order retraction){note}\n{shares}", fontsize=9)
+    key = [
+        Patch(
+            facecolor=_kind_colour(s.kind, number),
+            edgecolor="black",
+            label=f"to set {s.index} ({s.kind}): {100 * s.share:.0f} %",
+        )
+        for number, s in enumerate(morse.morse_sets)
+    ]
+    key.append(Patch(facecolor="white", edgecolor="black", label="undecided"))
+    _style.key_below(fig, [ax], key, ncol=3)
+    ax.set_title(f"Where descent goes (order retraction){note}{_hollow_note(hollow)}", fontsize=9)
+    _style.settle(fig, [layer])
     return fig
 
 
@@ -351,7 +424,7 @@ def similarity_heatmap(comparison: Comparison) -> Figure:
         )
     matrix = np.asarray(comparison.matrix, dtype=np.float64)
     count = len(comparison.layers)
-    fig = _style.new_figure(2.2 + 0.9 * count, 1.8 + 0.8 * count)
+    fig = _style.new_figure(max(4.2, 2.2 + 0.9 * count), 2.2 + 0.8 * count)
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=1.0, cmap="viridis")
     for i in range(count):
@@ -364,10 +437,11 @@ def similarity_heatmap(comparison: Comparison) -> Figure:
     ax.set_yticks(range(count), comparison.layers, fontsize=8)
     ax.set_xlabel("other point's layer")
     ax.set_ylabel("θ's layer")
-    fig.colorbar(image, ax=ax, shrink=0.8)
+    _style.numeric_colorbar(fig.colorbar(image, ax=ax, shrink=0.8, label=comparison.metric))
     ax.set_title(
-        f"{comparison.metric} of hidden layers ({comparison.num_probes} inputs)", fontsize=9
+        f"{comparison.metric} of hidden layers\n({comparison.num_probes} inputs)", fontsize=9
     )
+    _style.fit_titles(fig)
     return fig
 
 
@@ -397,4 +471,5 @@ def stitching_penalties(stitches: list[Stitch]) -> Figure:
         f"Stitching θ into the other point ({first.kind}, {first.init} init, {first.steps} steps)",
         fontsize=9,
     )
+    _style.fit_titles(fig)
     return fig

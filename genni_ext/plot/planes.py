@@ -625,4 +625,5 @@ def search_convergence(
     right.legend(fontsize=8, loc="best")
     note = f" ({len(nan_starts)} NaN)" if len(nan_starts) else ""
     right.set_title(f"final J of each start{note}", fontsize=9)
+    _style.fit_titles(fig)
     return fig

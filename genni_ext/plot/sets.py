@@ -295,6 +295,7 @@ def umap(
         _message_figure(fig, ax, reason)
         ax.set_title(title, fontsize=9)
         _colour_bar(fig, norm, ax)
+        _style.fit_titles(fig)
         return fig
     neighbors = min(n_neighbors, count - 1)
     if neighbors < n_neighbors:
