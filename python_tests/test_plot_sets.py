@@ -12,7 +12,7 @@ from matplotlib.image import imread
 
 from genni_ext.errors import InputError
 from genni_ext.grid import Grid, GridResult, Marker
-from genni_ext.plot import _style
+from genni_ext.plot import _style, figure_checks
 from genni_ext.plot.sets import scatter3d, umap
 from genni_ext.subspace import Subspace
 
@@ -239,3 +239,48 @@ def test_umap_few_points_and_nan() -> None:
     assert points.shape == (5, 2) and len(markers) == 4
     title = fig.axes[0].get_title()
     assert "n_neighbors reduced to 4" in title and "3 NaN excluded" in title
+
+
+# ---------------------------------------------------------------- what a reader sees
+
+
+def crowded(m: int = 3) -> GridResult:
+    """Markers in a cluster (as θ1 and θ2 of the demo, a few hundredths apart) and one
+    alone: their names would overlap where written at a fixed offset."""
+    result = make_result(m, 8)
+    coords = [[0.0] * m, [0.5] + [0.0] * (m - 1), [0.52, 0.01] + [0.0] * (m - 2)]
+    coords.append([0.5, 0.0, 0.02] + [0.0] * (m - 3))
+    result.markers = [
+        Marker(f"θ{i}", torch.tensor(c, dtype=torch.float64), 0.0) for i, c in enumerate(coords)
+    ]
+    return result
+
+
+def check_reader_view(fig, panels: int) -> None:
+    """Every marker named once per panel, no two names overlapping, markers on top and
+    visible, numbers on the colour bar, a key, and every title inside the figure."""
+    boxes = figure_checks.label_boxes(fig)
+    assert sorted(boxes) == ["θ0", "θ1", "θ2", "θ3"]
+    assert all(len(found) == panels for found in boxes.values())
+    assert figure_checks.overlapping_labels(fig) == []
+    assert figure_checks.markers_not_on_top(fig) == []
+    pixels = figure_checks.marker_pixels(fig)
+    assert min(pixels.values()) >= 10, pixels
+    (ticks,) = figure_checks.colorbar_ticks(fig)
+    assert len(ticks) >= 2
+    for value, label in ticks:
+        assert figure_checks.tick_number(label) == pytest.approx(value, rel=1e-2, abs=1e-12)
+    assert {"ε-set", "θ0", "θ3"} <= set(figure_checks.legend_texts(fig))
+    assert figure_checks.texts_outside(fig) == []
+
+
+def test_scatter3d_names_do_not_overlap_and_markers_stay_on_top() -> None:
+    fig = scatter3d(crowded(), 0.6)
+    check_reader_view(fig, panels=4)
+    for ax in fig.axes:
+        if ax.name == "3d":
+            assert not ax.computed_zorder  # the ε-set cannot be sorted in front of a marker
+
+
+def test_umap_names_do_not_overlap() -> None:
+    check_reader_view(umap(crowded(4), 0.9, seed=3), panels=1)

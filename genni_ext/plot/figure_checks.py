@@ -102,7 +102,8 @@ def _centre_pixels(ax: Axes, marker: PathCollection) -> np.ndarray:
 
 def marker_pixels(fig: Figure) -> dict[str, int]:
     """Per marker, the rendered pixels within its disc that show its own colour (the
-    face, or the edge of a hollow one): 0 means something hides it."""
+    face, or the edge of a hollow one; the fewest over the panels it is on): 0 means
+    something hides it."""
     render(fig)
     image = np.asarray(fig.canvas.buffer_rgba(), dtype=float)[..., :3] / 255.0  # type: ignore[attr-defined]
     height = image.shape[0]
@@ -116,7 +117,8 @@ def marker_pixels(fig: Figure) -> dict[str, int]:
         cols = slice(max(0, int(x - radius)), int(x + radius) + 1)
         patch = image[rows, cols]
         close = np.abs(patch - np.asarray(to_rgba(colour))[:3]).max(axis=-1) < 0.08
-        counts[str(marker.get_gid()).removeprefix("marker:")] = int(close.sum())
+        name = str(marker.get_gid()).removeprefix("marker:")
+        counts[name] = min(counts.get(name, int(close.sum())), int(close.sum()))
     return counts
 
 
