@@ -47,35 +47,18 @@ def _grid_line(experiment: Any, name: str) -> str:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    """``genni check``: every file of an experiment read back; 1 if anything is damaged."""
+    """``genni check``: every file of an experiment against its checksum; 1 if any is
+    damaged (each named, with what repairs it)."""
     experiment = Experiment(args.experiment, experiments_home(args))
     if not experiment.exists:
         raise InputError(f"no experiment {args.experiment!r} in {experiment.home}")
-    problems: list[str] = []
-    if experiment.config_path.is_file():
-        try:
-            experiment.load_config()
-        except StoreError as error:
-            problems.append(str(error))
-    for name in experiment.searches():
-        try:
-            experiment.load_search(name)
-        except StoreError as error:
-            problems.append(f"searches/{name}: {error}")
-    for name in experiment.grids():
-        found = experiment.check_grid(name)
-        problems += [f"grids/{name}: {text}" for text in found]
-        if not found:
-            status = experiment.sweep_status(name)
-            state = "complete" if status.complete else "partial (no damage)"
-            say(f"grids/{name}: {status.num_chunks or 1} chunk(s) checked, {state}")
-    for name in experiment.searches():
-        if not any(text.startswith(f"searches/{name}:") for text in problems):
-            say(f"searches/{name}: ok")
-    for text in problems:
-        say(f"DAMAGED {text}")
-    say(f"{experiment.name}: {len(problems)} problem(s)" if problems else f"{experiment.name}: ok")
-    return 1 if problems else 0
+    findings = experiment.check()
+    prefix = {"ok": "", "note": "note: ", "damaged": "DAMAGED "}
+    for finding in findings:
+        say(f"{prefix[finding.kind]}{finding.where}: {finding.text}")
+    damaged = sum(finding.kind == "damaged" for finding in findings)
+    say(f"{experiment.name}: {damaged} problem(s)" if damaged else f"{experiment.name}: ok")
+    return 1 if damaged else 0
 
 
 def ls_command(args: argparse.Namespace) -> int:
