@@ -294,6 +294,7 @@ py::dict build_info() {
   info["openmp_max_threads"] = 1;
 #endif
   info["cuda_archs"] = std::string(GENNI_CUDA_ARCHS);
+  info["cuda_note"] = std::string(GENNI_CUDA_NOTE);  // why CUDA was not built, and how to
   info["cpu_flags"] = std::string(GENNI_CPU_FLAGS);
   info["compiler"] = std::string(GENNI_COMPILER);
   info["max_ops"] = genni::kMaxOps;

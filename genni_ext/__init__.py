@@ -30,8 +30,9 @@ def build_info() -> dict[str, object]:
     """What the compiled engine contains and sees now.
 
     Keys include ``cpu``, ``cuda`` (CUDA kernel compiled), ``cuda_devices`` (visible now),
-    ``openmp``, ``cuda_archs`` and the compiler flags. ``compiled`` is False (and the
-    reason given) when the extension cannot be imported.
+    ``openmp``, ``cuda_archs``, ``cuda_note`` (why CUDA was not built and how to add it;
+    empty when it was) and the compiler flags. ``compiled`` is False (and the reason
+    given) when the extension cannot be imported.
     """
     try:
         from . import _C
@@ -44,6 +45,7 @@ def build_info() -> dict[str, object]:
             "cuda_devices": 0,
             "openmp": False,
             "cuda_archs": "",
+            "cuda_note": "",
         }
     return {"compiled": True, **_C.build_info()}
 

@@ -76,7 +76,7 @@ def fused_unavailable_reason(device: torch.device) -> str | None:
         return None
     if device.type == "cuda":
         if not info["cuda"]:
-            return "this install was built without CUDA (nvcc was not found at build time)"
+            return f"this install was built without CUDA: {info['cuda_note']}"
         if info["cuda_devices"] == 0:
             return "the CUDA kernel is built but no CUDA device is visible"
         return None
