@@ -162,6 +162,11 @@ def test_3d_component_map_draws_only_the_points_on_its_slice() -> None:
     ]
     assert figure_checks.markers_not_on_top(fig) == []
     assert figure_checks.texts_outside(fig) == []
+    # the slice is the plane holding the most found points: θ0 and θ1 at c3 = 0.6
+    result.markers[0] = Marker("θ0", torch.tensor([-1.0, 0.0, 0.6], dtype=torch.float64), 0.36)
+    moved = figures.component_map(topology(result, 0.5), result)
+    assert "slice c3 = 0.6" in moved.axes[0].get_title()
+    assert _drawn(moved) == {"θ0": True, "θ1": True, "θ2": False}
 
 
 def test_retraction_has_a_key_for_every_colour() -> None:

@@ -284,3 +284,14 @@ def test_scatter3d_names_do_not_overlap_and_markers_stay_on_top() -> None:
 
 def test_umap_names_do_not_overlap() -> None:
     check_reader_view(umap(crowded(4), 0.9, seed=3), panels=1)
+
+
+def test_scatter3d_hides_the_tick_labels_of_an_axis_seen_end_on() -> None:
+    """At elevation 0, azimuth 0 the c1 axis points at the viewer: its numbers would
+    pile up on one spot, so they are left out (the other axes keep theirs)."""
+    fig = scatter3d(make_result(), 0.6, views=((0, 0), (30, 45)))
+    figure_checks.render(fig)
+    end_on, oblique = (ax for ax in fig.axes if ax.name == "3d")
+    assert not [t.get_text() for t in end_on.xaxis.get_ticklabels() if t.get_text()]
+    for axis in (end_on.yaxis, end_on.zaxis, oblique.xaxis):
+        assert [t.get_text() for t in axis.get_ticklabels() if t.get_text()]

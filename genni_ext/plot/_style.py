@@ -223,13 +223,14 @@ class MarkerLayer:
         return self.ax.transData.transform(points[:, :2])
 
     def _rings(self, pixels: np.ndarray, points_per_pixel: float) -> list[float]:
-        """Diameters (points): a marker whose centre lies under a later marker grows to
-        show a ring around it."""
+        """Diameters (points): a marker less than a ring's width from the centre of a
+        later one (which would cover it, or leave a sliver) grows to show a ring around
+        it; one further off already shows a crescent at least that wide."""
         sizes = [MARKER_SIZE] * len(self.drawn)
         for i in range(len(self.drawn) - 2, -1, -1):
             for j in range(i + 1, len(self.drawn)):
                 apart = float(np.hypot(*(pixels[i] - pixels[j]))) * points_per_pixel
-                if apart < sizes[j] / 2:
+                if apart < RING_WIDTH:
                     sizes[i] = max(sizes[i], sizes[j] + 2 * (RING_WIDTH + apart))
         return sizes
 

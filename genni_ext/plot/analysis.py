@@ -138,6 +138,16 @@ def _slice_of(axes: list[np.ndarray], index: int) -> tuple[float, float]:
     return (0.0 if abs(plane) <= 1e-6 * step else plane), step
 
 
+def _busiest_plane(axes: list[np.ndarray], labels: np.ndarray, result: GridResult) -> int:
+    """Index of the c3 plane holding the most found points (within half a grid step),
+    among those the one with the largest cross-section of the largest component."""
+    step = _slice_of(axes, 0)[1]
+    heights = [float(marker.coords[2]) for marker in result.markers]
+    holding = [sum(_style.on_plane(h, float(c3), step) for h in heights) for c3 in axes[2]]
+    cross = (labels == 1).sum(axis=(0, 1))
+    return max(range(len(axes[2])), key=lambda k: (holding[k], int(cross[k]), -k))
+
+
 def _markers_on_slice(
     ax: Axes,
     result: GridResult,
@@ -155,8 +165,10 @@ def _markers_on_slice(
         label = marker.name + (f": {describe[marker.name]}" if describe else "")
         off = plane is not None and not _style.on_plane(float(coords[2]), *plane)
         if off:
+            assert plane is not None
+            height = 0.0 if abs(coords[2]) <= 1e-6 * plane[1] else float(coords[2])
             hollow.append(marker.name)
-            label = f"{label} (hollow: c3 = {coords[2]:.3g}, off this slice)"
+            label = f"{label} (hollow: c3 = {height:.3g}, off this slice)"
         layer.add(index, marker.name, coords[:2], hollow=off, label=label)
     return layer, hollow
 
@@ -173,9 +185,10 @@ def component_map(topo: Topology, result: GridResult) -> Figure:
     """The ε-set of a 2-D grid coloured by component (a key names each colour and its
     size), with the found points marked and the component each lies in.
 
-    For a 3-D grid, the slice through the largest component's largest cross-section is
-    drawn (the title says which); found points off that slice (more than half a grid step
-    away in c3) are drawn hollow and the title names them.
+    For a 3-D grid, one c3 slice is drawn (the title says which): the plane holding the
+    most found points, among those the one through the largest component's largest
+    cross-section; found points off it (more than half a grid step away in c3) are drawn
+    hollow and the title names them.
     """
     topo = _check_topology(topo, "component_map")
     if not isinstance(result, GridResult) or result.grid.axes is None:
@@ -190,8 +203,7 @@ def component_map(topo: Topology, result: GridResult) -> Figure:
     note = ""
     plane = None
     if labels.ndim == 3:
-        counts = (labels == 1).sum(axis=(0, 1)) if topo.component_sizes else np.zeros(1)
-        index = int(np.argmax(counts))
+        index = _busiest_plane(axes, labels, result)
         labels = labels[:, :, index]
         plane = _slice_of(axes, index)
         note = f"; slice c3 = {plane[0]:.3g}"

@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ..errors import InputError
 from ..grid import GridResult
@@ -135,6 +136,11 @@ def scatter3d(
         ax.set_ylabel(_style.AXIS_LABELS[1])
         ax.set_zlabel(_style.AXIS_LABELS[2])
         ax.view_init(elev=elev, azim=azim)
+        up, around = np.radians([elev, azim])
+        eye = (np.cos(up) * np.cos(around), np.cos(up) * np.sin(around), np.sin(up))
+        for axis, along in zip((ax.xaxis, ax.yaxis, ax.zaxis), eye, strict=True):
+            if abs(along) > 0.95:  # seen end-on: its tick labels would pile up on one spot
+                axis.set_major_formatter(NullFormatter())
         ax.set_title(f"elev {elev:g}°, azim {azim:g}°", fontsize=9)
         if coeffs.shape[0] == 0:
             ax.text2D(
