@@ -239,6 +239,25 @@ def lock_holder(lock_path: Path) -> LockHolder | None:
         return None
 
 
+def lock_held(lock_path: Path) -> bool | None:
+    """Whether a process holds the lock ``lock_path`` now (None where flock cannot tell).
+    Probed with a shared lock, held for an instant, that no writer is waiting for."""
+    try:
+        import fcntl
+
+        with open(lock_path, "rb") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False
+    except (ImportError, OSError):  # Windows, or no flock on this file system
+        return None
+
+
 def _write_holder(handle: IO[bytes]) -> None:
     record = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
     handle.seek(0)

@@ -167,10 +167,13 @@ def read_chunk(folder: Path, plan: ChunkPlan, index: int) -> tuple[np.ndarray, f
         values = np.asarray(open_values(folder)[plan.slabs(index)], dtype=np.float64).ravel()
     except Exception as error:  # zarr reports a bad checksum or codec error as it pleases
         raise ValueError(
-            f"chunk {index} of {folder / ZARR_NAME / VALUES} cannot be read ({error})"
+            f"chunk {index} of J ({chunk_file(folder, plan, index)}) cannot be read ({error})"
         ) from None
     if values_hash(values) != expected:
-        raise ValueError(f"chunk {index} does not match its recorded checksum")
+        raise ValueError(
+            f"chunk {index} of J ({chunk_file(folder, plan, index)}) does not match the "
+            f"checksum in its record {path}"
+        )
     return values, seconds
 
 

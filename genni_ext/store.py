@@ -89,6 +89,7 @@ from .files import (
     folder_size,
     fsync_dir,
     json_text,
+    lock_held,
     lock_holder,
     now,
     package_version,
@@ -1032,16 +1033,7 @@ class Experiment:
         where = f"grids/{name}"
         folder = self.grid_dir(name)
         findings = []
-        holder = lock_holder(folder / LOCK)
-        if holder is not None:
-            alive = holder.alive()
-            text = (
-                f"a lock left by {holder}, which is no longer running; the next `genni "
-                "sweep` of this grid clears it"
-                if alive is False
-                else f"being written by {holder}: what follows may change meanwhile"
-            )
-            findings.append(Finding(where, text, "note"))
+        findings += self._lock_note(where, folder / LOCK)
         if self._layout(folder) is None and not self._has_results(folder):
             left = ", ".join(entry.name for entry in sorted(folder.iterdir())) or "nothing"
             text = (
@@ -1084,6 +1076,25 @@ class Experiment:
             return []
         text = (
             f"built from an earlier search '{search}', since replaced: its J is as computed, "
+    @staticmethod
+    def _lock_note(where: str, lock: Path) -> list[Finding]:
+        """A note on grid's lock: held by a writer now, or left by one that stopped."""
+        holder, held = lock_holder(lock), lock_held(lock)
+        alive = holder.alive() if holder is not None else None
+        if held or (held is None and alive):
+            text = f"being written by {holder or 'another process'}: what follows may change"
+        elif holder is None:
+            return []
+        elif held is False or alive is False:
+            state = "is no longer running" if alive is False else "no longer holds it"
+            text = (
+                f"a lock left by {holder}, which {state}; the next `genni sweep` of this grid "
+                "clears it"
+            )
+        else:
+            text = f"a lock recorded by {holder}; this machine cannot tell whether it still runs"
+        return [Finding(where, text, "note")]
+
             "on that search's plane, not on the present search's"
         )
         return [Finding(where, text, "note")]

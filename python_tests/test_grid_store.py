@@ -93,7 +93,7 @@ def _chunk_file(experiment: Experiment, index: int) -> Path:
 
 def _damage_cases() -> list[tuple[str, str]]:
     return [
-        ("delete chunk", r"chunk 1 .*cannot be read|chunk 1 does not match"),
+        ("delete chunk", r"chunk 1 .*cannot be read|chunk 1 of J .* does not match"),
         ("truncate chunk", r"chunk 1 .*cannot be read"),
         ("garbage record", r"chunk 1's record .* not valid JSON"),
         ("delete coeffs", r"coeffs\.npy is missing"),

@@ -32,8 +32,10 @@ import zarr
 
 import genni_ext
 from genni_ext import cli
+from genni_ext.config import build_problem, validate_config
 from genni_ext.errors import InputError, StoreError
 from genni_ext.files import exclusive, now
+from genni_ext.grid import Grid
 from genni_ext.store import Experiment, list_experiments
 
 CONFIG = {
@@ -334,7 +336,7 @@ DAMAGE = [
         "chunk flipped",
         f"{G}/grid.zarr/J/c/1/0",
         _flip,
-        rf"chunk 1 of .*J cannot be read.*; {RECOMPUTE}",
+        rf"chunk 1 of J \(.*J/c/1/0\) cannot be read.*; {RECOMPUTE}",
         "recomputed",
         1,
     ),
@@ -342,7 +344,8 @@ DAMAGE = [
         "chunk deleted",
         f"{G}/grid.zarr/J/c/1/0",
         Path.unlink,
-        rf"chunk 1 does not match its recorded checksum; {RECOMPUTE}",
+        rf"chunk 1 of J \(.*J/c/1/0\) does not match the checksum in its record .*done/1\.json; "
+        rf"{RECOMPUTE}",
         "recomputed",
         1,
     ),
@@ -350,7 +353,7 @@ DAMAGE = [
         "chunk replaced",
         f"{G}",
         _other_chunk,
-        r"chunk 1 does not match its recorded checksum",
+        r"chunk 1 of J .* does not match the checksum in its record",
         "recomputed",
         1,
     ),
@@ -509,9 +512,30 @@ def test_damage_is_named_loads_refuse_and_a_sweep_repairs(
         assert _snapshot(home) == original  # repaired byte for byte, no J recomputed
 
 
-def test_the_table_covers_every_kind_check_detects() -> None:
-    """Every row is damage `genni check` reports: the count is in the README's words."""
-    assert len(DAMAGE) == len({case.name for case in DAMAGE}) == 36
+def test_every_file_the_store_writes_is_checked(swept: Swept, tmp_path: Path) -> None:
+    """Each file of the experiment, one at a time, with one bit flipped: `genni check`
+    (Experiment.check) names it as damaged, and the loads refuse or give the original."""
+    home, experiment = _copy(swept, tmp_path)
+    names = sorted(_snapshot(home))
+    assert len(names) > 35  # config, analysis, checksums, search arrays, grid files, chunks
+    for name in names:
+        path = home / name
+        data = path.read_bytes()
+        _flip(path)
+        damaged = [f.text for f in experiment.check() if f.kind == "damaged"]
+        chunk = re.search(r"grid\.zarr/J/c/(\d+)/", name)
+        named = f"chunk {chunk.group(1)}" if chunk else str(path)
+        if path.name == "checksums.json":  # a flip that keeps it JSON changes a checksum:
+            named = str(path.parent)  # the file it covers is then named
+        assert any(named in text for text in damaged), (name, damaged)
+        for load_name, load in _loads(experiment).items():
+            try:
+                value = load()
+            except StoreError:
+                continue
+            assert _same(value, swept.loaded[load_name]), (name, load_name)
+        path.write_bytes(data)
+    assert all(finding.kind != "damaged" for finding in experiment.check())
 
 
 def test_a_damaged_config_refuses_sweeps_from_it(
@@ -577,12 +601,16 @@ def test_a_live_holder_is_named_and_refused(
     home, experiment = _copy(swept, tmp_path)
     lock = experiment.grid_dir("plane") / ".lock"
     (experiment.grid_dir("plane") / "metadata.json").unlink()
+    # A writer as the store's lock makes one (flock, then its record), without the
+    # package's import time.
     holder = subprocess.Popen(
         [sys.executable, "-c", (
-            "import fcntl, sys, time\n"
-            "from genni_ext.files import exclusive\n"
-            "with exclusive(__import__('pathlib').Path(sys.argv[1]), 'a test'):\n"
-            "    print('held', flush=True); time.sleep(120)\n"
+            "import fcntl, json, os, socket, sys, time\n"
+            "handle = open(sys.argv[1], 'a+b')\n"
+            "fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+            "record = {'pid': os.getpid(), 'host': socket.gethostname(), 'since': 'now'}\n"
+            "handle.truncate(0); handle.write(json.dumps(record).encode()); handle.flush()\n"
+            "print('held', flush=True); time.sleep(120)\n"
         ), str(lock)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -595,6 +623,8 @@ def test_a_live_holder_is_named_and_refused(
         assert f"process {holder.pid} on" in err and "is writing grid 'plane'" in err, err
         assert "stop it and run this again to resume" in err
         assert json.loads(lock.read_text())["pid"] == holder.pid
+        status, out, _err = _genni(capsys, "check", "tiny", "--home", str(home))
+        assert f"note: grids/plane: being written by process {holder.pid} on" in out, out
     finally:
         holder.kill()
         holder.wait()
@@ -761,6 +791,25 @@ def test_a_search_under_grids_is_replaced_only_with_replace(
     assert status == 0, out
     assert "note: grids/plane: built from an earlier search 'search', since replaced" in out
     assert torch.equal(experiment.load_grid("plane").values, swept.loaded["load_grid"].values)  # type: ignore[attr-defined]
+
+
+def test_grids_on_the_plane_of_a_searched_grid_count_as_built_from_the_search(
+    swept: Swept, tmp_path: Path
+) -> None:
+    """A grid swept on a searched grid's plane without naming the search (as the analysis's
+    refined grids are) is named with it; the library refuses to replace the search too."""
+    _home, experiment = _copy(swept, tmp_path)
+    problem = build_problem(validate_config(experiment.load_config()))
+    subspace = experiment.load_subspace("plane")
+    finer = Grid.uniform((-1.0, 1.0), 4, 2)
+    experiment.run_sweep(problem, subspace, finer, "plane_refined", progress=False)
+    built = experiment.grids_from_search()
+    assert list(built) == ["plane", "plane_refined"] and len(set(built.values())) == 1
+    assert experiment.grids_from_search("other") == {}
+    with pytest.raises(StoreError, match=r"grid\(s\) plane, plane_refined were built from"):
+        experiment.save_search(experiment.load_search())
+    experiment.save_search(experiment.load_search(), replace=True)
+    assert experiment.search_id() == built["plane"]  # the same search: the grids still fit
 
 
 # --- interrupts -------------------------------------------------------------------------------
