@@ -471,7 +471,7 @@ def test_an_unwritable_home_is_one_clear_error(tmp_path: Path) -> None:
     config = _write(tmp_path / "tiny.yml", TINY)
     done = _genni(tmp_path, "search", "--config", str(config), "--home", str(home), timeout=120)
     assert done.returncode == 1
-    assert "Traceback" not in done.stderr and "check that the path is a folder" in done.stderr
+    assert "Traceback" not in done.stderr and "is a file, not a folder" in done.stderr
 
 
 def test_plot_checks_grid_names_before_drawing(tmp_path: Path) -> None:
@@ -502,7 +502,8 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
-    assert "interrupted; finished chunks are saved" in err
+    saved = len(list(chunks.iterdir()))  # each chunk's record
+    assert f"interrupted; grid 'plane': {saved} of 40 chunks saved; run the same command" in err
 
 
 # --- the run layer: a Dask cluster, damage, genni check -----------------------------------
@@ -543,7 +544,11 @@ def test_damage_is_reported_by_check_ls_and_plot_and_repaired_by_sweep(tmp_path:
     check = _genni(tmp_path, "check", "tiny", "--home", str(home))
     assert check.returncode == 1
     assert re.search(r"DAMAGED grids/cube: chunk 1 .*cannot be read.*genni sweep", check.stdout)
-    assert re.search(r"DAMAGED searches/search: .*metadata\.json cannot be read", check.stdout)
+    assert re.search(
+        r"DAMAGED searches/search: .*metadata\.json does not match the checksum.*genni search "
+        r"--config FILE --replace.*grids cube, plane were built from it",
+        check.stdout,
+    )
     assert "tiny: 2 problem(s)" in check.stdout and "Traceback" not in check.stderr
 
     listing = _genni(tmp_path, "ls", "--home", str(home))
@@ -560,7 +565,11 @@ def test_damage_is_reported_by_check_ls_and_plot_and_repaired_by_sweep(tmp_path:
     cube = _genni(tmp_path, "plot", "tiny", "cube", "--home", str(home))
     assert cube.returncode == 1 and "chunk 1" in cube.stderr and "Traceback" not in cube.stderr
 
-    _genni(tmp_path, "search", "--config", str(config), "--home", str(home))  # a new search
+    again = _genni(tmp_path, "search", "--config", str(config), "--home", str(home))
+    assert again.returncode == 1 and "grid(s) cube, plane were built from" in again.stderr
+    again = _genni(tmp_path, "search", "--config", str(config), "--home", str(home), "--replace")
+    assert again.returncode == 0, again.stderr
+    assert "grid(s) cube, plane were built from a search equal to this one" in again.stdout
     repaired = _genni(tmp_path, "sweep", "--config", str(config), "--home", str(home))
     assert repaired.returncode == 0, repaired.stderr
     assert _genni(tmp_path, "check", "tiny", "--home", str(home)).returncode == 0

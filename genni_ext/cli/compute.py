@@ -15,7 +15,7 @@ from ..config import build_problem, validate_config
 from ..errors import InputError
 from ..grid import Grid
 from ..search import search
-from ..store import ConfigSource, Experiment, StoreError, auto_chunk_points
+from ..store import ConfigSource, Experiment, StoreError, auto_chunk_points, search_id
 from ..subspace import Subspace
 from .configure import experiments_home, raw_config, set_threads
 from .output import format_seconds, format_shape, say
@@ -36,39 +36,79 @@ def resolve_eps(config: dict[str, Any], problem: Any) -> float:
     return float(spec["eps"])
 
 
-def run_search(config: dict[str, Any], experiment: Any, *, progress: bool) -> tuple[Any, Any]:
-    """Build the problem, search, save config and search; return (problem, result)."""
+def run_search(
+    config: dict[str, Any], experiment: Any, *, progress: bool, replace: bool = False
+) -> tuple[Any, Any]:
+    """Build the problem, search, save config and search; return (problem, result).
+
+    A search that grids were built from is replaced only with ``replace`` (refused before
+    anything is computed otherwise); with it, the grids it leaves off its plane are named.
+    """
     spec = config["search"]
+    name = spec["name"]
+    built = experiment.grids_from_search(name)
+    if built and not replace:
+        experiment.refuse_to_replace(name)
     problem = build_problem(config)
     resolve_eps(config, problem)
     start = time.perf_counter()
-    result = search(
-        problem,
-        spec["starts"],
-        steps=spec["steps"],
-        lr=spec["lr"],
-        batch_size=spec["batch_size"],
-        optimizer=spec["optimizer"],
-        momentum=spec["momentum"],
-        tol=spec["tol"],
-        seed=spec["seed"],
-        record_every=spec["record_every"],
-        progress=progress,
-    )
+    try:
+        result = search(
+            problem,
+            spec["starts"],
+            steps=spec["steps"],
+            lr=spec["lr"],
+            batch_size=spec["batch_size"],
+            optimizer=spec["optimizer"],
+            momentum=spec["momentum"],
+            tol=spec["tol"],
+            seed=spec["seed"],
+            record_every=spec["record_every"],
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        kept = (
+            f"; search '{name}' on disk is the earlier one, unchanged"
+            if name in experiment.searches()
+            else ""
+        )
+        raise KeyboardInterrupt(
+            "the search stopped before it finished, and a search is saved only once it "
+            f"finishes, so nothing of it was saved{kept}; run the command again to search "
+            "from the start"
+        ) from None
     seconds = time.perf_counter() - start
     experiment.save_config(config)
-    path = experiment.save_search(result, spec["name"], problem=problem)
+    path = experiment.save_search(result, name, problem=problem, replace=replace)
     eps = config["subspace"]["eps"]
     converged = int(result.converged(eps).sum())
     losses = result.losses
     say(
-        f"search '{spec['name']}': {problem!r}; {losses.shape[0]} starts × "
+        f"search '{name}': {problem!r}; {losses.shape[0]} starts × "
         f"{result.config['steps_run']} steps in {format_seconds(seconds)}; {converged} of "
         f"{losses.shape[0]} converged (J < {eps:g}); final J from {float(losses.min()):.3g} "
         f"to {float(losses.max()):.3g}"
     )
     say(f"  saved to {path}")
+    _say_replaced(built, search_id(result))
     return problem, result
+
+
+def _say_replaced(built: Mapping[str, str | None], new_id: str) -> None:
+    """Which of the grids built from a replaced search still fit the new one."""
+    same = [grid for grid, old_id in built.items() if old_id == new_id]
+    stale = [grid for grid in built if grid not in same]
+    if same:
+        say(
+            f"  grid(s) {', '.join(same)} were built from a search equal to this one bit for "
+            "bit: they still fit it"
+        )
+    if stale:
+        say(
+            f"  replaced the search that grid(s) {', '.join(stale)} were built from: they stay "
+            "as computed, on the old search's plane; `genni sweep` resumes them only if this "
+            "search gives the same plane (else sweep under new grid names, or delete them)"
+        )
 
 
 def search_command(args: argparse.Namespace) -> int:
@@ -76,7 +116,7 @@ def search_command(args: argparse.Namespace) -> int:
     config = validate_config(raw_config(args))
     experiment = Experiment(config["experiment"], experiments_home(args))
     set_threads(config)
-    run_search(config, experiment, progress=not args.no_progress)
+    run_search(config, experiment, progress=not args.no_progress, replace=args.replace)
     return 0
 
 
@@ -153,19 +193,26 @@ def sweep_grids(
         else:
             say(f"{label}: {total} chunks of {chunk_points} points; computing {total} chunks")
         start = time.perf_counter()
-        grid_result = experiment.run_sweep(
-            problem,
-            subspace,
-            grid,
-            spec["name"],
-            chunk_points=chunk_points,
-            backend=config["backend"],
-            num_threads=config["num_threads"],
-            progress=progress,
-            precision=config["precision"],
-            client=client,
-            source=None if client is None else ConfigSource(experiment.home, experiment.name),
-        )
+        try:
+            grid_result = experiment.run_sweep(
+                problem,
+                subspace,
+                grid,
+                spec["name"],
+                chunk_points=chunk_points,
+                backend=config["backend"],
+                num_threads=config["num_threads"],
+                progress=progress,
+                precision=config["precision"],
+                client=client,
+                source=None if client is None else ConfigSource(experiment.home, experiment.name),
+                search=config["search"]["name"],
+            )
+        except KeyboardInterrupt:
+            finished = [str(done_spec["name"]) for done_spec, _, _ in done]
+            raise KeyboardInterrupt(
+                _saved_so_far(experiment, spec["name"], finished, client is not None)
+            ) from None
         seconds = time.perf_counter() - start
         inside = int(grid_result.eps_mask(eps).sum())
         say(f"  computed {experiment.chunks_computed} of {total} chunks in this run")
@@ -177,6 +224,27 @@ def sweep_grids(
         )
         done.append((spec, grid_result, seconds))
     return done
+
+
+def _saved_so_far(experiment: Any, name: str, finished: Sequence[str], cluster: bool) -> str:
+    """What an interrupted sweep of grid ``name`` (after the grids ``finished``) left saved."""
+    parts = [f"grid(s) {', '.join(finished)} complete"] if finished else []
+    try:
+        status = experiment.sweep_status(name)
+    except StoreError:
+        status = None  # nothing of it written yet
+    if status is None:
+        parts.append(f"no chunk of grid '{name}' was saved")
+    elif status.complete:
+        parts.append(f"grid '{name}' complete")
+    else:
+        parts.append(f"grid '{name}': {status.chunks_done} of {status.num_chunks} chunks saved")
+    if cluster:
+        parts.append("chunks still running on the cluster may yet be written")
+    return (
+        "; ".join(parts)
+        + "; run the same command again to compute the rest (saved chunks are kept)"
+    )
 
 
 def sweep_command(args: argparse.Namespace) -> int:

@@ -48,13 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         return 1
-    except KeyboardInterrupt:
-        print(
-            f"genni {args.command}: interrupted; finished chunks are saved, run the same "
-            "command again to resume",
-            file=sys.stderr,
-            flush=True,
-        )
+    except KeyboardInterrupt as interrupt:
+        # search and sweep say what they left saved; elsewhere every write is whole or none.
+        saved = f"; {interrupt}" if str(interrupt) else ""
+        print(f"genni {args.command}: interrupted{saved}", file=sys.stderr, flush=True)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

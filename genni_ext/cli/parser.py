@@ -105,12 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
         description=_wrap(
             "Build the problem (model, θ, probes) and run the batched search (Algorithm 1); "
             "save the config and the search in <home>/experiments/<experiment>/. A search of "
-            "the same name is replaced."
+            "the same name is replaced, but one that grids were built from only with --replace."
         ),
         epilog=_SCHEMA_EPILOG,
         formatter_class=formatter,
     )
     _add_config_options(search, model_help="model.name: two_neuron | mlp | lenet5")
+    search.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the search even if grids were built from it (the command names those "
+        "that no longer lie on its plane)",
+    )
 
     sweep = commands.add_parser(
         "sweep",
@@ -145,12 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser(
         "check",
-        help="verify an experiment's files: every grid chunk against its checksum",
+        help="verify an experiment's files, each against its checksum",
         description=_wrap(
-            "Read back everything an experiment holds: its config, every search, and every "
-            "chunk of every grid against the checksum recorded when it was written. Each "
-            "damaged or missing file is named with what to do; exit status 1 if any. A "
-            "damaged chunk is recomputed by the next `genni sweep` of that grid."
+            "Read back everything an experiment holds (config.yml, analysis.json, every file "
+            "of every search and grid, every chunk of J) against the checksum recorded when "
+            "it was written. Each damaged or missing file is named with what repairs it; exit "
+            "status 1 if any. The next `genni sweep` of a grid recomputes its damaged chunks "
+            "and writes its other damaged files anew, keeping the computed J. Notes (not "
+            "damage) name locks left by processes that died, grids stopped before anything "
+            "was written and grids whose search was replaced since."
         ),
         formatter_class=formatter,
     )
