@@ -431,19 +431,29 @@ class Experiment:
     def grids_from_search(self, name: str = "search") -> dict[str, str | None]:
         """The grids built from search ``name`` (as :meth:`run_sweep` records with
         ``search=``), and those on the same plane (refined grids), each with the id of the
-        search it was built from (None where not recorded)."""
+        search it was built from (None where not recorded). A sweep that recorded no search
+        (run before searches were recorded, or without ``search=``) counts as built from
+        the search config.yml names, the one `genni sweep` builds its planes from."""
         manifests = {grid: self._recorded_manifest(self.grid_dir(grid)) for grid in self.grids()}
+        try:
+            swept_from = (self.load_config().get("search") or {}).get("name", "search")
+        except (StoreError, AttributeError):
+            swept_from = None  # no config (a library's experiment), or a damaged one
         built: dict[str, str | None] = {}
-        planes: dict[Any, str | None] = {}
+        planes: dict[str, str | None] = {}
+        unrecorded = []
         for grid, manifest in manifests.items():
-            origin = (manifest or {}).get("search") or {}
-            if origin.get("name") == name:
-                built[grid] = origin.get("id")
-                planes[json.dumps((manifest or {}).get("subspace"), sort_keys=True)] = built[grid]
-        for grid, manifest in manifests.items():
-            plane = json.dumps((manifest or {}).get("subspace"), sort_keys=True)
-            if grid not in built and manifest is not None and plane in planes:
-                built[grid] = planes[plane]
+            if manifest is None or manifest.get("kind") == "saved grid":
+                continue
+            plane = json.dumps(manifest.get("subspace"), sort_keys=True)
+            origin = manifest.get("search")
+            if origin is None:
+                unrecorded.append((grid, plane))
+            elif origin.get("name") == name:
+                built[grid] = planes[plane] = origin.get("id")
+        for grid, plane in unrecorded:
+            if plane in planes or swept_from == name:
+                built[grid] = planes.get(plane)
         return dict(sorted(built.items()))
 
     def search_metadata(self, name: str = "search") -> dict[str, Any]:
@@ -1063,19 +1073,6 @@ class Experiment:
             findings += self._stale_origin(where, origin)
         return findings
 
-    def _stale_origin(self, where: str, origin: Mapping[str, Any]) -> list[Finding]:
-        """A note if the search a grid was built from has been replaced since."""
-        search = origin.get("name")
-        if not search or search not in self.searches():
-            return []
-        try:
-            current = self.search_id(search)
-        except StoreError:
-            return []  # the search's own damage is reported with the search
-        if current == origin.get("id"):
-            return []
-        text = (
-            f"built from an earlier search '{search}', since replaced: its J is as computed, "
     @staticmethod
     def _lock_note(where: str, lock: Path) -> list[Finding]:
         """A note on grid's lock: held by a writer now, or left by one that stopped."""
@@ -1095,6 +1092,19 @@ class Experiment:
             text = f"a lock recorded by {holder}; this machine cannot tell whether it still runs"
         return [Finding(where, text, "note")]
 
+    def _stale_origin(self, where: str, origin: Mapping[str, Any]) -> list[Finding]:
+        """A note if the search a grid was built from has been replaced since."""
+        search = origin.get("name")
+        if not search or search not in self.searches():
+            return []
+        try:
+            current = self.search_id(search)
+        except StoreError:
+            return []  # the search's own damage is reported with the search
+        if current == origin.get("id"):
+            return []
+        text = (
+            f"built from an earlier search '{search}', since replaced: its J is as computed, "
             "on that search's plane, not on the present search's"
         )
         return [Finding(where, text, "note")]

@@ -547,6 +547,45 @@ def test_a_damaged_config_refuses_sweeps_from_it(
     assert status == 1 and re.search(rf"config\.yml {MISMATCH}; {CONFIG_AGAIN}", err), err
 
 
+def test_an_experiment_from_before_checksums_is_read_and_a_sweep_records_them(
+    swept: Swept, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the previous version wrote it: no checksums.json anywhere, no search recorded
+    with the grid, no id with the search. Read as before (said so), protected by the
+    config's search name, and a sweep records the grid's checksums."""
+    home, experiment = _copy(swept, tmp_path)
+    grid, search = experiment.grid_dir("plane"), experiment.search_dir()
+    for path in (grid, search, experiment.path):
+        (path / "checksums.json").unlink()
+    manifest = dict(
+        zarr.open_array(store=str(grid / "grid.zarr"), path="J").attrs["genni_manifest"]
+    )
+    older = {key: value for key, value in manifest.items() if key not in ("checksums", "search")}
+    zarr.open_array(store=str(grid / "grid.zarr"), path="J", mode="r+").attrs["genni_manifest"] = (
+        older
+    )
+    _edit_json(
+        search / "metadata.json",
+        lambda m: {k: v for k, v in m.items() if k not in ("id", "checksums")},
+    )  # type: ignore[union-attr]
+
+    status, out, _err = _genni(capsys, "check", "tiny", "--home", str(home))
+    assert status == 0, out
+    assert "config.yml: ok (written before checksums were recorded)" in out
+    assert "searches/search: ok (saved before checksums were recorded)" in out
+    assert "note: grids/plane: written before checksums of every file were recorded" in out
+    assert _same(experiment.load_grid("plane"), swept.loaded["load_grid"])
+    args = ("--config", str(swept.config), "--home", str(home), "--no-progress")
+    status, _out, err = _genni(capsys, "search", *args)
+    assert status == 1 and "grid(s) plane were built from" in err, err
+
+    status, out, err = _genni(capsys, "sweep", *args)
+    assert status == 0 and "computed 0 of 3 chunks in this run" in out, err
+    status, out, _err = _genni(capsys, "check", "tiny", "--home", str(home))
+    assert status == 0 and "note: grids/plane" not in out and "config.yml: ok\n" in out, out
+    assert torch.equal(experiment.load_grid("plane").values, swept.loaded["load_grid"].values)  # type: ignore[attr-defined]
+
+
 # --- locks --------------------------------------------------------------------------------
 
 
