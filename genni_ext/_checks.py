@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -222,3 +225,116 @@ def torch_precision(precision: str) -> Iterator[None]:
         yield
     finally:
         matmul.allow_tf32, conv.allow_tf32 = previous_flags
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def format_size(num_bytes: float) -> str:
+    """``512 B``, ``1.5 kB``, ``3.2 MB``, ``1.0 GB``, ``2.0 TB``, ``20.0 PB`` (powers of
+    1000)."""
+    value = float(num_bytes)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} PB"
+
+
+@dataclass(frozen=True)
+class MemoryRoom:
+    """How many bytes this process can still allocate on a device, and the limits that say
+    so (each as "what: bytes"), the tightest first."""
+
+    bytes: int
+    limits: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "; ".join(self.limits)
+
+
+def _read_int(path: str) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path(path).read_text().split()[0])
+    return None
+
+
+def _process_pages(field: int) -> int | None:
+    """Field ``field`` of /proc/self/statm (0: the address space, 5: data and stack), bytes."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pages = int(Path("/proc/self/statm").read_text().split()[field])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def _host_limits() -> list[tuple[int, str]]:
+    """(bytes still free, what says so) for each limit on this process's memory that can
+    be read here: free memory, RLIMIT_AS and RLIMIT_DATA (less what the process uses), and
+    a cgroup v2 memory.max (less the cgroup's use)."""
+    limits: list[tuple[int, str]] = []
+    available = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    if available is not None:
+        limits.append((available, f"free memory (MemAvailable) {format_size(available)}"))
+    else:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            limits.append((free, f"free memory {format_size(free)}"))
+    with contextlib.suppress(ImportError, OSError, ValueError, AttributeError):
+        import resource
+
+        for name, field, how in (("RLIMIT_AS", 0, "ulimit -v"), ("RLIMIT_DATA", 5, "ulimit -d")):
+            soft, _hard = resource.getrlimit(getattr(resource, name))
+            used = _process_pages(field)
+            if soft != resource.RLIM_INFINITY and used is not None:
+                limits.append(
+                    (
+                        max(0, soft - used),
+                        f"{name} ({how}) {format_size(soft)} less the {format_size(used)} this "
+                        "process holds",
+                    )
+                )
+    cgroup_max = _read_int("/sys/fs/cgroup/memory.max")  # "max" (no limit) reads as None
+    cgroup_used = _read_int("/sys/fs/cgroup/memory.current")
+    if cgroup_max is not None and cgroup_used is not None:
+        limits.append(
+            (
+                max(0, cgroup_max - cgroup_used),
+                f"the cgroup's memory.max {format_size(cgroup_max)} less its "
+                f"{format_size(cgroup_used)} in use",
+            )
+        )
+    return limits
+
+
+def memory_room(device: torch.device) -> MemoryRoom | None:
+    """The bytes that can still be allocated on ``device``: on the CPU the least of the
+    limits :func:`_host_limits` reads, on CUDA the device's free memory; None where nothing
+    can be read (then nothing is refused on an estimate)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        limits = [(int(free), f"free memory on {device}: {format_size(free)}")]
+    elif device.type == "cpu":
+        limits = _host_limits()
+    else:
+        return None
+    if not limits:
+        return None
+    limits.sort(key=lambda limit: limit[0])
+    return MemoryRoom(limits[0][0], tuple(text for _bytes, text in limits))
+
+
+def check_room(what: str, needed: int, device: torch.device, advice: str) -> None:
+    """Raise InputError, before anything is allocated, if ``needed`` bytes for ``what`` do
+    not fit in :func:`memory_room` of ``device``. The rule: refuse when the estimate is
+    more than the least of the limits that can be read."""
+    room = memory_room(device)
+    if room is not None and needed > room.bytes:
+        raise InputError(
+            f"{what} need about {format_size(needed)}, more than the "
+            f"{format_size(room.bytes)} that can still be allocated on {device} (the least "
+            f"of: {room.describe()}); {advice}"
+        )

@@ -16,6 +16,7 @@ sends it by value). A Problem on a GPU needs workers with that GPU.
 from __future__ import annotations
 
 import importlib
+import logging
 from types import ModuleType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -41,12 +42,19 @@ def require_distributed() -> ModuleType:
 
 
 def check_client(client: object) -> Client:
-    """Return ``client`` if it is a ``distributed.Client``, else InputError saying what it was."""
+    """Return ``client`` if it is an open ``distributed.Client``, else InputError saying what
+    it was (another object, or a client that is closed)."""
     distributed = require_distributed()
     if not isinstance(client, distributed.Client):
         raise InputError(
             f"client must be a distributed.Client, got {type(client).__name__}; create one "
             f"with genni_ext.cluster.connect({ADDRESS_FORMS}) or distributed.Client(...)"
+        )
+    if client.status in ("closing", "closed"):
+        raise InputError(
+            f"the Dask client is {client.status} (client.close() was called, or its cluster "
+            f"went away); pass an open one: genni_ext.cluster.connect({ADDRESS_FORMS}) or "
+            "distributed.Client(...)"
         )
     return client
 
@@ -69,7 +77,9 @@ def connect(address: str, *, timeout: float = 30.0) -> Client:
 
     ``"local:N"`` starts a local cluster of N worker processes with one thread each (torch
     parallelises inside a task, so more threads per worker would compete for the cores) and
-    no dashboard; closing the client closes that cluster. ``"tcp://HOST:PORT"`` connects to
+    no dashboard; closing the client closes that cluster. Its scheduler's and workers' log
+    records stay on distributed's own loggers and show only from WARNING up (its INFO lines
+    about starting and stopping are not the user's business). ``"tcp://HOST:PORT"`` connects to
     a running scheduler (``dask scheduler``) within ``timeout`` seconds, else
     BackendUnavailableError. Any other address is an InputError that shows both forms.
     """
@@ -87,7 +97,11 @@ def connect(address: str, *, timeout: float = 30.0) -> Client:
     distributed = require_distributed()
     if workers is not None:
         return distributed.Client(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
         )
     try:
         return distributed.Client(address, timeout=timeout)

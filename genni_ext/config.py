@@ -2,7 +2,9 @@
 
 Every key is optional except ``experiment`` and ``model`` (the command needs both; ``genni
 demo`` fills them in). Unknown keys are errors, and every error names the key and what it
-expected. Numbers may be written as ints where floats are expected (``lr: 1``).
+expected. Numbers may be written as ints where floats are expected (``lr: 1``), in exponent
+form anywhere (``lr: 1e-3``, ``num_probes: 1e4``: YAML 1.2 numbers, though PyYAML's YAML 1.1
+would read them as strings), and whole numbers where ints are expected.
 :data:`CONFIG_SCHEMA` is the schema: every key with its default and what it means (``genni
 search --help`` prints it).
 
@@ -14,8 +16,10 @@ and :func:`build_problem` turn it into a model and a :class:`genni_ext.Problem`.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checks import MAX_SEED
 from .errors import InputError
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "identity")
@@ -61,9 +66,11 @@ subspace:
   eps: 0.0025                    # ε: a start has converged when its J < ε
   eps_relative: null             # ε as a fraction of J of the best constant function
                                  # (Problem.constant_loss); when set, eps is ignored and
-                                 # the saved config records the ε it gave
+                                 # the saved config records the ε it gave. A flag (or a
+                                 # file over a preset) giving one replaces the other
   m: 2                           # directions of the plane (default dim of a grid)
-  center: null                   # θ₀: index of a start, null: the best converged one
+  center: null                   # θ₀: index of a converged start (0: the first), null:
+                                 # the best converged one
 grids:                           # one sweep each, saved as grids/<name>/ (name, bound
                                  # and n required; dim optional)
   - name: plane2d
@@ -97,10 +104,37 @@ def _describe(value: object) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+# PyYAML reads YAML 1.1, where a float in exponent form needs a dot and a signed exponent
+# ("1.0e-3"): "1e-3", "9e-1" and "3.2e1" would be strings. YAML 1.2, and everyone writing a
+# config, reads them as numbers, and so does every numeric key here: load_yaml reads them as
+# floats, and _as_number takes them from a mapping that a YAML 1.1 reader made.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+_EXACT_FLOAT_INTS = 2**53
+"""Every int up to this size is a float exactly; a larger whole float may be a rounded one."""
+
+
+def _as_number(value: object) -> object:
+    """``value``, or the float that a string in exponent form spells (``"9e-1"``)."""
+    if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+        return float(value.replace("_", ""))
+    return value
+
+
+def _whole(value: object) -> object:
+    """``value`` as a number (:func:`_as_number`), and a float that is a whole number
+    (``1e4``, ``16384.0``) as an int: ``num_probes: 1e4`` is a count to anyone writing it."""
+    value = _as_number(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_FLOAT_INTS:
+        return int(value)
+    return value
+
+
 def _int(minimum: int | None = None, *, optional: bool = False) -> Check:
     def check(value: object, key: str) -> object:
         if value is None and optional:
             return None
+        value = _whole(value)
         if isinstance(value, bool) or not isinstance(value, int):
             kind = "an int" + (f" >= {minimum}" if minimum is not None else "")
             raise ConfigError(
@@ -109,6 +143,19 @@ def _int(minimum: int | None = None, *, optional: bool = False) -> Check:
         if minimum is not None and value < minimum:
             raise ConfigError(key, f"expected an int >= {minimum}, got {value}")
         return value
+
+    return check
+
+
+def _seed(*, optional: bool = False) -> Check:
+    """A torch seed: an int in [0, 2**64 - 1] (or null where ``optional``)."""
+    whole = _int(0, optional=optional)
+
+    def check(value: object, key: str) -> object:
+        seed = whole(value, key)
+        if seed is not None and seed > MAX_SEED:  # type: ignore[operator]
+            raise ConfigError(key, f"expected a seed in [0, 2**64 - 1] (torch's range), got {seed}")
+        return seed
 
     return check
 
@@ -122,12 +169,7 @@ def _float(*, positive: bool = False, non_negative: bool = False, optional: bool
         )
         if optional:
             kind += " or null"
-        if isinstance(value, str):
-            # YAML 1.1 reads 1e-3 (no dot) as a string; it is a number to anyone writing it.
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(key, f"expected {kind}, got {_describe(value)}") from None
+        value = _as_number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"expected {kind}, got {_describe(value)}")
         value = float(value)
@@ -178,9 +220,25 @@ def _device(value: object, key: str) -> object:
 
 
 def _momentum(value: object, key: str) -> object:
+    value = _as_number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ConfigError(key, f"expected a number in [0, 1), got {_describe(value)}")
     return float(value)
+
+
+def _center(value: object, key: str) -> object:
+    """The index of a start (0, 1, ...) or null; a negative index would count from the end,
+    which picks a start by its place in the list rather than by what it found."""
+    if value is None:
+        return None
+    index = _whole(value)
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ConfigError(
+            key,
+            f"expected the index of a start (0 for the first; counting from the end is not "
+            f"taken) or null (the best converged start), got {_describe(value)}",
+        )
+    return index
 
 
 def _bool(value: object, key: str) -> object:
@@ -201,6 +259,8 @@ def _name(value: object, key: str) -> object:
 
 
 def _bound(value: object, key: str) -> object:
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        value = [_as_number(v) for v in value]
     if (
         isinstance(value, (str, bytes))
         or not isinstance(value, Sequence)
@@ -215,6 +275,8 @@ def _bound(value: object, key: str) -> object:
 
 
 def _sizes(value: object, key: str) -> object:
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        value = [_whole(v) for v in value]
     if (
         isinstance(value, (str, bytes))
         or not isinstance(value, Sequence)
@@ -235,7 +297,7 @@ def _sizes(value: object, key: str) -> object:
 _SECTIONS: dict[str, dict[str, tuple[Check, object]]] = {
     "probes": {
         "num_probes": (_int(1), 16384),
-        "seed": (_int(0), 0),
+        "seed": (_seed(), 0),
     },
     "search": {
         "name": (_name, "search"),
@@ -246,18 +308,18 @@ _SECTIONS: dict[str, dict[str, tuple[Check, object]]] = {
         "optimizer": (_choice(OPTIMIZERS), "sgd"),
         "momentum": (_momentum, 0.0),
         "tol": (_float(positive=True, optional=True), None),
-        "seed": (_int(0, optional=True), None),
+        "seed": (_seed(optional=True), None),
         "record_every": (_int(1), 100),
     },
     "subspace": {
         "eps": (_float(positive=True), 0.0025),
         "eps_relative": (_float(positive=True, optional=True), None),
         "m": (_int(1), 2),
-        "center": (_int(optional=True), None),
+        "center": (_center, None),
     },
 }
 _TOP: dict[str, tuple[Check, object]] = {
-    "seed": (_int(0), 0),
+    "seed": (_seed(), 0),
     "backend": (_choice(BACKEND_NAMES), "auto"),
     "device": (_device, "cpu"),
     "precision": (_choice(("full", "tf32")), "full"),
@@ -415,6 +477,19 @@ def validate_config(raw: object, *, require: Sequence[str] = ("experiment", "mod
         )
     if search["seed"] is None:
         search["seed"] = config["seed"]
+    if search["seed"] + search["starts"] > MAX_SEED:
+        raise ConfigError(
+            "search.seed",
+            f"start k is seeded with search.seed + 1 + k, so with {search['starts']} starts "
+            f"search.seed must be at most 2**64 - 1 - {search['starts']}, got {search['seed']}",
+        )
+    center = config["subspace"]["center"]
+    if center is not None and center >= search["starts"]:
+        raise ConfigError(
+            "subspace.center",
+            f"is {center} but the search has {search['starts']} starts (indices 0.."
+            f"{search['starts'] - 1}); pick one of them or null (the best converged start)",
+        )
     if search["seed"] < config["seed"] <= search["seed"] + search["starts"]:
         raise ConfigError(
             "search.seed",
@@ -434,6 +509,31 @@ def validate_config(raw: object, *, require: Sequence[str] = ("experiment", "mod
 # --- files and overrides --------------------------------------------------------------------
 
 
+@functools.cache
+def _loader() -> type:
+    """yaml.SafeLoader that also reads every number in exponent form as a float."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # A copy of every resolver list: add_implicit_resolver appends to SafeLoader's own.
+    Loader.yaml_implicit_resolvers = {
+        first: list(resolvers)
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
+    return Loader
+
+
+def load_yaml(text: str) -> object:
+    """``text`` parsed as YAML the way config files and ``--set`` values are read: safe
+    types only, and ``1e-3`` a number (see ``_EXPONENT_FLOAT``). Raises yaml.YAMLError."""
+    import yaml
+
+    return yaml.load(text, Loader=_loader())  # a SafeLoader: safe types only
+
+
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The mapping in the YAML file ``path`` (an empty file is an empty mapping)."""
     import yaml
@@ -443,8 +543,14 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise InputError(f"cannot read the config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise InputError(
+            f"config file {path} is not UTF-8 text: byte 0x{error.object[error.start]:02x} on "
+            f"line {line} is not UTF-8; save the file as UTF-8"
+        ) from None
     try:
-        content = yaml.safe_load(text)
+        content = load_yaml(text)
     except yaml.YAMLError as error:
         raise InputError(f"config file {path} is not valid YAML: {error}") from None
     if content is None:
@@ -482,10 +588,39 @@ def parse_assignment(text: str) -> tuple[str, object]:
         raise InputError(f"--set {text!r}: expected KEY=VALUE, e.g. --set search.lr=0.01")
     key, _, value = text.partition("=")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_yaml(value) if value.strip() else None
     except yaml.YAMLError as error:
         raise InputError(f"--set {text!r}: the value is not valid YAML: {error}") from None
     return key.strip(), parsed
+
+
+def converged_center(config: Mapping[str, Any], result: Any) -> int | None:
+    """``subspace.center`` of a validated ``config`` checked against the search ``result``
+    (a SearchResult) at the config's ε: the index of a start that converged, or None (the
+    plane then goes through the best converged start). A start that did not converge is
+    refused: a plane through it does not pass through the equivalence class of θ."""
+    index = config["subspace"]["center"]
+    if index is None:
+        return None
+    eps = float(config["subspace"]["eps"])
+    losses = result.losses
+    if index >= losses.shape[0]:
+        raise ConfigError(
+            "subspace.center",
+            f"is {index} but the search has {losses.shape[0]} starts (indices 0.."
+            f"{losses.shape[0] - 1})",
+        )
+    converged = [int(i) for i in torch.nonzero(result.converged(eps)).flatten()]
+    if index not in converged:
+        choices = ", ".join(map(str, converged[:10])) + (" ..." if len(converged) > 10 else "")
+        raise ConfigError(
+            "subspace.center",
+            f"start {index} did not converge (its J {float(losses[index]):.3g} is not below "
+            f"ε = {eps:.3g}), so a plane through it misses the class of θ; pick a converged "
+            f"start ({choices or 'none converged: raise ε or search longer'}) or null (the "
+            "best one)",
+        )
+    return index
 
 
 # --- building -------------------------------------------------------------------------------
@@ -522,7 +657,9 @@ __all__ = [
     "ConfigError",
     "build_model",
     "build_problem",
+    "converged_center",
     "load_config_file",
+    "load_yaml",
     "parse_assignment",
     "set_key",
     "validate_config",

@@ -85,6 +85,21 @@ def _unwrap_hint(output: object) -> str:
     return "the output tensor"
 
 
+VMAP_UNSUPPORTED: tuple[type[nn.Module], ...] = (nn.RNNBase, nn.LSTMCell)
+"""Layers that ``torch.func.vmap`` has no batching rule for (aten::lstm, gru, rnn_tanh,
+rnn_relu, lstm_cell; python_tests check that it still has none): a model with one cannot be
+searched or swept. RNNCell and GRUCell run (on vmap's slower fallback)."""
+
+
+def vmap_unsupported(model: nn.Module) -> list[str]:
+    """The layers of ``model`` in VMAP_UNSUPPORTED, as "'path' (Class)"."""
+    return [
+        f"'{path}' ({type(layer).__name__})" if path else f"the model ({type(layer).__name__})"
+        for path, layer in model.named_modules()
+        if isinstance(layer, VMAP_UNSUPPORTED)
+    ]
+
+
 def check_vmap(
     model: nn.Module,
     params: dict[str, torch.Tensor],
@@ -103,6 +118,9 @@ def check_vmap(
     try:
         vmap(run)({key: value[None] for key, value in params.items()}, sample[None])
     except (RuntimeError, ValueError, TypeError, IndexError, AttributeError) as error:
+        unsupported = vmap_unsupported(model)
+        if unsupported:
+            raise InputError(_vmap_unsupported_message(model, unsupported)) from error
         raise InputError(
             f"{type(model).__name__} runs on one parameter vector but not under "
             "torch.func.vmap, which genni_ext uses to evaluate many at once: "
@@ -110,6 +128,23 @@ def check_vmap(
             "tensor's value (if x.sum() > 0), .item() or float(tensor), and random numbers "
             "drawn in forward(); write them with tensor ops (torch.where)"
         ) from error
+
+
+def _vmap_unsupported_message(model: nn.Module, layers: list[str]) -> str:
+    return (
+        f"{type(model).__name__} has layers that torch.func.vmap cannot run (torch has no "
+        f"batching rule for them): {', '.join(layers)}; genni_ext evaluates many parameter "
+        "vectors at once under vmap (search, Problem.loss, the torch sweep) and the fused "
+        "engine does not run them either, so this model cannot be studied as it is"
+    )
+
+
+def check_vmap_layers(model: nn.Module) -> None:
+    """InputError naming the layers of ``model`` that vmap cannot run (VMAP_UNSUPPORTED),
+    for checks made without inputs to run it on."""
+    unsupported = vmap_unsupported(model)
+    if unsupported:
+        raise InputError(_vmap_unsupported_message(model, unsupported))
 
 
 def probe_forward(

@@ -505,10 +505,10 @@ def sweep_grid(
     accepted as it is.
 
     ``client`` (a ``distributed.Client``) evaluates the grid as one task per chunk of a
-    :class:`~genni_ext.chunks.ChunkPlan` (``chunk_size`` points, default about 2·10¹¹
-    flops each) on the cluster's workers and gathers J here: bitwise the values of a run
-    in this process. To keep finished chunks through interruptions, sweep into an
-    experiment instead (``Experiment.run_sweep(..., client=...)``).
+    :class:`~genni_ext.chunks.ChunkPlan` (``chunk_size`` points, default by
+    :func:`~genni_ext.chunks.auto_chunk_points`) on the cluster's workers and gathers J
+    here: bitwise the values of a run in this process. To keep finished chunks through
+    interruptions, sweep into an experiment instead (``Experiment.run_sweep(..., client=...)``).
     """
     from .sweep import checked_inputs, decide, run_decided
 
@@ -545,7 +545,7 @@ def sweep_grid(
         from .chunk_runs import gather_on_cluster
         from .chunks import ChunkPlan, auto_chunk_points
 
-        plan = ChunkPlan.for_grid(grid.shape, chunk_size or auto_chunk_points(problem, grid.size))
+        plan = ChunkPlan.for_grid(grid.shape, chunk_size or auto_chunk_points(problem, grid.shape))
         values = gather_on_cluster(
             client, decision, problem, subspace, coeffs, plan, num_threads, progress
         )

@@ -24,15 +24,17 @@ has a bias can output ȳ for every input, so an ε above ``constant_loss`` admit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
 from ._checks import (
+    check_room,
     contiguous_finite,
     device_label,
     float_tensor,
@@ -113,6 +115,31 @@ def expected_input_shape(model: nn.Module) -> tuple[int, ...] | None:
         return None
 
 
+_BLOCK_VALUES = 1 << 22
+"""Target values (32 MB in float64) a baseline sums at a time."""
+
+
+def _check_probes_fit(
+    model: nn.Module, theta: torch.Tensor, num_probes: int, shape: tuple[int, ...]
+) -> None:
+    """Refuse ``num_probes`` probes of ``shape`` before drawing them when they and their
+    targets cannot fit in memory (:func:`check_room`). The output width comes from a
+    forward pass on two zero probes; where that fails, the probes alone are counted and the
+    forward on the drawn probes reports the failure."""
+    outputs = 0
+    with contextlib.suppress(InputError), torch.no_grad():
+        zeros = torch.zeros(2, *shape, dtype=theta.dtype, device=theta.device)
+        params = every_path(model, theta)
+        outputs = probe_forward(model, params, buffers_for(model, zeros), zeros).outputs_per_sample
+    check_room(
+        f"{num_probes} probes of shape {shape} and their targets ({outputs} output(s) each, "
+        f"{str(theta.dtype).removeprefix('torch.')})",
+        num_probes * (math.prod(shape) + outputs) * theta.element_size(),
+        theta.device,
+        "use fewer probes (num_probes)",
+    )
+
+
 def _short_hash(tensor: torch.Tensor) -> str:
     """First 16 hex digits of the sha256 of the tensor's bytes (dtype-specific)."""
     data = tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
@@ -186,6 +213,7 @@ class Problem:
                     "Linear); pass inputs= (probe inputs [N, ...]) or input_shape= (one "
                     "sample's shape, e.g. input_shape=(3, 32, 32))"
                 )
+            _check_probes_fit(model, theta, num_probes, shape)
             generator = torch.Generator().manual_seed(seed)
             try:
                 inputs = torch.randn(num_probes, *shape, generator=generator, dtype=theta.dtype)
@@ -255,13 +283,27 @@ class Problem:
         """First 16 hex digits of the sha256 of the probe inputs' bytes."""
         return _short_hash(self.inputs)
 
+    def _target_blocks(self) -> Iterator[torch.Tensor]:
+        """The targets as float64 in blocks of rows of about _BLOCK_VALUES values: the
+        baselines sum them a block at a time, never in a float64 copy of them all."""
+        rows = max(1, _BLOCK_VALUES // self.targets.shape[1])
+        for first in range(0, self.num_probes, rows):
+            yield self.targets[first : first + rows].double()
+
+    def _mean_squared_distance(self, offset: torch.Tensor | None) -> float:
+        """Mean over probes of ‖y − offset‖² (offset None: ‖y‖²), in float64."""
+        total = torch.zeros((), dtype=torch.float64, device=self.targets.device)
+        for block in self._target_blocks():
+            total += (block if offset is None else block - offset).square().sum(dim=1).sum()
+        return float(total / self.num_probes)
+
     @property
     def zero_loss(self) -> float:
         """J of the zero function: mean over probes of ‖y‖², in float64.
 
         An ε above it admits any θ̃ whose outputs are all 0 (for example a zero last layer).
         """
-        return float(self.targets.double().square().sum(dim=1).mean())
+        return self._mean_squared_distance(None)
 
     @property
     def constant_loss(self) -> float:
@@ -271,8 +313,10 @@ class Problem:
         model whose last layer has a bias can output ȳ everywhere), so ε should stay well
         below it.
         """
-        targets = self.targets.double()
-        return float((targets - targets.mean(dim=0)).square().sum(dim=1).mean())
+        total = torch.zeros(self.targets.shape[1], dtype=torch.float64, device=self.targets.device)
+        for block in self._target_blocks():
+            total += block.sum(dim=0)
+        return self._mean_squared_distance(total / self.num_probes)
 
     # --- evaluation -------------------------------------------------------------------------
 
@@ -281,7 +325,7 @@ class Problem:
 
     def _compute_targets(self) -> torch.Tensor:
         """φ(inputs, θ) as [N, outputs], in probe chunks sized from the memory budget (sets
-        ``_activations_per_sample``)."""
+        ``_activations_per_sample``); refused before it is allocated if it cannot fit."""
         num = self.inputs.shape[0]
         with torch.no_grad():
             params = every_path(self.model, self.theta)
@@ -295,12 +339,18 @@ class Problem:
             check_vmap(self.model, params, self._buffers, self.inputs)
             outputs, per_sample = probe.outputs_per_sample, probe.activations_per_sample
             self._activations_per_sample = per_sample
+            check_room(
+                f"the targets of {num} probes ({outputs} output(s) each, "
+                f"{str(self.inputs.dtype).removeprefix('torch.')})",
+                num * outputs * self.inputs.element_size(),
+                self.inputs.device,
+                "use fewer probes (num_probes)",
+            )
+            targets = torch.empty(num, outputs, dtype=self.inputs.dtype, device=self.inputs.device)
             chunk = max(1, DEFAULT_MEMORY_BUDGET // (2 * per_sample * self.inputs.element_size()))
-            parts = [
-                self._forward(params, self.inputs[first : first + chunk]).reshape(-1, outputs)
-                for first in range(0, num, chunk)
-            ]
-        targets = torch.cat(parts).contiguous()
+            for first in range(0, num, chunk):
+                part = self._forward(params, self.inputs[first : first + chunk])
+                targets[first : first + chunk] = part.reshape(-1, outputs)
         if not bool(torch.isfinite(targets).all()):
             raise InputError(
                 f"{type(self.model).__name__} outputs NaN or Inf at theta for some probe "

@@ -30,12 +30,13 @@ from .fallback import (
     buffers_for,
     check_output_size,
     check_vmap,
+    check_vmap_layers,
     every_path,
     probe_forward,
     torch_sweep,
 )
 from .lowering import Program, check_lowerable, lower
-from .models import num_params
+from .models import flatten_params, num_params
 from .problem import expected_input_shape
 
 logger = logging.getLogger("genni_ext")
@@ -162,28 +163,41 @@ def select_program(
 def explain_backend(
     model: nn.Module, inputs: torch.Tensor | None = None, *, precision: str = "full"
 ) -> str:
-    """One line: which backend ``sweep(..., backend="auto")`` uses for ``model`` and why.
+    """One line: which backend ``sweep(..., backend="auto")`` uses for ``model`` and why, or
+    ``"refused: ..."`` with the error ``sweep`` would raise for this model before any work.
 
-    With ``inputs`` ([N, ...], float32 or float64) the model is lowered for their
-    per-sample shape on their device; without, only its layer types are checked, for the
-    CPU. Only lowering is explained: ``sweep`` checks more (parameters, eval mode, that
-    the model runs on the inputs) before it runs.
+    With ``inputs`` ([N, ...], float32 or float64) the checks are those ``sweep`` makes: the
+    model (parameters, eval mode), then a forward pass at the model's own parameters on two
+    of the inputs, plain and under ``vmap``; then the model is lowered for their per-sample
+    shape on their device. Without inputs only what needs none is checked: the model, the
+    layers ``vmap`` cannot run, and the layer types, for the CPU. ``sweep`` also checks the
+    targets' width against the model's output, which needs targets.
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if inputs is not None:
+        if not isinstance(inputs, torch.Tensor):
+            raise InputError(f"inputs must be a torch.Tensor or None, got {type(inputs).__name__}")
+        inputs = float_tensor("inputs", inputs)
+        if inputs.ndim < 2 or inputs.shape[0] == 0:
+            raise InputError(
+                f"inputs must have shape [N, ...] with N >= 1 (one probe per row), got "
+                f"{list(inputs.shape)}"
+            )
+        from . import _fused
+
+        _fused.check_precision(precision, inputs.dtype, inputs.device)
+    try:
+        module_argument(model)
+        if inputs is None:
+            check_vmap_layers(model)
+        else:
+            center = flatten_params(model).to(dtype=inputs.dtype, device=inputs.device)
+            _check_model_runs(model, center, inputs)
+    except InputError as error:
+        return f"refused: {error}"
     if inputs is None:
         return _choose(model, None, torch.device("cpu")).explanation
-    if not isinstance(inputs, torch.Tensor):
-        raise InputError(f"inputs must be a torch.Tensor or None, got {type(inputs).__name__}")
-    inputs = float_tensor("inputs", inputs)
-    if inputs.ndim < 2 or inputs.shape[0] == 0:
-        raise InputError(
-            f"inputs must have shape [N, ...] with N >= 1 (one probe per row), got "
-            f"{list(inputs.shape)}"
-        )
-    from . import _fused
-
-    _fused.check_precision(precision, inputs.dtype, inputs.device)
     return _choose(
         model, tuple(inputs.shape[1:]), inputs.device, inputs.shape[0], inputs.dtype, precision
     ).explanation
@@ -258,19 +272,25 @@ def _validate(
     return tuple(contiguous_finite(name, tensor) for name, tensor in named.items())
 
 
-def _check_model_takes(
-    model: nn.Module, center: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
-) -> None:
-    """Run the model at ``center`` on two probes, so that inputs it cannot take, an output
-    that is not one tensor, or targets of another width raise InputError on every backend
-    before any work (the fused engine would report them as lowering problems)."""
+def _check_model_runs(model: nn.Module, center: torch.Tensor, inputs: torch.Tensor) -> int:
+    """Run the model at ``center`` on two probes, plain and under vmap, so that inputs it
+    cannot take, an output that is not one tensor or a model vmap cannot run raise
+    InputError on every backend before any work (the fused engine would report them as
+    lowering problems); return the outputs per probe."""
     params, buffers = every_path(model, center), buffers_for(model, inputs)
     with torch.no_grad():
         probe = probe_forward(
             model, params, buffers, inputs, expected_shape=expected_input_shape(model)
         )
         check_vmap(model, params, buffers, inputs)
-    check_output_size(probe.outputs_per_sample, targets.shape[1])
+    return probe.outputs_per_sample
+
+
+def _check_model_takes(
+    model: nn.Module, center: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
+) -> None:
+    """:func:`_check_model_runs`, and targets of the model's output width."""
+    check_output_size(_check_model_runs(model, center, inputs), targets.shape[1])
 
 
 def sweep(

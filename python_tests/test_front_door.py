@@ -488,8 +488,20 @@ def test_explain_backend_names_the_layer_and_the_custom_forward() -> None:
 
 
 def test_explain_backend_names_the_class_where_the_reason_does_not() -> None:
+    grouped = nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten(), nn.Linear(8, 1)).eval()
+    explanation = explain_backend(grouped, torch.zeros(2, 2, 4, 4))
+    assert explanation == (
+        "torch: layer '0' cannot be lowered: Conv2d: only groups=1 and dilation=1 are supported"
+    )
+
+
+def test_explain_backend_on_inputs_the_model_cannot_take_reports_the_refusal() -> None:
+    """sweep refuses inputs of another per-sample shape; explain_backend says the same."""
     explanation = explain_backend(_mlp(), torch.zeros(2, 5))
-    assert explanation.startswith("torch: layer '0' cannot be lowered: Linear: expects 3 input")
+    assert explanation.startswith(
+        "refused: Sequential cannot run on inputs of shape [2, 5] (one sample (5,)); it takes "
+        "one sample of shape (3,)"
+    )
 
 
 def test_a_custom_forward_of_supported_layers_is_named_alone() -> None:
@@ -509,10 +521,12 @@ def test_a_custom_forward_of_supported_layers_is_named_alone() -> None:
 
 
 def test_explain_backend_on_lazy_layers_says_to_run_them_first() -> None:
+    """sweep refuses a model with lazy parameters, so explain_backend reports that refusal."""
     model = nn.Sequential(nn.LazyLinear(2))
     for explanation in (explain_backend(model), explain_backend(model, torch.zeros(2, 3))):
         assert explanation.startswith(
-            "torch: layer '0' cannot be lowered: LazyLinear has uninitialized (lazy) parameters"
+            "refused: Sequential has uninitialized (lazy) parameters: 0.weight, 0.bias; run "
+            "one forward pass"
         )
 
 
@@ -545,7 +559,9 @@ BAD_CALLS: list[tuple[str, Callable[[], object], str]] = [
         "num_probes too many to allocate",
         # 12 PB: more than any 64-bit address space holds, so the allocation always fails.
         lambda: Problem(_mlp(), num_probes=10**15),
-        r"cannot allocate 1000000000000000 probes of shape \(3,\).*use fewer probes",
+        r"1000000000000000 probes of shape \(3,\) and their targets \(2 output\(s\) each, "
+        r"float32\) need about 20\.0 PB, more than the .* that can still be allocated on cpu "
+        r"\(the least of: .*free memory.*\); use fewer probes",
     ),
     ("seed above 2**64 - 1", lambda: Problem(_mlp(), num_probes=4, seed=2**64), r"seed=.*2\*\*64"),
     (

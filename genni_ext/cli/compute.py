@@ -11,11 +11,11 @@ from typing import Any
 import torch
 
 from ..chunks import ChunkPlan
-from ..config import build_problem, validate_config
+from ..config import build_problem, converged_center, validate_config
 from ..errors import InputError
 from ..grid import Grid
 from ..search import search
-from ..store import ConfigSource, Experiment, StoreError, auto_chunk_points, search_id
+from ..store import ConfigSource, Experiment, StoreError, search_id
 from ..subspace import Subspace
 from .configure import experiments_home, raw_config, set_threads
 from .output import format_seconds, format_shape, say
@@ -161,7 +161,7 @@ def sweep_grids(
     """Run the resumable sweep of every grid (on ``client``'s Dask workers if given); print
     a line or two per grid; return (grid spec, result, seconds) per grid."""
     eps = config["subspace"]["eps"]
-    center = config["subspace"]["center"]
+    center = converged_center(config, result)  # a converged start, or None: the best
     done = []
     for spec in grids:
         grid = Grid.uniform(tuple(spec["bound"]), spec["n"], spec["dim"])
@@ -172,7 +172,8 @@ def sweep_grids(
             problem.theta.device,
         )
         plan = ChunkPlan.for_grid(
-            grid.shape, config["chunk_points"] or auto_chunk_points(problem, grid.size)
+            grid.shape,
+            config["chunk_points"] or experiment.default_chunk_points(spec["name"], problem, grid),
         )
         chunk_points, total = plan.chunk_points, plan.num_chunks
         label = (
@@ -277,6 +278,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         )
     set_threads(config)
     problem, result = _problem_for_search(config, experiment)
+    converged_center(config, result)  # a bad center is refused before config.yml is written
     experiment.save_config(config)
     if args.dask is None:
         sweep_grids(config, experiment, problem, result, grids, progress=not args.no_progress)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import load_config_file, parse_assignment, set_key
+from ..errors import InputError
 from ..store import genni_home
 
 # flag dest -> dotted config key
@@ -41,6 +42,10 @@ OVERRIDES: dict[str, str] = {
 }
 
 
+EPS_KEYS = ("eps", "eps_relative")
+"""The two ways of giving ε in a config's subspace section."""
+
+
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``override`` laid over it (mappings merged, everything else replaced)."""
     merged = copy.deepcopy(dict(base))
@@ -53,23 +58,57 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 
 def raw_config(args: argparse.Namespace, base: Mapping[str, Any] | None = None) -> dict:
-    """The config file over ``base``, then the flags over both (not yet validated)."""
+    """The config file over ``base``, then the flags over both (not yet validated).
+
+    ε is given one of two ways, ``subspace.eps`` or ``subspace.eps_relative``; a layer that
+    gives one of them (the file over ``base``, the flags over both) replaces the ε of the
+    layers below, whichever way they gave it. Flags that give both are refused (ε would be
+    ambiguous); a file that gives both takes eps_relative (the schema says so, and a saved
+    config.yml records both).
+    """
     raw: dict[str, Any] = copy.deepcopy(dict(base or {}))
     if args.config is not None:
-        raw = merge(raw, load_config_file(args.config))
+        layer = load_config_file(args.config)
+        subspace = layer.get("subspace")
+        _replace_eps(raw, _eps_keys(subspace.items() if isinstance(subspace, Mapping) else ()))
+        raw = merge(raw, layer)
     model = getattr(args, "model", None)
     if model is not None and args.command != "demo":
         current = raw.get("model")
         if not (isinstance(current, Mapping) and current.get("name") == model):
             raw["model"] = {"name": model}
-    for dest, key in OVERRIDES.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            set_key(raw, key, value)
-    for assignment in args.assignments:
-        key, value = parse_assignment(assignment)
+    flags = [(key, getattr(args, dest, None)) for dest, key in OVERRIDES.items()]
+    flags = [(key, value) for key, value in flags if value is not None]
+    flags += [parse_assignment(assignment) for assignment in args.assignments]
+    given = _eps_keys(
+        (key.removeprefix("subspace."), value)
+        for key, value in flags
+        if key.startswith("subspace.")
+    )
+    if len(given) > 1:
+        raise InputError(
+            "ε is given twice, as subspace.eps and as subspace.eps_relative (by --eps, "
+            "--eps-relative or --set): give one of them"
+        )
+    _replace_eps(raw, given)
+    for key, value in flags:
         set_key(raw, key, value)
     return raw
+
+
+def _eps_keys(items: Iterable[tuple[str, object]]) -> set[str]:
+    """Which of eps and eps_relative the (key, value) pairs of a subspace set (not to null)."""
+    return {key for key, value in items if key in EPS_KEYS and value is not None}
+
+
+def _replace_eps(raw: dict[str, Any], given: set[str]) -> None:
+    """Drop from ``raw`` the way of giving ε that a layer over it does not use, when that
+    layer gives exactly one."""
+    subspace = raw.get("subspace")
+    if len(given) == 1 and isinstance(subspace, dict):
+        for key in EPS_KEYS:
+            if key not in given:
+                subspace.pop(key, None)
 
 
 def experiments_home(args: argparse.Namespace) -> Path:

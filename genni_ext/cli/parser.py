@@ -35,28 +35,34 @@ def _add_config_options(parser: argparse.ArgumentParser, *, model_help: str) -> 
     )
     group.add_argument("--experiment", metavar="NAME", help="experiment (folder) name")
     group.add_argument("--model", metavar="NAME", help=model_help)
-    group.add_argument("--seed", type=int, metavar="INT", help="θ's initialisation seed")
-    group.add_argument("--num-probes", type=int, metavar="N", help="probes.num_probes")
-    group.add_argument("--probe-seed", type=int, metavar="INT", help="probes.seed")
+    group.add_argument("--seed", type=_whole_number, metavar="INT", help="θ's initialisation seed")
+    group.add_argument("--num-probes", type=_whole_number, metavar="N", help="probes.num_probes")
+    group.add_argument("--probe-seed", type=_whole_number, metavar="INT", help="probes.seed")
     group.add_argument("--search-name", metavar="NAME", help="search.name (default: search)")
-    group.add_argument("--starts", type=int, metavar="K", help="search.starts")
-    group.add_argument("--steps", type=int, metavar="N", help="search.steps")
+    group.add_argument("--starts", type=_whole_number, metavar="K", help="search.starts")
+    group.add_argument("--steps", type=_whole_number, metavar="N", help="search.steps")
     group.add_argument("--lr", type=float, metavar="LR", help="search.lr")
-    group.add_argument("--batch-size", type=int, metavar="N", help="search.batch_size")
+    group.add_argument("--batch-size", type=_whole_number, metavar="N", help="search.batch_size")
     group.add_argument("--optimizer", choices=OPTIMIZERS, help="search.optimizer")
     group.add_argument("--momentum", type=float, metavar="X", help="search.momentum")
     group.add_argument("--tol", type=float, metavar="J", help="search.tol")
-    group.add_argument("--search-seed", type=int, metavar="INT", help="search.seed")
-    group.add_argument("--record-every", type=int, metavar="N", help="search.record_every")
-    group.add_argument("--eps", type=float, metavar="EPS", help="subspace.eps (ε)")
+    group.add_argument("--search-seed", type=_whole_number, metavar="INT", help="search.seed")
     group.add_argument(
-        "--eps-relative",
-        type=float,
-        metavar="FRACTION",
-        help="subspace.eps_relative: ε as a fraction of the constant-function loss",
+        "--record-every", type=_whole_number, metavar="N", help="search.record_every"
     )
-    group.add_argument("--m", type=int, metavar="M", help="subspace.m")
-    group.add_argument("--center", type=int, metavar="INDEX", help="subspace.center")
+    _add_eps(
+        group,
+        eps_help="subspace.eps: ε, replacing an eps_relative of the config file or preset",
+        relative_help="subspace.eps_relative: ε as a fraction of the constant-function loss, "
+        "replacing an eps of the config file or preset",
+    )
+    group.add_argument("--m", type=_whole_number, metavar="M", help="subspace.m")
+    group.add_argument(
+        "--center",
+        type=_whole_number,
+        metavar="INDEX",
+        help="subspace.center: θ₀ is start INDEX (0 for the first), which must have converged",
+    )
     group.add_argument("--backend", choices=BACKEND_NAMES, help="backend of the sweep")
     group.add_argument(
         "--device",
@@ -69,8 +75,10 @@ def _add_config_options(parser: argparse.ArgumentParser, *, model_help: str) -> 
         help="sweeps in the dtype's full precision (default) or with Linear/Conv2d on TF32 "
         "tensor cores (float32 on CUDA)",
     )
-    group.add_argument("--num-threads", type=int, metavar="N", help="CPU threads")
-    group.add_argument("--chunk-points", type=int, metavar="N", help="grid points per chunk")
+    group.add_argument("--num-threads", type=_whole_number, metavar="N", help="CPU threads")
+    group.add_argument(
+        "--chunk-points", type=_whole_number, metavar="N", help="grid points per chunk"
+    )
     group.add_argument(
         "--set",
         dest="assignments",
@@ -80,6 +88,36 @@ def _add_config_options(parser: argparse.ArgumentParser, *, model_help: str) -> 
         help="set any config key (dotted, VALUE in YAML), e.g. --set model.sizes=[8,32,1] "
         "or --set grids='[{name: g, bound: [-1, 1], n: 50}]'; repeatable",
     )
+
+
+def _add_eps(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, eps_help: str, relative_help: str
+) -> None:
+    """--eps and --eps-relative, the two ways of giving ε: one or the other, in every command
+    (argparse refuses both with "argument --eps-relative: not allowed with argument --eps")."""
+    either = parser.add_mutually_exclusive_group()
+    either.add_argument(
+        "--eps", type=float, metavar="EPS", help=f"{eps_help} (not with --eps-relative)"
+    )
+    either.add_argument(
+        "--eps-relative", type=float, metavar="FRACTION", help=f"{relative_help} (not with --eps)"
+    )
+
+
+def _whole_number(text: str) -> int:
+    """An int flag's value: ``16384``, or a whole number in exponent form (``1e4``), as the
+    config's int keys take it."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if not value.is_integer() or abs(value) > 2**53:
+        raise argparse.ArgumentTypeError(f"expected an int (a whole number), got {text!r}")
+    return int(value)
 
 
 def _wrap(*paragraphs: str) -> str:
@@ -220,13 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyse.add_argument(
         "grids", nargs="*", metavar="GRID", help="only these grids (default: every grid)"
     )
-    eps_group = analyse.add_mutually_exclusive_group()
-    eps_group.add_argument("--eps", type=float, metavar="EPS", help="ε (default: the config's)")
-    eps_group.add_argument(
-        "--eps-relative",
-        type=float,
-        metavar="FRACTION",
-        help="ε as a fraction of the constant-function loss",
+    _add_eps(
+        analyse,
+        eps_help="ε (default: the config's)",
+        relative_help="ε as a fraction of the constant-function loss",
     )
     analyse.add_argument(
         "--no-refine", action="store_true", help="skip the resolution check's finer sweeps"
