@@ -783,6 +783,19 @@ class Experiment:
             copy = checksums.extra.get("manifest") if checksums is not None else None
             return dict(copy) if isinstance(copy, dict) else None
 
+    def default_chunk_points(self, name: str, problem: Problem, grid: Grid) -> int:
+        """The chunk size a sweep of ``grid`` into grid ``name`` takes unless told: the one
+        the grid on disk was begun with (same shape), so that a grid begun under an earlier
+        default resumes; else :func:`auto_chunk_points`."""
+        try:
+            manifest = self._recorded_manifest(self.grid_dir(name)) or {}
+            shape = (manifest.get("grid") or {}).get("shape")
+            if shape is not None and tuple(int(n) for n in shape) == tuple(grid.shape):
+                return positive_int(manifest.get("chunk_points"), "chunk_points")
+        except Exception:  # nothing there, or unreadable: the sweep says which
+            pass
+        return auto_chunk_points(problem, grid.shape)
+
     def _plan_of(self, folder: Path, name: str, manifest: Mapping[str, Any] | None) -> ChunkPlan:
         """The chunk plan of the grid with ``manifest`` (StoreError if there is none)."""
         if manifest is None:
@@ -1131,16 +1144,17 @@ class Experiment:
 
         The grid's points are evaluated in the chunks of a :class:`ChunkPlan` (about
         ``chunk_points`` points each, rounded up to whole slabs of the grid's first axis;
-        None: about 2·10¹¹ flops, see :func:`auto_chunk_points`); each chunk is written to
-        the zarr array as soon as it is computed. Run again with the same arguments after an
-        interruption, it computes only the missing chunks, recomputes any whose values no
-        longer match their checksum, and writes anew any other file that is damaged; a
-        finished grid is loaded, not recomputed; a folder left before any chunk was written
-        is started afresh. With a different problem, subspace, grid, dtype, precision,
-        backend or chunk size it raises StoreError naming what differs. Returns the same
-        GridResult as :func:`genni_ext.grid.sweep_grid` (values bitwise equal on the fused
-        CPU engine; ``wall_time_s`` is the sum over the chunks' compute times, and
-        ``metadata["store"]`` records the chunking).
+        None: at most about 2·10¹¹ flops, at least 16 chunks where the grid allows, see
+        :func:`auto_chunk_points`); each chunk is written to the zarr array as soon as it is
+        computed. Run again with the same arguments after an interruption, it computes only
+        the missing chunks, recomputes any whose values no longer match their checksum, and
+        writes anew any other file that is damaged; a finished grid is loaded, not
+        recomputed; a folder left before any chunk was written is started afresh. With a
+        different problem, subspace, grid, dtype, precision, backend or chunk size it raises
+        StoreError naming what differs. Returns the same GridResult as
+        :func:`genni_ext.grid.sweep_grid` (values bitwise equal on the fused CPU engine;
+        ``wall_time_s`` is the sum over the chunks' compute times, and ``metadata["store"]``
+        records the chunking).
 
         ``search`` names the experiment's search the subspace was built from: recorded, so
         that the search is not replaced by accident (:meth:`save_search`).
@@ -1160,7 +1174,7 @@ class Experiment:
             raise InputError(f"grid must be a Grid, got {type(grid).__name__}")
         check_match(problem, subspace, grid)
         if chunk_points is None:
-            chunk_points = auto_chunk_points(problem, grid.size)
+            chunk_points = self.default_chunk_points(name, problem, grid)
         plan = ChunkPlan.for_grid(grid.shape, positive_int(chunk_points, "chunk_points"))
         if num_threads is not None:
             positive_int(num_threads, "num_threads")
