@@ -211,7 +211,7 @@ def test_morse_figures_have_keys_and_numeric_colour_bars() -> None:
     for value, label in ticks:
         assert figure_checks.tick_number(label) == pytest.approx(value, rel=0.02)
     assert figure_checks.markers_not_on_top(sets) == []
-    assert min(figure_checks.marker_pixels(sets).values()) >= 10
+    assert min(figure_checks.marker_pixels(sets).values()) >= 25
     drawn = figures.morse_graph_figure(graph)
     assert set(names) <= set(figure_checks.legend_texts(drawn))
     for fig in (sets, drawn):

@@ -265,7 +265,7 @@ def check_reader_view(fig, panels: int) -> None:
     assert figure_checks.overlapping_labels(fig) == []
     assert figure_checks.markers_not_on_top(fig) == []
     pixels = figure_checks.marker_pixels(fig)
-    assert min(pixels.values()) >= 10, pixels
+    assert min(pixels.values()) >= 25, pixels
     (ticks,) = figure_checks.colorbar_ticks(fig)
     assert len(ticks) >= 2
     for value, label in ticks:

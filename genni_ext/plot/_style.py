@@ -35,9 +35,9 @@ EPS_COLOUR = "black"
 MARKER_ZORDER = 10
 LABEL_ZORDER = 11
 MARKER_SIZE = 8.0  # diameter in points
-# A marker under a later one at (nearly) the same place grows into a ring this many
-# points wide around it, so that both stay visible.
-RING_WIDTH = 2.0
+# The least width (points) of a marker left showing beside a later one drawn over it:
+# a marker closer than this to a later one's centre grows until that much shows.
+RING_WIDTH = 0.5 * MARKER_SIZE
 MOST_TICKS = 8
 # Where a name is tried around its marker, in order (then the same further out).
 _DIRECTIONS = ((1, 1), (-1, 1), (1, -1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
@@ -223,15 +223,16 @@ class MarkerLayer:
         return self.ax.transData.transform(points[:, :2])
 
     def _rings(self, pixels: np.ndarray, points_per_pixel: float) -> list[float]:
-        """Diameters (points): a marker less than a ring's width from the centre of a
-        later one (which would cover it, or leave a sliver) grows to show a ring around
-        it; one further off already shows a crescent at least that wide."""
+        """Diameters (points): a marker less than :data:`RING_WIDTH` from the centre of a
+        later one (which would cover it, or leave a sliver) grows until a crescent that
+        wide shows beyond it (a ring, where they coincide); one further off already
+        shows that much."""
         sizes = [MARKER_SIZE] * len(self.drawn)
         for i in range(len(self.drawn) - 2, -1, -1):
             for j in range(i + 1, len(self.drawn)):
                 apart = float(np.hypot(*(pixels[i] - pixels[j]))) * points_per_pixel
                 if apart < RING_WIDTH:
-                    sizes[i] = max(sizes[i], sizes[j] + 2 * (RING_WIDTH + apart))
+                    sizes[i] = max(sizes[i], sizes[j] + 2 * (RING_WIDTH - apart))
         return sizes
 
     def _name(
