@@ -131,13 +131,21 @@ def _check_probes_fit(
         zeros = torch.zeros(2, *shape, dtype=theta.dtype, device=theta.device)
         params = every_path(model, theta)
         outputs = probe_forward(model, params, buffers_for(model, zeros), zeros).outputs_per_sample
+    dtype = str(theta.dtype).removeprefix("torch.")
     check_room(
         f"{num_probes} probes of shape {shape} and their targets ({outputs} output(s) each, "
-        f"{str(theta.dtype).removeprefix('torch.')})",
+        f"{dtype})",
         num_probes * (math.prod(shape) + outputs) * theta.element_size(),
         theta.device,
         "use fewer probes (num_probes)",
     )
+    if theta.device.type != "cpu":  # they are drawn on the CPU, then moved
+        check_room(
+            f"{num_probes} probes of shape {shape} ({dtype}, drawn on the CPU)",
+            num_probes * math.prod(shape) * theta.element_size(),
+            torch.device("cpu"),
+            "use fewer probes (num_probes)",
+        )
 
 
 def _short_hash(tensor: torch.Tensor) -> str:

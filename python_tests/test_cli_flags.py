@@ -161,7 +161,7 @@ def test_eps_flag_over_a_relative_eps_in_the_config_acts_in_search(tmp_path: Pat
     _config(tmp_path, subspace={"eps_relative": 0.05, "m": 2})
     done = _genni(
         tmp_path, "search", "--config", "run.yml", "--home", "home", "--no-progress",
-        "--eps", "0.0123",
+        "--eps", "0.0123", "--steps", "5",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "(J < 0.0123)" in done.stdout
@@ -299,8 +299,9 @@ def test_an_ascii_terminal_gets_the_greek_spelled_out(tmp_path: Path) -> None:
     _config(tmp_path)
     env = _env(PYTHONIOENCODING="ascii")
     done = _genni(
-        tmp_path, "search", "--config", "run.yml", "--home", "home", "--no-progress", env=env
-    )
+        tmp_path, "search", "--config", "run.yml", "--home", "home", "--no-progress",
+        "--steps", "5", env=env,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert "warning: epsilon = 0.05 is" in done.stdout and "theta's function" in done.stdout
@@ -333,6 +334,21 @@ def test_probes_that_cannot_fit_are_refused_with_the_estimate(tmp_path: Path) ->
         "need about 800.0 MB", "RLIMIT_AS (ulimit -v)", "use fewer probes",
     )  # fmt: skip
     assert not (tmp_path / "home/experiments/flags/searches").exists()
+
+
+def test_the_memory_estimate_covers_drawn_probes_and_given_inputs_targets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from genni_ext import _checks
+
+    monkeypatch.setattr(_checks, "_host_limits", lambda: [(6000, "a test limit of 6.0 kB")])
+    # 1000 drawn probes of one value and their targets of one value: 8 kB in float32.
+    with pytest.raises(InputError, match=r"need about 8\.0 kB, more than the 6\.0 kB"):
+        Problem(TwoNeuronNet(), num_probes=1000)
+    # Given inputs are not counted again; their targets (4 kB) fit, 2000 probes' do not.
+    assert Problem(TwoNeuronNet(), torch.randn(1000, 1)).num_probes == 1000
+    with pytest.raises(InputError, match=r"the targets of 2000 probes .* need about 8\.0 kB"):
+        Problem(TwoNeuronNet(), torch.randn(2000, 1))
 
 
 def test_a_reader_that_closes_the_pipe_ends_ls_quietly(searched: Path) -> None:
