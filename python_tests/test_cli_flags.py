@@ -351,6 +351,33 @@ def test_the_memory_estimate_covers_drawn_probes_and_given_inputs_targets(
         Problem(TwoNeuronNet(), torch.randn(2000, 1))
 
 
+def test_an_allocation_that_fails_later_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """What the estimate cannot foresee (a search's own buffers, say) still ends as one line;
+    any other RuntimeError is a bug and keeps its traceback."""
+    from genni_ext.cli import entry
+
+    def allocate(_args: object) -> int:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 800000000 bytes.\nmore detail"
+        )
+
+    monkeypatch.setitem(entry.COMMANDS, "ls", allocate)
+    assert entry.main(["ls", "--home", str(tmp_path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("genni ls: error: out of memory ([enforce")
+    assert "800000000 bytes.); use fewer probes" in lines[0]
+
+    def bug(_args: object) -> int:
+        raise RuntimeError("an index out of range")
+
+    monkeypatch.setitem(entry.COMMANDS, "ls", bug)
+    with pytest.raises(RuntimeError, match="an index out of range"):
+        entry.main(["ls", "--home", str(tmp_path)])
+
+
 def test_a_reader_that_closes_the_pipe_ends_ls_quietly(searched: Path) -> None:
     """genni ls | head -1: no traceback and no message, status 141 (as SIGPIPE gives)."""
     read, write = os.pipe()
