@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
+from .config import load_config_file
 from .errors import InputError
 
 HOME_ENV = "GENNI_HOME"
@@ -73,24 +73,14 @@ def genni_home(cwd: str | os.PathLike[str] | None = None) -> Path:
         return (base / Path(env).expanduser()).absolute()
     settings = base / HOME_FILE
     if settings.is_file():
-        import yaml
-
-        try:
-            content = yaml.safe_load(settings.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise InputError(f"{settings} is not valid YAML: {error}") from error
-        if content is not None and not isinstance(content, Mapping):
-            raise InputError(
-                f"{settings} must hold a mapping such as 'genni_home: path/to/home', got "
-                f"{type(content).__name__}"
-            )
-        unknown = sorted(str(key) for key in (content or {}) if key != "genni_home")
+        content = load_config_file(settings)  # UTF-8 YAML holding a mapping, or InputError
+        unknown = sorted(str(key) for key in content if key != "genni_home")
         if unknown:
             raise InputError(
                 f"{settings}: unknown key(s) {', '.join(unknown)}; the only key is "
                 "'genni_home: path/to/home'"
             )
-        value = (content or {}).get("genni_home")
+        value = content.get("genni_home")
         if value is not None:
             if not isinstance(value, str) or not value.strip():
                 raise InputError(

@@ -294,6 +294,12 @@ def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     _one_line_error(done, "search", "is not UTF-8 text", "byte 0xe9 on line 1", "save the file")
 
 
+def test_a_genni_yml_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "genni.yml").write_bytes(b"genni_home: caf\xe9\n")
+    done = _genni(tmp_path, "ls")
+    _one_line_error(done, "ls", "genni.yml is not UTF-8 text", "byte 0xe9 on line 1")
+
+
 def test_an_ascii_terminal_gets_the_greek_spelled_out(tmp_path: Path) -> None:
     # ε = 0.05 reaches the trivial functions' J, so the run prints its warning (ε, θ, ×).
     _config(tmp_path)
