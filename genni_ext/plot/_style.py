@@ -311,21 +311,20 @@ class MarkerLayer:
         taken.append(text.get_window_extent(renderer))  # type: ignore[arg-type]
         return text
 
-    def settle(self, renderer: object, *, names: bool) -> list[Annotation]:
-        """Grow hidden markers into rings and, with ``names``, write each name where it
-        overlaps no other name or marker (inside the axes where possible)."""
+    def settle(self, renderer: object, *, names: bool) -> None:
+        """Grow covered markers into crescents or rings and, with ``names``, write each
+        name where it overlaps no other name or marker (inside the axes where possible)."""
         if not self.drawn:
-            return []
-        fig = self.ax.figure
-        pixels_per_point = fig.dpi / 72.0
+            return
+        pixels_per_point = self.ax.figure.dpi / 72.0
         pixels = self._display()
         sizes = self._rings(pixels, 1.0 / pixels_per_point)
         for drawn, size in zip(self.drawn, sizes, strict=True):
             drawn.artist.set_sizes([size**2])
-        if not names:
-            return []
-        taken: list[Bbox] = []
-        return [self._name(index, pixels, sizes, taken, renderer) for index in range(len(pixels))]
+        if names:
+            taken: list[Bbox] = []
+            for index in range(len(pixels)):
+                self._name(index, pixels, sizes, taken, renderer)
 
 
 def _wrap(text: Text, limit: float, renderer: object) -> None:
