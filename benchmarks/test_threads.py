@@ -3,10 +3,13 @@
 Each workload is timed with ``num_threads=1``, ``num_threads=2`` and the default (no
 ``num_threads``), first on the machine as it is ("idle"), then while a
 ``python -c "while True: pass"`` that this module starts keeps one core busy ("loaded";
-it is killed when the loaded cases are done). The settings of one workload and load run
-back to back, so their ratios come from the same conditions. With
-``--engine-before=PATH`` (a ``_C*.so`` built from another commit, e.g. the one before the
-thread pool) the default and ``num_threads=1`` also run on that engine, in the same run.
+it is killed when the loaded cases are done). With ``--engine-before=PATH`` (a
+``_C*.so`` built from another commit, e.g. the one before the thread pool) the default
+and ``num_threads=1`` also run on that engine. One benchmark times all settings of a
+workload and load **interleaved**: every round calls each setting once, in an order that
+rotates from round to round, so that other work on a shared machine weighs on all of
+them alike and their ratios are fair. pytest-benchmark's own statistics are of whole
+rounds; the per-setting times are in ``extra_info`` and in the table printed at the end.
 
 Workloads (float32, the set-up of ``benchmarks/test_sweep.py``):
 
@@ -17,12 +20,13 @@ Workloads (float32, the set-up of ``benchmarks/test_sweep.py``):
 * ``two full``: the paper's grid, ``TwoNeuronNet`` on 100x100 points, 16,384 probes;
 * ``lenet full``: ``LeNet5`` on 10x10 points, 1,024 probes.
 
-The statistic is the **median** round (``extra_info["median_ms"]``; the fastest is in
-``min_ms``): under load the stalls are what is measured, and the fastest round would hide
-them. The goals (issue 14), printed in a table at the end of the run and never asserted
-(the machine is shared): a tiny two-neuron engine call with the default at most 2 ms,
-idle and loaded, and every default at most 1.15x the faster of ``num_threads=1`` and 2.
-Every case checks that its J equals, bitwise, the J of the first setting timed.
+The statistic is the **median** call of each setting (``extra_info["median_ms"]``; the
+fastest is in ``min_ms``): under load the stalls are what is measured, and the fastest
+call would hide them. The goals (issue 14), printed in a table at the end of the run and
+never asserted (the machine is shared): a tiny two-neuron engine call with the default at
+most 2 ms, idle and loaded, and every default at most 1.15x the faster of
+``num_threads=1`` and 2.
+Every call checks that its J equals, bitwise, the J of ``num_threads=1``.
 """
 
 from __future__ import annotations
@@ -95,19 +99,17 @@ WORKLOADS_BY_KEY = {workload.key: workload for workload in WORKLOADS}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """(workload, method, setting) cases; the --engine-before settings only when given."""
-    if "setting" not in metafunc.fixturenames:
+    """One case per workload and method; the --engine-before settings only when given."""
+    if "settings" not in metafunc.fixturenames:
         return
     settings = THIS + (BEFORE if metafunc.config.getoption("engine_before") else ())
+    metafunc.parametrize("settings", [settings], ids=[""])
     metafunc.parametrize(
-        ("key", "method", "setting"),
+        ("key", "method"),
         [
-            pytest.param(
-                workload.key, method, setting, id=f"{workload.key}-{method}-{setting.label}"
-            )
+            pytest.param(workload.key, method, id=f"{workload.key}-{method}")
             for workload in WORKLOADS
             for method in workload.methods
-            for setting in settings
         ],
     )
 
@@ -151,84 +153,79 @@ def engine_before(request: pytest.FixtureRequest) -> ModuleType | None:
     return module
 
 
-_MEDIANS: dict[tuple[str, str, str, str], float] = {}
-_REFERENCE: dict[tuple[str, str], torch.Tensor] = {}
-
-
 def test_threads(
     benchmark: BenchmarkFixture,
     threads_summary: list[str],
-    monkeypatch: pytest.MonkeyPatch,
     engine_before: ModuleType | None,
     load: str,
     key: str,
     method: str,
-    setting: Setting,
+    settings: tuple[Setting, ...],
 ) -> None:
     workload = WORKLOADS_BY_KEY[key]
     data, program = _problem(key)
     tensors = (data.center, data.directions, data.coeffs, data.inputs, data.targets)
-    if setting.engine == "before":
-        assert engine_before is not None
-        monkeypatch.setattr(_fused, "_extension", lambda: engine_before)
-    threads = setting.threads
+    original = _fused._extension
 
-    if method == "engine":
+    def call(setting: Setting) -> tuple[torch.Tensor, float]:
+        """J and the seconds of one call with ``setting``."""
+        _fused._extension = (lambda: engine_before) if setting.engine == "before" else original
+        try:
+            start = time.perf_counter()
+            if method == "engine":
+                values = _fused.fused_sweep(
+                    program, *tensors, num_threads=setting.threads, chunk_size=None,
+                    progress=False,
+                )  # fmt: skip
+            else:
+                values = genni_ext.sweep(
+                    data.model, *tensors, backend="fused", num_threads=setting.threads
+                )
+            return values, time.perf_counter() - start
+        finally:
+            _fused._extension = original
 
-        def call() -> torch.Tensor:
-            return _fused.fused_sweep(
-                program, *tensors, num_threads=threads, chunk_size=None, progress=False
-            )
-    else:
+    seconds: dict[Setting, list[float]] = {setting: [] for setting in settings}
+    reference = call(settings[0])[0]
 
-        def call() -> torch.Tensor:
-            return genni_ext.sweep(data.model, *tensors, backend="fused", num_threads=threads)
-
-    seconds: list[float] = []
-
-    def timed() -> torch.Tensor:
-        start = time.perf_counter()
-        result = call()
-        seconds.append(time.perf_counter() - start)
-        return result
+    def one_round() -> None:
+        shift = len(seconds[settings[0]]) % len(settings)
+        for setting in settings[shift:] + settings[:shift]:
+            values, elapsed = call(setting)
+            assert torch.equal(values, reference), f"J with {setting.label} differs"
+            seconds[setting].append(elapsed)
 
     benchmark.group = f"threads: {key} ({method}), {load}"
     loadavg = os.getloadavg()[0]
-    values: torch.Tensor = benchmark.pedantic(  # type: ignore[no-untyped-call]
-        timed, rounds=workload.rounds, warmup_rounds=1, iterations=1
-    )
-    timed_seconds = seconds[1:] or seconds  # without the warm-up round
-    median_ms = statistics.median(timed_seconds) * 1e3
-    _MEDIANS[(key, method, load, setting.label)] = median_ms
+    benchmark.pedantic(one_round, rounds=workload.rounds, warmup_rounds=1, iterations=1)  # type: ignore[no-untyped-call]
+    medians = {}
+    for setting, times in seconds.items():
+        timed = times[1:] or times  # without the warm-up round
+        medians[setting.label] = statistics.median(timed) * 1e3
+        benchmark.extra_info[setting.label] = {
+            "engine": setting.engine,
+            "threads": _fused.cpu_threads(setting.threads),
+            "median_ms": medians[setting.label],
+            "min_ms": min(timed) * 1e3,
+            "calls": len(timed),
+        }
     benchmark.extra_info.update(
         {
             "workload": key,
             "method": method,
             "load": load,
-            "engine": setting.engine,
-            "threads": "default" if threads is None else threads,
-            "resolved_threads": _fused.cpu_threads(threads),
             "grid_points": data.coeffs.shape[0],
             "probes": workload.probes,
             "timed": not benchmark.disabled,
-            "median_ms": median_ms,
-            "min_ms": min(timed_seconds) * 1e3,
             "loadavg_1min_before": loadavg,
         }
     )
-    reference = _REFERENCE.setdefault((key, method), values)
-    assert torch.equal(values, reference), f"J with {setting.label} differs"
-
-    last = BEFORE[-1] if engine_before is not None else THIS[-1]
-    if setting == last:
-        line = _summary(key, method, load, engine_before is not None, loadavg)
-        threads_summary.append(line if not benchmark.disabled else f"{line} (untimed: one call)")
+    line = _summary(key, method, load, medians, loadavg)
+    threads_summary.append(line if not benchmark.disabled else f"{line} (untimed: one call)")
 
 
-def _summary(key: str, method: str, load: str, before: bool, loadavg: float) -> str:
+def _summary(key: str, method: str, load: str, medians: dict[str, float], loadavg: float) -> str:
     """One line of the end-of-run table: medians, default/best and the goals."""
-    group = (key, method, load)
-    medians = {label: ms for (*where, label), ms in _MEDIANS.items() if tuple(where) == group}
     ratio = medians["default"] / min(medians["1"], medians["2"])
     met = ratio <= DEFAULT_OVER_BEST_GOAL
     goals = f"default/best {ratio:.2f}"
@@ -237,6 +234,6 @@ def _summary(key: str, method: str, load: str, before: bool, loadavg: float) -> 
         goals += f", per call {medians['default']:.2f} ms"
     times = ", ".join(f"{label} {ms:.2f}" for label, ms in medians.items())
     line = f"{key} ({method}), {load} [load avg {loadavg:.1f}]: median ms {times}; {goals}"
-    if before:
+    if "before-default" in medians:
         line += f"; before-default/default {medians['before-default'] / medians['default']:.2f}"
     return line + (" -> goals met" if met else " -> goals NOT met")
