@@ -85,10 +85,11 @@ void sweep_tiles(const Program& program, const SweepArgs<S>& a, double* loss, in
     own.buf_b.resize(int64_t(program.max_activation) * kLanes);
   }
 
+  bool eager = false;  // set once a step has woken the workers (thread_pool.h)
   for (int64_t start = 0; start < tiles_total; start += chunk_tiles) {
     const int64_t nt = std::min(chunk_tiles, tiles_total - start);
 
-    ThreadPool::run(nt, threads, [&](int64_t t, int) {
+    ThreadPool::run(nt, threads, eager, [&](int64_t t, int) {
       S* dst = tiled.data() + t * in_size * kLanes;
       S* target = tiled_targets.data() + t * out_size * kLanes;
       for (int l = 0; l < kLanes; ++l) {
@@ -102,7 +103,7 @@ void sweep_tiles(const Program& program, const SweepArgs<S>& a, double* loss, in
 
     const int64_t part = nt * first_out * kLanes;  // scalars between two responses
     if (affine) {
-      ThreadPool::run((m + 1) * nt, threads, [&](int64_t item, int) {
+      ThreadPool::run((m + 1) * nt, threads, eager, [&](int64_t item, int) {
         const int64_t j = item / nt, t = item % nt;
         const S* params = j == 0 ? a.center : a.directions + (j - 1) * a.num_params;
         run_op<S, kLanes>(first, params, tiled.data() + t * in_size * kLanes, kLanes,
@@ -110,7 +111,7 @@ void sweep_tiles(const Program& program, const SweepArgs<S>& a, double* loss, in
       });
     }
 
-    ThreadPool::run(G * groups, threads, [&](int64_t item, int slot) {
+    ThreadPool::run(G * groups, threads, eager, [&](int64_t item, int slot) {
       Scratch<S>& own = scratch[slot];
       const int64_t g = item / groups, k = item % groups;
       if (g != own.built) {

@@ -16,7 +16,8 @@
 // * idle workers sleep on a condition variable (no spinning that takes a core from others);
 // * the caller wakes the workers only once a step has run for kWakeDelay: shorter steps
 //   (a sweep of a few points) run on the caller alone, without the cost of a wake-up
-//   (0.3 ms per call under load, measured), and longer ones lose at most that delay.
+//   (0.3 ms per call under load, measured); once one step of a sweep has woken them, its
+//   later steps wake them at once (`eager`), so a sweep pays the delay once.
 // Which thread runs an item never changes what the item computes, so results written to
 // per-item slots do not depend on the number of threads.
 #pragma once
@@ -46,11 +47,12 @@ class ThreadPool {
 
   // Runs body(item, slot) for every item in [0, items), on the calling thread (slot 0) and
   // up to threads - 1 workers (slots 1..threads - 1, each used by one thread at a time);
-  // returns when every item has run. While another call runs on the pool (another Python
-  // thread, or a call from inside body), this one runs on the calling thread alone.
-  // body must not throw.
+  // returns when every item has run. The workers are woken at once when `eager` is set,
+  // else after kWakeDelay (and then `eager` is set, for the caller's next steps). While
+  // another call runs on the pool (another Python thread, or a call from inside body),
+  // this one runs on the calling thread alone. body must not throw.
   template <typename Body>
-  static void run(int64_t items, int threads, const Body& body) {
+  static void run(int64_t items, int threads, bool& eager, const Body& body) {
     if (items <= 0) return;
     ThreadPool* pool = threads > 1 && items > 1 ? &instance() : nullptr;
     std::unique_lock<std::mutex> busy;
@@ -67,13 +69,12 @@ class ThreadPool {
       (*static_cast<const Body*>(context))(item, slot);
     };
     pool->publish(job);
+    if (eager) pool->wake();
     const auto wake_at = std::chrono::steady_clock::now() + kWakeDelay;
     while (run_one(*job, 0)) {
-      if (std::chrono::steady_clock::now() >= wake_at) {
+      if (!eager && std::chrono::steady_clock::now() >= wake_at) {
         pool->wake();
-        while (run_one(*job, 0)) {
-        }
-        break;
+        eager = true;
       }
     }
     std::unique_lock<std::mutex> lock(job->mutex);
