@@ -5,8 +5,8 @@
 // when the library loads, and torch loads it first, so the package cannot set them). When
 // another process keeps a core busy, the scheduler parks one of the team's threads while
 // the others spin on the core it could use, and each region lasts until the spinning gives
-// up: 15-50 ms per call on 2 cores with one busy process, where the work takes 0.2 ms
-// (benchmarks/README.md, "Threads under load").
+// up or the parked thread gets its turn: 14-42 ms per call on 2 cores with one or two busy
+// processes, where one thread takes 0.2-0.6 ms (benchmarks/README.md, "Threads under load").
 //
 // Here the calling thread does the work itself and workers only help:
 // * items are claimed one at a time from a shared counter, so a worker the scheduler has
