@@ -17,6 +17,8 @@ import torch
 
 import genni_ext
 
+_THREADS_SUMMARY = pytest.StashKey[list[str]]()
+
 
 def _usable_cpus() -> int | None:
     if hasattr(os, "sched_getaffinity"):
@@ -43,3 +45,27 @@ def pytest_report_header(config: pytest.Config) -> str:
         f"genni_ext {genni_ext.__version__} from {where}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads); build_info: {genni_ext.build_info()}"
     )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engine-before",
+        metavar="PATH",
+        default=None,
+        help="benchmarks/test_threads.py also times this other build of genni_ext._C "
+        "(a _C*.so, e.g. from the commit before a change) in the same run",
+    )
+
+
+@pytest.fixture(scope="session")
+def threads_summary(request: pytest.FixtureRequest) -> list[str]:
+    """Lines of benchmarks/test_threads.py's table, printed at the end of the run."""
+    return request.config.stash.setdefault(_THREADS_SUMMARY, [])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = terminalreporter.config.stash.get(_THREADS_SUMMARY, [])
+    if lines:
+        terminalreporter.section("threads under load (benchmarks/test_threads.py)")
+        for line in lines:
+            terminalreporter.write_line(line)

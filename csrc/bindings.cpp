@@ -7,10 +7,6 @@
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "genni/sweep.h"
 
 namespace py = pybind11;
@@ -286,12 +282,12 @@ py::dict build_info() {
   info["cpu"] = true;
   info["cuda"] = genni::cuda_compiled();
   info["cuda_devices"] = genni::cuda_device_count();
+  // Compiled with OpenMP: its simd pragmas. The CPU threads are the engine's own pool
+  // (cpu/thread_pool.h), not OpenMP's, so OpenMP's thread settings do not apply to them.
 #ifdef _OPENMP
   info["openmp"] = true;
-  info["openmp_max_threads"] = omp_get_max_threads();
 #else
   info["openmp"] = false;
-  info["openmp_max_threads"] = 1;
 #endif
   info["cuda_archs"] = std::string(GENNI_CUDA_ARCHS);
   info["cuda_note"] = std::string(GENNI_CUDA_NOTE);  // why CUDA was not built, and how to
@@ -305,7 +301,7 @@ py::dict build_info() {
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "genni_ext fused sweep engine (C++/OpenMP and CUDA)";
+  m.doc() = "genni_ext fused sweep engine (C++ with its own CPU threads, and CUDA)";
   m.def("build_info", &build_info, "What this build contains and what it sees now.");
   m.def("sweep_cpu", &sweep_cpu, "Fused sweep on the CPU; writes J to loss[G].");
   m.def("cuda_plan", &cuda_plan, "Launch plan and scratch sizes of a CUDA sweep.");

@@ -10,6 +10,12 @@ CUDA has two kernels (csrc/cuda/sweep_cuda.cu): "tiled" keeps a tile of samples'
 activations in shared memory (the default wherever its smallest tile fits), "reference"
 runs one sample per thread with activations in global memory (the twin the tiled kernel
 is tested against, and the path for models whose activations do not fit on chip).
+
+On the CPU the engine runs on :func:`cpu_threads` threads: the calling thread and workers
+of the engine's own pool (csrc/cpu/thread_pool.h), which take the next item of a step
+whenever they run and sleep when idle. No thread waits for another that the scheduler
+has parked, so the defaults keep their speed on a machine where other work runs, with no
+environment variable (benchmarks/README.md, "Threads under load").
 """
 
 from __future__ import annotations
@@ -64,6 +70,19 @@ def _extension() -> ModuleType:
             "reinstall with `pip install .` from the source tree"
         ) from error
     return _C
+
+
+def cpu_threads(num_threads: int | None) -> int:
+    """Threads a CPU sweep runs on: ``num_threads``, else torch's intra-op thread count.
+
+    ``torch.get_num_threads()`` is the machine's physical cores unless ``OMP_NUM_THREADS``
+    or ``torch.set_num_threads`` says otherwise, so one setting caps torch and the engine.
+    It is a ceiling: each step of a sweep starts on the calling thread alone, and the
+    workers join only when it lasts longer than a wake-up is worth (``kWakeDelay`` in
+    csrc/cpu/thread_pool.h), so a sweep of a few points wakes no thread. The workers are
+    started once per process, when first needed, and then reused.
+    """
+    return num_threads or torch.get_num_threads()
 
 
 def fused_unavailable_reason(device: torch.device) -> str | None:
@@ -125,8 +144,9 @@ def fused_sweep(
     """J for every row of ``coeffs`` (float64 [G], on the inputs' device) on the fused engine.
 
     The tensors must be validated already (genni_ext.sweep does it): one dtype, float32 or
-    float64, one device, C-contiguous. ``first_layer`` applies to the CPU and the reference
-    CUDA kernel; ``cuda_kernel`` and ``tile`` choose and tune the CUDA kernel;
+    float64, one device, C-contiguous. On the CPU it runs on ``cpu_threads(num_threads)``
+    threads, with J bitwise the same for any number. ``first_layer`` applies to the CPU and
+    the reference CUDA kernel; ``cuda_kernel`` and ``tile`` choose and tune the CUDA kernel;
     ``precision="tf32"`` runs its Linear and Conv2d layers on tensor cores (float32 on CUDA,
     tiled kernel only).
     """
@@ -187,7 +207,7 @@ def fused_sweep(
                 ext.sweep_cpu(
                     rows, slopes, dtype_name, *common, chunk.data_ptr(), *data,
                     num_params, m, stop - start, num_samples, affine,
-                    loss[start:stop].data_ptr(), num_threads or torch.get_num_threads(),
+                    loss[start:stop].data_ptr(), cpu_threads(num_threads),
                 )  # fmt: skip
             elif plan is not None:
                 loss[start:stop] = _sweep_cuda_tiled_chunk(

@@ -1,19 +1,19 @@
-// OpenMP driver of the fused sweep on the CPU. The arithmetic lives in genni/ops.h.
+// Threaded driver of the fused sweep on the CPU. The arithmetic lives in genni/ops.h, the
+// threads in thread_pool.h (why not OpenMP: see there).
 //
 // The probe set is cut into tiles of kLanes samples, transposed once per chunk of tiles
-// into the feature-major layout the ops read. Work items are (grid point, group of tiles);
-// each thread builds the parameters of its current grid point once and keeps them while
-// its consecutive items share that point. Partial sums land in fixed slots and are added
-// in a fixed order, so the result does not depend on the number of threads.
+// into the feature-major layout the ops read. Work items are (grid point, group of tiles),
+// claimed one at a time by whichever thread is free; each thread builds the parameters of
+// its current grid point once and keeps them while the items it takes share that point.
+// Partial sums land in fixed slots and are added in a fixed order, so the result does not
+// depend on the number of threads or on which thread ran which item.
 #include <algorithm>
+#include <thread>
 #include <vector>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "../genni/ops.h"
 #include "../genni/sweep.h"
+#include "thread_pool.h"
 
 namespace genni {
 namespace {
@@ -45,13 +45,17 @@ void build_params(const SweepArgs<S>& a, int64_t g, S* params) {
   }
 }
 
+// One thread's parameters and activations, reused while its items share a grid point.
+template <typename S>
+struct alignas(64) Scratch {
+  std::vector<S> params, buf_a, buf_b;
+  int64_t built = -1;
+};
+
+// 0 asks for one thread per hardware thread.
 int resolve_threads(int requested) {
-#ifdef _OPENMP
-  return requested > 0 ? requested : omp_get_max_threads();
-#else
-  (void)requested;
-  return 1;
-#endif
+  if (requested > 0) return requested;
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
 }  // namespace
@@ -74,12 +78,18 @@ void sweep_tiles(const Program& program, const SweepArgs<S>& a, double* loss, in
   std::vector<S> tiled(chunk_tiles * in_size * kLanes);
   std::vector<S> tiled_targets(chunk_tiles * out_size * kLanes);
   std::vector<S> responses(affine ? (m + 1) * chunk_tiles * first_out * kLanes : 0);
+  std::vector<Scratch<S>> scratch(threads);
+  for (Scratch<S>& own : scratch) {
+    own.params.resize(a.num_params);
+    own.buf_a.resize(int64_t(program.max_activation) * kLanes);
+    own.buf_b.resize(int64_t(program.max_activation) * kLanes);
+  }
 
+  bool eager = false;  // set once a step has woken the workers (thread_pool.h)
   for (int64_t start = 0; start < tiles_total; start += chunk_tiles) {
     const int64_t nt = std::min(chunk_tiles, tiles_total - start);
 
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t t = 0; t < nt; ++t) {
+    ThreadPool::run(nt, threads, eager, [&](int64_t t, int) {
       S* dst = tiled.data() + t * in_size * kLanes;
       S* target = tiled_targets.data() + t * out_size * kLanes;
       for (int l = 0; l < kLanes; ++l) {
@@ -89,52 +99,44 @@ void sweep_tiles(const Program& program, const SweepArgs<S>& a, double* loss, in
         for (int o = 0; o < out_size; ++o)
           target[o * kLanes + l] = n < N ? a.targets[n * out_size + o] : S(0);
       }
-    }
+    });
 
     const int64_t part = nt * first_out * kLanes;  // scalars between two responses
     if (affine) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-      for (int64_t item = 0; item < (m + 1) * nt; ++item) {
+      ThreadPool::run((m + 1) * nt, threads, eager, [&](int64_t item, int) {
         const int64_t j = item / nt, t = item % nt;
         const S* params = j == 0 ? a.center : a.directions + (j - 1) * a.num_params;
         run_op<S, kLanes>(first, params, tiled.data() + t * in_size * kLanes, kLanes,
                           responses.data() + j * part + t * first_out * kLanes, kLanes);
-      }
+      });
     }
 
-#pragma omp parallel num_threads(threads)
-    {
-      std::vector<S> params(a.num_params);
-      std::vector<S> buf_a(int64_t(program.max_activation) * kLanes);
-      std::vector<S> buf_b(int64_t(program.max_activation) * kLanes);
-      int64_t built = -1;
-#pragma omp for schedule(static)
-      for (int64_t item = 0; item < G * groups; ++item) {
-        const int64_t g = item / groups, k = item % groups;
-        if (g != built) {
-          build_params(a, g, params.data());
-          built = g;
-        }
-        double sum = 0.0;
-        for (int64_t t = k * nt / groups; t < (k + 1) * nt / groups; ++t) {
-          const S* x = tiled.data() + t * in_size * kLanes;
-          int first_op = 0;
-          if (affine) {
-            combine_affine<S, kLanes>(responses.data() + t * first_out * kLanes, part, kLanes,
-                                      a.coeffs + g * m, static_cast<int>(m), first_out,
-                                      buf_a.data(), kLanes);
-            x = buf_a.data();
-            first_op = 1;
-          }
-          const S* y = run_program<S, kLanes>(program, first_op, params.data(), x, kLanes,
-                                              buf_a.data(), buf_b.data(), kLanes);
-          const int valid = static_cast<int>(std::min<int64_t>(kLanes, N - (start + t) * kLanes));
-          sum += squared_error<S, kLanes>(y, kLanes, tiled_targets.data() + t * out_size * kLanes,
-                                          kLanes, out_size, valid);
-        }
-        partial[item] += sum;
+    ThreadPool::run(G * groups, threads, eager, [&](int64_t item, int slot) {
+      Scratch<S>& own = scratch[slot];
+      const int64_t g = item / groups, k = item % groups;
+      if (g != own.built) {
+        build_params(a, g, own.params.data());
+        own.built = g;
       }
-    }
+      double sum = 0.0;
+      for (int64_t t = k * nt / groups; t < (k + 1) * nt / groups; ++t) {
+        const S* x = tiled.data() + t * in_size * kLanes;
+        int first_op = 0;
+        if (affine) {
+          combine_affine<S, kLanes>(responses.data() + t * first_out * kLanes, part, kLanes,
+                                    a.coeffs + g * m, static_cast<int>(m), first_out,
+                                    own.buf_a.data(), kLanes);
+          x = own.buf_a.data();
+          first_op = 1;
+        }
+        const S* y = run_program<S, kLanes>(program, first_op, own.params.data(), x, kLanes,
+                                            own.buf_a.data(), own.buf_b.data(), kLanes);
+        const int valid = static_cast<int>(std::min<int64_t>(kLanes, N - (start + t) * kLanes));
+        sum += squared_error<S, kLanes>(y, kLanes, tiled_targets.data() + t * out_size * kLanes,
+                                        kLanes, out_size, valid);
+      }
+      partial[item] += sum;
+    });
   }
 
   for (int64_t g = 0; g < G; ++g) {
