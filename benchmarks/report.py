@@ -324,9 +324,9 @@ def first_layer_section(results: Results) -> list[str]:
     lines = [
         "## First layer: affine shortcut vs direct",
         "",
-        '`genni_ext._fused.fused_sweep(..., first_layer="affine" | "direct")` on the full '
+        '`genni_ext.engine.fused.fused_sweep(..., first_layer="affine" | "direct")` on the full '
         "grid; `sweep()` takes the shortcut when the first layer's fan-in is at least 10 (m + 1) "
-        "(`genni_ext._fused.uses_affine_first_layer`).",
+        "(`genni_ext.engine.fused.uses_affine_first_layer`).",
         "",
     ]
     return lines + table(header, rows)

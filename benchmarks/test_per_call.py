@@ -20,9 +20,9 @@ from torch import nn
 
 import genni_ext
 from genni_ext import Grid, Problem, Subspace
-from genni_ext._fused import fused_sweep
-from genni_ext.lowering import lower
-from genni_ext.models import LeNet5, TwoNeuronNet
+from genni_ext.core.models import LeNet5, TwoNeuronNet
+from genni_ext.engine.fused import fused_sweep
+from genni_ext.engine.lowering import lower
 
 PROBES = 1024
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {

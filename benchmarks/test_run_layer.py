@@ -31,13 +31,14 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from genni_ext import grid_store
-from genni_ext.chunks import ChunkPlan, auto_chunk_points
-from genni_ext.grid import Grid
-from genni_ext.models import LeNet5
-from genni_ext.problem import Problem
-from genni_ext.store import Experiment
-from genni_ext.subspace import Subspace
+from genni_ext import run_sweep
+from genni_ext.core.chunking import ChunkPlan
+from genni_ext.core.grid import Grid
+from genni_ext.core.models import LeNet5
+from genni_ext.core.problem import Problem
+from genni_ext.core.subspace import Subspace
+from genni_ext.run.plan import auto_chunk_points
+from genni_ext.store import Experiment, zarr_grids
 
 distributed = pytest.importorskip("distributed")
 
@@ -83,7 +84,7 @@ def _sweep(
         home = Path(tempfile.mkdtemp(prefix="genni-bench-"))
         try:
             start = time.perf_counter()
-            Experiment("bench", home).run_sweep(
+            run_sweep(Experiment("bench", home),
                 problem, subspace, grid, "g", chunk_points=chunk_points, progress=False,
                 client=client, num_threads=threads,
             )  # fmt: skip
@@ -160,9 +161,9 @@ def test_store_write_throughput(benchmark: BenchmarkFixture, writer: str) -> Non
             if writer == "numpy.save":
                 np.save(folder / "values.npy", values.numpy())
             else:
-                grid_store.create(folder, grid, plan, {"kind": "benchmark"})
+                zarr_grids.create(folder, grid, plan, {"kind": "benchmark"})
                 for index in range(plan.num_chunks):
-                    grid_store.write_chunk(
+                    zarr_grids.write_chunk(
                         folder, plan, index, values[slice(*plan.bounds(index))], 0.0
                     )
             return time.perf_counter() - start

@@ -7,7 +7,7 @@ Each workload is one pytest-benchmark group with these benchmarks:
   spaced subset when the full grid would take more than ~20 s (``scaled`` in extra_info);
 * ``loop``: ``genni_ext.testing.loop_sweep`` (θ(c) copied into the model, probes in
   batches of 256, MSE) on an evenly spaced subset of a few grid points;
-* for (c) and (d) also ``fused-affine`` and ``fused-direct``: ``genni_ext._fused.fused_sweep``
+* for (c) and (d) also ``fused-affine`` and ``fused-direct``: ``genni_ext.engine.fused.fused_sweep``
   with the first layer forced to the affine shortcut or run directly.
 
 A "matmul" group times a 2048x2048 float32 ``torch.matmul``: the practical roofline of the
@@ -38,9 +38,9 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from torch import nn
 
 import genni_ext
-from genni_ext import _fused
-from genni_ext.lowering import Program, lower
-from genni_ext.models import LeNet5, TwoNeuronNet, mlp
+from genni_ext.core.models import LeNet5, TwoNeuronNet, mlp
+from genni_ext.engine import fused
+from genni_ext.engine.lowering import Program, lower
 from genni_ext.testing import BenchmarkProblem, benchmark_problem, loop_sweep
 
 THETA_SEED = 0
@@ -319,7 +319,7 @@ def test_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
 
     if method == "fused":
         coeffs = data.coeffs
-        affine = _fused.uses_affine_first_layer(data.program, workload.m)
+        affine = fused.uses_affine_first_layer(data.program, workload.m)
         benchmark.extra_info["first_layer"] = "auto: " + ("affine" if affine else "direct")
 
         def call() -> torch.Tensor:
@@ -328,11 +328,11 @@ def test_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
         rounds = workload.fused_rounds
     elif method in ("fused-affine", "fused-direct"):
         coeffs = data.coeffs
-        first_layer: _fused.FirstLayer = "affine" if method == "fused-affine" else "direct"
+        first_layer: fused.FirstLayer = "affine" if method == "fused-affine" else "direct"
         benchmark.extra_info["first_layer"] = first_layer
 
         def call() -> torch.Tensor:
-            return _fused.fused_sweep(
+            return fused.fused_sweep(
                 data.program, *args, coeffs, *probes,
                 num_threads=None, chunk_size=None, progress=False, first_layer=first_layer,
             )  # fmt: skip

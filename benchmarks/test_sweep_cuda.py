@@ -9,7 +9,7 @@ Each workload is one benchmark group with these benchmarks (float32 unless named
 * ``fused``: ``genni_ext.sweep(..., backend="fused")`` (the tiled kernel with its default
   plan wherever it fits);
 * ``fused-reference``: the reference kernel (one thread per sample, activations in global
-  memory), ``_fused.fused_sweep(..., cuda_kernel="reference")``;
+  memory), ``fused.fused_sweep(..., cuda_kernel="reference")``;
 * ``tiled-…``: the tiled kernel with other plans (``TileOptions``), to choose the defaults;
 * ``fused-f64``: the tiled kernel in float64 (correctness, not speed), and
   ``f64-torch-layout`` the same with torch's weight layout;
@@ -42,11 +42,11 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from torch import nn
 
 import genni_ext
-from genni_ext import _fused
-from genni_ext._checks import torch_precision
-from genni_ext._fused import TileOptions
-from genni_ext.lowering import Program, lower
-from genni_ext.models import LeNet5, TwoNeuronNet, mlp
+from genni_ext._validate import torch_precision
+from genni_ext.core.models import LeNet5, TwoNeuronNet, mlp
+from genni_ext.engine import fused
+from genni_ext.engine.fused import TileOptions
+from genni_ext.engine.lowering import Program, lower
 from genni_ext.testing import BenchmarkProblem, benchmark_problem, loop_sweep
 
 pytestmark = pytest.mark.skipif(
@@ -296,7 +296,7 @@ def test_cuda_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
     else:
         slow = method in ("fused-reference", "fused-f64", "f64-torch-layout")
         coeffs = data.subset(workload.slow_points if slow else workload.fused_points)
-        kernel: _fused.CudaKernel = "reference" if method == "fused-reference" else "tiled"
+        kernel: fused.CudaKernel = "reference" if method == "fused-reference" else "tiled"
         tile = workload.tiles.get(method.removeprefix("tiled-"))
         if method == "f64-torch-layout":
             tile = TileOptions(layout=1)
@@ -304,7 +304,7 @@ def test_cuda_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
             rounds = 1
 
         def call() -> torch.Tensor:
-            return _fused.fused_sweep(
+            return fused.fused_sweep(
                 prepared.program, *args, coeffs, *probes, num_threads=None, chunk_size=None,
                 progress=False, cuda_kernel=kernel, tile=tile,
             )  # fmt: skip
@@ -312,7 +312,7 @@ def test_cuda_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
     values, fastest, median = _timed(benchmark, call, rounds)
     points = coeffs.shape[0]
     flops = prepared.program.flops_per_sample * workload.probes * points
-    plan = _fused.cuda_tile_plan(
+    plan = fused.cuda_tile_plan(
         prepared.program, workload.probes, dtype,
         "reference" if method in ("torch", "torch-tf32", "loop", "fused-reference") else "auto",
         TileOptions(layout=1) if method == "f64-torch-layout"

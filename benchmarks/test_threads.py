@@ -19,7 +19,7 @@ Workloads (float32, the set-up of ``benchmarks/test_sweep.py``):
 
 * ``two tiny``, ``lenet tiny``: one grid point, 1,024 probes, of ``TwoNeuronNet`` and
   ``LeNet5`` (28x28, one output): the cost of one call, timed through the engine alone
-  (``engine``: ``genni_ext._fused.fused_sweep`` on the lowered program) and through
+  (``engine``: ``genni_ext.engine.fused.fused_sweep`` on the lowered program) and through
   ``genni_ext.sweep`` (``sweep``: input checks, the model run on two probes, the engine);
 * ``two full``: the paper's grid, ``TwoNeuronNet`` on 100x100 points, 16,384 probes;
 * ``lenet full``: ``LeNet5`` on 10x10 points, 1,024 probes.
@@ -53,9 +53,9 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from torch import nn
 
 import genni_ext
-from genni_ext import _fused
-from genni_ext.lowering import Program, lower
-from genni_ext.models import LeNet5, TwoNeuronNet
+from genni_ext.core.models import LeNet5, TwoNeuronNet
+from genni_ext.engine import fused
+from genni_ext.engine.lowering import Program, lower
 from genni_ext.testing import BenchmarkProblem, benchmark_problem
 
 BUSY_LOOP = "while True: pass"
@@ -170,16 +170,16 @@ def test_threads(
     workload = WORKLOADS_BY_KEY[key]
     data, program = _problem(key)
     tensors = (data.center, data.directions, data.coeffs, data.inputs, data.targets)
-    original = _fused._extension
+    original = fused._extension
 
     def call(setting: Setting) -> tuple[torch.Tensor, float]:
         """J and the seconds of one call with ``setting``."""
-        _fused._extension = (lambda: engine_before) if setting.engine == "before" else original
+        fused._extension = (lambda: engine_before) if setting.engine == "before" else original
         try:
             time.sleep(PAUSE_MS / 1e3)
             start = time.perf_counter()
             if method == "engine":
-                values = _fused.fused_sweep(
+                values = fused.fused_sweep(
                     program, *tensors, num_threads=setting.threads, chunk_size=None,
                     progress=False,
                 )  # fmt: skip
@@ -189,7 +189,7 @@ def test_threads(
                 )
             return values, time.perf_counter() - start
         finally:
-            _fused._extension = original
+            fused._extension = original
 
     seconds: dict[Setting, list[float]] = {setting: [] for setting in settings}
     reference = call(settings[0])[0]
@@ -210,7 +210,7 @@ def test_threads(
         medians[setting.label] = statistics.median(timed) * 1e3
         benchmark.extra_info[setting.label] = {
             "engine": setting.engine,
-            "threads": _fused.cpu_threads(setting.threads),
+            "threads": fused.cpu_threads(setting.threads),
             "median_ms": medians[setting.label],
             "min_ms": min(timed) * 1e3,
             "calls": len(timed),

@@ -20,7 +20,7 @@ from torch import nn
 
 from genni_ext import Problem, search
 from genni_ext.analysis import compare, explain, stitch_all
-from genni_ext.models import load_flat_params, mlp
+from genni_ext.core.models import load_flat_params, mlp
 from genni_ext.plot.analysis import similarity_heatmap, stitching_penalties
 
 

@@ -14,7 +14,7 @@ import time
 import torch
 
 import genni_ext
-from genni_ext.models import TwoNeuronNet, flatten_params
+from genni_ext.core.models import TwoNeuronNet, flatten_params
 
 EPS = 0.0025  # the paper's ε
 

@@ -9,21 +9,24 @@ CUDA engine for MLPs and LeNet-style conv nets and on torch.func for every other
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-from . import models
-from .errors import BackendUnavailableError, GenniError, InputError, LoweringError
-from .grid import Grid, GridResult, Marker, sweep_grid
-from .problem import Problem
-from .search import SearchResult, search
-from .store import Experiment, StoreError, genni_home, open_grid
-from .subspace import Subspace
-from .sweep import explain_backend, sweep
-
-try:
-    __version__ = version("genni_ext")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+from genni_ext._version import __version__
+from genni_ext.core import models
+from genni_ext.core.grid import Grid, GridResult, Marker
+from genni_ext.core.problem import Problem
+from genni_ext.core.sgd_search import SearchResult, search
+from genni_ext.core.subspace import Subspace
+from genni_ext.engine.front_door import explain_backend, sweep
+from genni_ext.errors import (
+    BackendUnavailableError,
+    GenniError,
+    InputError,
+    LoweringError,
+    StoreError,
+)
+from genni_ext.run.grid_sweep import sweep_grid
+from genni_ext.run.resumable import run_sweep
+from genni_ext.store.experiment import Experiment, open_grid
+from genni_ext.store.home import genni_home
 
 
 def build_info() -> dict[str, object]:
@@ -35,7 +38,7 @@ def build_info() -> dict[str, object]:
     given) when the extension cannot be imported.
     """
     try:
-        from . import _C
+        from genni_ext import _C
     except ImportError as error:
         return {
             "compiled": False,
@@ -69,6 +72,7 @@ __all__ = [
     "genni_home",
     "models",
     "open_grid",
+    "run_sweep",
     "search",
     "sweep",
     "sweep_grid",

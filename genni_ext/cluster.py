@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .errors import BackendUnavailableError, InputError
+from genni_ext.errors import BackendUnavailableError, InputError
 
 if TYPE_CHECKING:
     from distributed import Client

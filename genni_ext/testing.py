@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import positive_int
-from ._fused import HOPPER_SMEM_LIMIT, Precision, TileOptions, emulate_tiled_sweep
-from .lowering import lower
-from .models import flatten_params
+from genni_ext._validate import positive_int
+from genni_ext.core.models import flatten_params
+from genni_ext.engine.fused import HOPPER_SMEM_LIMIT, Precision, TileOptions, emulate_tiled_sweep
+from genni_ext.engine.lowering import lower
 
 
 def loop_sweep(

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 import genni_ext
-from genni_ext._fused import FirstLayer, fused_sweep
-from genni_ext.lowering import lower
-from genni_ext.models import flatten_params
+from genni_ext.core.models import flatten_params
+from genni_ext.engine.fused import FirstLayer, fused_sweep
+from genni_ext.engine.lowering import lower
 from genni_ext.testing import loop_sweep
 
 Case = tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]

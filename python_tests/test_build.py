@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import genni_ext
-from genni_ext._fused import fused_unavailable_reason
+from genni_ext.engine.fused import fused_unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_ARCHS = "75-real;80-real;90"

@@ -13,7 +13,7 @@ import functools
 import torch
 
 import genni_ext
-from genni_ext.models import LeNet5, TwoNeuronNet, mlp
+from genni_ext.core.models import LeNet5, TwoNeuronNet, mlp
 from genni_ext.testing import benchmark_problem
 
 WORKLOADS = (

@@ -52,7 +52,7 @@ fi
 
 if step tests; then
   start=$SECONDS
-  timeout "${GENNI_TESTS_TIMEOUT:-200}" pytest python_tests/test_tiled.py python_tests/test_fused.py python_tests/test_cli.py -q -k "${GENNI_TESTS_K:-cuda}" -p no:cacheprovider \
+  timeout "${GENNI_TESTS_TIMEOUT:-200}" pytest python_tests/cuda/test_tiled.py python_tests/engine/test_fused.py python_tests/cli/test_cli.py -q -k "${GENNI_TESTS_K:-cuda}" -p no:cacheprovider \
     > "$OUT/tests.tmp" 2>&1
   record tests $? $((SECONDS - start))
   tail -5 "$OUT/tests.tmp"

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 import genni_ext
-from genni_ext._fused import TileOptions, fused_sweep
-from genni_ext.lowering import lower
-from genni_ext.models import LeNet5, TwoNeuronNet, flatten_params, mlp
+from genni_ext.core.models import LeNet5, TwoNeuronNet, flatten_params, mlp
+from genni_ext.engine.fused import TileOptions, fused_sweep
+from genni_ext.engine.lowering import lower
 from genni_ext.testing import CONV_NETS
 
 

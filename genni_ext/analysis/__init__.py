@@ -18,18 +18,24 @@
   the plane flows where.
 
 Every result has a ``summary()`` in plain sentences; ``genni analyse`` runs them all on a
-stored experiment (``genni_ext.experiment_analysis``).
+stored experiment (``genni_ext.cli.analyse``).
 """
 
-from .alignment import Alignment, Explanation, align, explain
-from .baselines import Baselines
-from .dynamics import MorseDecomposition, MorseGraph, MorseSet, morse_decomposition, morse_graph
-from .local_dimension import Identifiability, identifiability
-from .persistence import ResolutionCheck, Topology, betti, topology
-from .representations import hidden_layer_names, layer_outputs
-from .similarity import Comparison, cka, compare, procrustes, relu_cka
-from .stitching import Stitch, stitch, stitch_all
-from .structure import HiddenLayer, hidden_layers
+from genni_ext.analysis.alignment import Alignment, Explanation, align, explain
+from genni_ext.analysis.baselines import Baselines
+from genni_ext.analysis.dynamics import (
+    MorseDecomposition,
+    MorseGraph,
+    MorseSet,
+    morse_decomposition,
+    morse_graph,
+)
+from genni_ext.analysis.local_dimension import Identifiability, identifiability
+from genni_ext.analysis.persistence import ResolutionCheck, Topology, betti, topology
+from genni_ext.analysis.representations import hidden_layer_names, layer_outputs
+from genni_ext.analysis.similarity import Comparison, cka, compare, procrustes, relu_cka
+from genni_ext.analysis.stitching import Stitch, stitch, stitch_all
+from genni_ext.analysis.structure import HiddenLayer, hidden_layers
 
 __all__ = [
     "Alignment",

@@ -31,12 +31,12 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.func import functional_call
 
-from .._checks import float_tensor, positive_number
-from ..errors import InputError
-from ..models import flat_point, unflatten_params
-from ..problem import Problem, infer_input_shape
-from ..search import SearchResult
-from .structure import HiddenLayer, constant_loss, hidden_layers
+from genni_ext._validate import float_tensor, positive_number
+from genni_ext.analysis.structure import HiddenLayer, constant_loss, hidden_layers
+from genni_ext.core.models import flat_point, unflatten_params
+from genni_ext.core.problem import Problem, infer_input_shape
+from genni_ext.core.sgd_search import SearchResult
+from genni_ext.errors import InputError
 
 KINDS = ("symmetry", "exact", "trivial", "approximate", "not converged")
 """The kinds of :func:`explain`, in the order they are tested (the first that holds wins):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .._checks import positive_number, resolve_eps
-from ..errors import InputError
+from genni_ext._validate import positive_number, resolve_eps
+from genni_ext.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -84,9 +84,9 @@ from scipy import sparse
 from scipy.optimize import linprog
 from scipy.sparse import csgraph
 
-from .._checks import positive_number
-from ..errors import BackendUnavailableError, InputError
-from ..grid import GridResult, Marker
+from genni_ext._validate import positive_number
+from genni_ext.core.grid import GridResult, Marker
+from genni_ext.errors import BackendUnavailableError, InputError
 
 if TYPE_CHECKING:
     import networkx as nx

@@ -37,7 +37,7 @@ Cost, measured on this project's 2-core CPU machine (shared) in float64: an mlp
 and 2.3 GB, and there its spectrum had no clear gap (the summary says so). The stacked
 path holds N·outputs × P float64 values (0.8 GB for 10,000 × 10,000). LeNet-5 (60,941
 parameters, float32, 512 probes) in a plane of 2 or 3 directions takes 3-15 s (load). Above
-``max_params`` pass a :class:`~genni_ext.subspace.Subspace`: then only the m directions of
+``max_params`` pass a :class:`~genni_ext.core.subspace.Subspace`: then only the m directions of
 the plane are analysed (m + SIZE_PROBES forward-mode passes over the probes), at any P.
 The default tolerance there is max(σ_max(J·Bᵀ), ‖J‖_F)·max(N·outputs, m)·eps, with ‖J‖_F
 estimated from SIZE_PROBES random directions: a plane that is all tangent has J·Bᵀ ≈ 0,
@@ -57,12 +57,12 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vmap
 
-from .._checks import contiguous_finite, float_tensor, positive_int
-from ..errors import InputError
-from ..models import unflatten_params
-from ..problem import Problem
-from ..subspace import Subspace
-from .structure import HiddenLayer, hidden_layers
+from genni_ext._validate import contiguous_finite, float_tensor, positive_int
+from genni_ext.analysis.structure import HiddenLayer, hidden_layers
+from genni_ext.core.models import unflatten_params
+from genni_ext.core.problem import Problem
+from genni_ext.core.subspace import Subspace
+from genni_ext.errors import InputError
 
 STACKED_ENTRIES = 1 << 24
 """Largest stacked Jacobian (rows × P entries) decomposed directly when rows > P."""

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .._checks import positive_int, positive_number
-from ..errors import BackendUnavailableError, InputError
-from ..grid import Grid, GridResult, Marker
+from genni_ext._validate import positive_int, positive_number
+from genni_ext.core.grid import Grid, GridResult, Marker
+from genni_ext.errors import BackendUnavailableError, InputError
 
 SUPPORTED_DIMS = (2, 3)
 DEFAULT_CURVE_POINTS = 60

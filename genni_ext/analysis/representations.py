@@ -15,7 +15,7 @@ its leaf layers count their calls in execution order and read the first input of
 call that holds a representation (for stitching, :func:`forward_replacing` replaces it).
 The hooks are removed in a ``finally``.
 
-Names. A model that lowers (:func:`genni_ext.lowering.lower`: nested plain nn.Sequential,
+Names. A model that lowers (:func:`genni_ext.engine.lowering.lower`: nested plain nn.Sequential,
 as the package's models are) names its hidden layers by the lowering's parametric ops,
 "<op>_<k>", with op "linear" or "conv2d" and k the position of the hidden layer, the index
 of :class:`~genni_ext.analysis.structure.HiddenLayer` and of ``Alignment.permutations``:
@@ -39,12 +39,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .._checks import contiguous_finite, float_tensor, module_argument, positive_int
-from ..errors import InputError, LoweringError
-from ..fallback import buffers_for, every_path, probe_forward
-from ..lowering import CONV2D, LINEAR, OP_NAMES, lower
-from ..models import flat_point, flatten_params
-from ..problem import expected_input_shape
+from genni_ext._validate import contiguous_finite, float_tensor, module_argument, positive_int
+from genni_ext.core.functional import buffers_for, every_path, probe_forward
+from genni_ext.core.models import flat_point, flatten_params
+from genni_ext.core.problem import expected_input_shape
+from genni_ext.engine.lowering import CONV2D, LINEAR, OP_NAMES, lower
+from genni_ext.errors import InputError, LoweringError
 
 PARAMETRIC_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 """The layers whose calls delimit hidden layers."""

@@ -55,10 +55,10 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .._checks import contiguous_finite, float_tensor, module_argument
-from ..errors import InputError
-from ..models import flat_point
-from .representations import layer_outputs, probe_inputs
+from genni_ext._validate import contiguous_finite, float_tensor, module_argument
+from genni_ext.analysis.representations import layer_outputs, probe_inputs
+from genni_ext.core.models import flat_point
+from genni_ext.errors import InputError
 
 METRICS = ("cka", "debiased_cka", "procrustes", "relu_procrustes", "relu_cka")
 """The metrics :func:`compare` computes."""

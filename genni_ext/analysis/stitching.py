@@ -58,19 +58,19 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.func import functional_call
 
-from .._checks import non_negative_int, positive_number, seed_argument
-from ..errors import InputError
-from ..fallback import every_path
-from ..models import flat_point
-from ..problem import Problem
-from .alignment import EXACT_RELATIVE, align
-from .representations import (
+from genni_ext._validate import non_negative_int, positive_number, seed_argument
+from genni_ext.analysis.alignment import EXACT_RELATIVE, align
+from genni_ext.analysis.representations import (
     LayerSite,
     forward_replacing,
     layer_outputs,
     select_layer,
     sites_at,
 )
+from genni_ext.core.functional import every_path
+from genni_ext.core.models import flat_point
+from genni_ext.core.problem import Problem
+from genni_ext.errors import InputError
 
 INITS = ("ps_inv", "random", "perm", "eye")
 """Initialisations of the stitching matrix."""

@@ -3,7 +3,7 @@
 The known symmetries of a network act unit by unit: a ReLU neuron (or conv channel) can be
 rescaled (incoming weights and bias × α, outgoing weights ÷ α) and the units of a layer
 permuted. :func:`hidden_layers` reads that structure off the op program of
-:func:`genni_ext.lowering.lower`: every Linear or Conv2d op that feeds another one is a
+:func:`genni_ext.engine.lowering.lower`: every Linear or Conv2d op that feeds another one is a
 hidden layer, and for each of its units it lists the flat indices of the incoming weights,
 the bias and the outgoing weights in the next parametric op. Identifiability and alignment
 both work from these index arrays, so neither needs to know the model's modules.
@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import contiguous_finite, float_tensor
-from ..errors import InputError, LoweringError
-from ..lowering import (
+from genni_ext._validate import contiguous_finite, float_tensor
+from genni_ext.engine.lowering import (
     AVGPOOL2D,
     CONV2D,
     F_BIAS,
@@ -41,6 +40,7 @@ from ..lowering import (
     OP_NAMES,
     lower,
 )
+from genni_ext.errors import InputError, LoweringError
 
 POSITIVELY_HOMOGENEOUS = ("relu", "leaky_relu")
 """Activations σ with σ(αz) = ασ(z) for α > 0: their units can be rescaled."""
@@ -193,7 +193,7 @@ def hidden_layers(model: nn.Module, input_shape: Sequence[int]) -> list[HiddenLa
         raise InputError(
             f"cannot read the hidden units of {type(model).__name__}: {error.reason}"
             + (f" (layer '{error.layer}')" if error.layer else "")
-            + "; the symmetry analysis supports what genni_ext.lowering.lower supports"
+            + "; the symmetry analysis supports what genni_ext.engine.lowering.lower supports"
         ) from error
     rows: list[list[int]] = program.ops.tolist()
     _check_unshared(rows)

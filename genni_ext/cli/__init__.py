@@ -10,7 +10,7 @@
 
 Every command takes ``--config FILE`` and flags that override it (``--lr 0.01``, or any key
 with ``--set search.lr=0.01``); ``genni <command> --help`` lists them and the config
-schema (:data:`genni_ext.config.CONFIG_SCHEMA`). Results go to the experiments home:
+schema (:data:`genni_ext.store.config.CONFIG_SCHEMA`). Results go to the experiments home:
 ``GENNI_HOME``, else ``genni_home:`` in ``./genni.yml``, else ``./genni_home`` (``--home``
 overrides all three). ``genni sweep`` writes each grid in chunks; after an interruption
 the same command computes only the missing chunks.
@@ -24,6 +24,6 @@ statuses).
 
 from __future__ import annotations
 
-from .entry import main
+from genni_ext.cli.entry import main
 
 __all__ = ["main"]

@@ -2,6 +2,6 @@
 
 import sys
 
-from .entry import main
+from genni_ext.cli.entry import main
 
 sys.exit(main())

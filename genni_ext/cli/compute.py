@@ -10,21 +10,24 @@ from typing import Any
 
 import torch
 
-from ..chunks import ChunkPlan
-from ..config import build_problem, converged_center, validate_config
-from ..errors import InputError
-from ..grid import Grid
-from ..search import search
-from ..store import ConfigSource, Experiment, StoreError, search_id
-from ..subspace import Subspace
-from .configure import experiments_home, raw_config, set_threads
-from .output import format_seconds, format_shape, say
+from genni_ext.analysis.baselines import Baselines
+from genni_ext.cli.configure import experiments_home, raw_config, set_threads
+from genni_ext.cli.output import format_seconds, format_shape, say
+from genni_ext.cluster import connect
+from genni_ext.core.chunking import ChunkPlan
+from genni_ext.core.grid import Grid
+from genni_ext.core.sgd_search import search
+from genni_ext.core.subspace import Subspace
+from genni_ext.errors import InputError
+from genni_ext.run.chunk_runs import ConfigSource
+from genni_ext.run.resumable import default_chunk_points, run_sweep
+from genni_ext.store.config import build_problem, converged_center, validate_config
+from genni_ext.store.experiment import Experiment, StoreError, search_id
 
 
 def resolve_eps(config: dict[str, Any], problem: Any) -> float:
     """Set ``subspace.eps`` from ``eps_relative`` (× the constant-function loss) when that
     is given; print the trivial-function warning when ε reaches a baseline; return ε."""
-    from ..analysis.baselines import Baselines
 
     spec = config["subspace"]
     baselines = Baselines.of(problem)
@@ -173,7 +176,7 @@ def sweep_grids(
         )
         plan = ChunkPlan.for_grid(
             grid.shape,
-            config["chunk_points"] or experiment.default_chunk_points(spec["name"], problem, grid),
+            config["chunk_points"] or default_chunk_points(experiment, spec["name"], problem, grid),
         )
         chunk_points, total = plan.chunk_points, plan.num_chunks
         label = (
@@ -195,7 +198,8 @@ def sweep_grids(
             say(f"{label}: {total} chunks of {chunk_points} points; computing {total} chunks")
         start = time.perf_counter()
         try:
-            grid_result = experiment.run_sweep(
+            grid_result = run_sweep(
+                experiment,
                 problem,
                 subspace,
                 grid,
@@ -283,7 +287,6 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.dask is None:
         sweep_grids(config, experiment, problem, result, grids, progress=not args.no_progress)
         return 0
-    from ..cluster import connect
 
     client = connect(args.dask)
     try:

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from ..config import load_config_file, parse_assignment, set_key
-from ..errors import InputError
-from ..store import genni_home
+from genni_ext.errors import InputError
+from genni_ext.store.config import load_config_file, parse_assignment, set_key
+from genni_ext.store.experiment import genni_home
 
 # flag dest -> dotted config key
 OVERRIDES: dict[str, str] = {

@@ -8,14 +8,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import build_problem, validate_config
-from ..errors import GenniError
-from ..store import Experiment
-from .compute import resolve_eps, run_search, sweep_grids
-from .configure import experiments_home, raw_config, set_threads
-from .output import format_seconds, format_shape, say
-from .presets import demo_preset
-from .results import report_drawn
+from genni_ext.cli.analyse import analyse_experiment, unavailable_analyses
+from genni_ext.cli.compute import resolve_eps, run_search, sweep_grids
+from genni_ext.cli.configure import experiments_home, raw_config, set_threads
+from genni_ext.cli.output import format_seconds, format_shape, say
+from genni_ext.cli.presets import demo_preset
+from genni_ext.cli.results import report_drawn
+from genni_ext.errors import GenniError
+from genni_ext.plot.report import draw_experiment
+from genni_ext.store.config import build_problem, validate_config
+from genni_ext.store.experiment import Experiment
 
 
 def _same_search(saved: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
@@ -55,8 +57,6 @@ def demo_command(args: argparse.Namespace) -> int:
     swept = sweep_grids(config, experiment, problem, result, config["grids"], progress=progress)
     eps = config["subspace"]["eps"]
     # Imported after the sweeps: matplotlib and the analyses take a while to load.
-    from ..experiment_analysis import analyse_experiment, unavailable_analyses
-    from ..plot.report import draw_experiment
 
     say("analysis")
     skipped = unavailable_analyses()

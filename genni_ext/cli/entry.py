@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..errors import GenniError
-from .compute import search_command, sweep_command
-from .demo import demo_command
-from .output import log_to_stderr, spell_out_unencodable
-from .parser import build_parser
-from .results import analyse_command, check_command, ls_command, plot_command
+from genni_ext.cli.compute import search_command, sweep_command
+from genni_ext.cli.demo import demo_command
+from genni_ext.cli.output import log_to_stderr, spell_out_unencodable
+from genni_ext.cli.parser import build_parser
+from genni_ext.cli.results import analyse_command, check_command, ls_command, plot_command
+from genni_ext.errors import GenniError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "search": search_command,

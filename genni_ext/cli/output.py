@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._checks import format_size
+from genni_ext._validate import format_size
 
 __all__ = [
     "LOG_FORMAT",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from ..config import BACKEND_NAMES, CONFIG_SCHEMA, OPTIMIZERS
-from .presets import DEMO_MODEL_HELP, demo_help, paper_flag_help
+from genni_ext.cli.presets import DEMO_MODEL_HELP, demo_help, paper_flag_help
+from genni_ext.store.config import BACKEND_NAMES, CONFIG_SCHEMA, OPTIMIZERS
 
 _SCHEMA_EPILOG = (
     "config file (YAML; every key but experiment and model optional, with the defaults "

@@ -1,6 +1,6 @@
 """The demo presets: what ``genni demo`` runs, and the help text written from it.
 
-Each preset is a config of the :data:`genni_ext.config.CONFIG_SCHEMA` kind. The settings in
+Each preset is a config of the :data:`genni_ext.store.config.CONFIG_SCHEMA` kind. The settings in
 ``genni demo --help`` are formatted from these values (after :func:`validate_config` fills
 in the defaults), so the help cannot disagree with what a run does.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..config import validate_config
-from ..errors import InputError
-from .configure import merge
+from genni_ext.cli.configure import merge
+from genni_ext.errors import InputError
+from genni_ext.store.config import validate_config
 
 NET = "φ(x) = c·ReLU(a x) + d·ReLU(b x)"
 

@@ -10,11 +10,13 @@ import argparse
 import contextlib
 from typing import Any
 
-from ..config import load_config_file
-from ..errors import InputError
-from ..store import Experiment, StoreError, folder_size, list_experiments
-from .configure import experiments_home
-from .output import format_date, format_shape, format_size, say
+from genni_ext.cli.analyse import analyse_experiment
+from genni_ext.cli.configure import experiments_home
+from genni_ext.cli.output import format_date, format_shape, format_size, say
+from genni_ext.errors import InputError
+from genni_ext.plot.report import draw_experiment
+from genni_ext.store.config import load_config_file
+from genni_ext.store.experiment import Experiment, StoreError, folder_size, list_experiments
 
 
 def _search_line(experiment: Any, name: str, eps: float | None) -> str:
@@ -129,7 +131,6 @@ def report_drawn(drawn: Any) -> None:
 
 def plot_command(args: argparse.Namespace) -> int:
     """``genni plot``: every figure that fits the experiment's grids, and report.md."""
-    from ..plot.report import draw_experiment
 
     experiment = Experiment(args.experiment, experiments_home(args))
     if not experiment.exists:
@@ -149,8 +150,6 @@ def plot_command(args: argparse.Namespace) -> int:
 
 def analyse_command(args: argparse.Namespace) -> int:
     """``genni analyse``: analysis.json, the analysis figures and report.md."""
-    from ..experiment_analysis import analyse_experiment
-    from ..plot.report import draw_experiment
 
     experiment = Experiment(args.experiment, experiments_home(args))
     analysis = analyse_experiment(

@@ -11,10 +11,10 @@ Planes (2-D grids): :func:`surface` (J on a linear scale) and :func:`contour` (l
 
 from __future__ import annotations
 
-from .interactive import scatter3d_html
-from .planes import contour, search_convergence, slices, surface
-from .report import draw_experiment
-from .sets import scatter3d, umap
+from genni_ext.plot.interactive import scatter3d_html
+from genni_ext.plot.planes import contour, search_convergence, slices, surface
+from genni_ext.plot.report import draw_experiment
+from genni_ext.plot.sets import scatter3d, umap
 
 __all__ = [
     "contour",

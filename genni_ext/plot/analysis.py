@@ -17,14 +17,15 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from ..analysis.alignment import Explanation
-from ..analysis.dynamics import MorseGraph
-from ..analysis.persistence import FEATURE_NAMES, Topology
-from ..analysis.similarity import Comparison
-from ..analysis.stitching import Stitch
-from ..errors import InputError
-from ..grid import GridResult
-from . import _style
+from genni_ext.analysis.alignment import Explanation
+from genni_ext.analysis.dynamics import MorseGraph
+from genni_ext.analysis.persistence import FEATURE_NAMES, Topology
+from genni_ext.analysis.similarity import Comparison
+from genni_ext.analysis.stitching import Stitch
+from genni_ext.core.grid import GridResult
+from genni_ext.errors import InputError
+from genni_ext.plot import _style
+from genni_ext.plot.planes import plane_figure
 
 EPS_COLOUR = _style.EPS_COLOUR
 # Components of the ε-set take matplotlib's ten cycle colours; past ten they repeat.
@@ -312,7 +313,6 @@ def morse_sets(morse: MorseGraph, result: GridResult) -> Figure:
     coloured by kind (attracting blue/green, saddle orange, repelling red; the key below
     names each set), with markers."""
     morse, result = _check_morse(morse, result, "morse_sets")
-    from .planes import plane_figure
 
     if result.grid.dim == 2:
         fig, ax, layer = plane_figure(result, what="morse_sets")

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..grid import GridResult
-from ..store import atomic_write_text
-from . import _style
-from .sets import _empty_reason, _eps_points, _summary
+from genni_ext.core.grid import GridResult
+from genni_ext.errors import InputError
+from genni_ext.plot import _style
+from genni_ext.plot.sets import _empty_reason, _eps_points, _summary
+from genni_ext.store.experiment import atomic_write_text
 
 INSTALL_HINT = 'pip install "genni_ext[interactive]"'
 

@@ -28,10 +28,10 @@ from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .._checks import resolve_eps
-from ..errors import InputError
-from ..grid import GridResult
-from . import _style
+from genni_ext._validate import resolve_eps
+from genni_ext.core.grid import GridResult
+from genni_ext.errors import InputError
+from genni_ext.plot import _style
 
 CMAP = "viridis"
 CONVERGED_COLOUR = "tab:green"

@@ -20,9 +20,13 @@ from typing import IO
 
 from matplotlib.figure import Figure
 
-from ..errors import GenniError, StoreError
-from ..grid import GridResult
-from ..store import Experiment, atomic_write, atomic_write_text
+from genni_ext.core.grid import GridResult
+from genni_ext.errors import GenniError, StoreError
+from genni_ext.plot.interactive import scatter3d_html
+from genni_ext.plot.planes import contour, search_convergence, slices, surface
+from genni_ext.plot.sets import scatter3d, umap
+from genni_ext.store.experiment import Experiment, atomic_write, atomic_write_text
+from genni_ext.store.names import is_refinement
 
 
 @dataclass
@@ -118,8 +122,6 @@ def _analysis_lines(analysis: dict, grids: Sequence[str]) -> list[str]:
 
 def _grid_figures(result: GridResult, eps: float) -> list[tuple[str, Callable[[], Figure]]]:
     """(file suffix, figure maker) for every picture that fits the grid's dimension."""
-    from .planes import contour, slices, surface
-    from .sets import scatter3d, umap
 
     dim, has_axes = result.grid.dim, result.grid.axes is not None
     if dim == 2 and has_axes:
@@ -152,7 +154,6 @@ def draw_experiment(
     experiment folder with each figure and the numbers behind it, opening with the
     analysis where ``genni analyse`` made one.
     """
-    from ..experiment_analysis import is_refinement
 
     config = experiment.load_config() if experiment.config_path.exists() else {}
     if eps is None:
@@ -179,8 +180,6 @@ def draw_experiment(
         except StoreError as error:
             drawn.skipped.append((f"search '{search}'", str(error)))
     if found is not None:
-        from .planes import search_convergence
-
         result = found
         converged = int(result.converged(eps).sum())
         lines += [
@@ -223,8 +222,6 @@ def draw_experiment(
         for suffix, make in _grid_figures(result, eps):
             lines += _draw(drawn, experiment, f"{name}_{suffix}", make)
         if result.grid.dim == 3 and importlib.util.find_spec("plotly") is not None:
-            from .interactive import scatter3d_html
-
             path = scatter3d_html(result, eps, experiment.plots_dir / f"{name}_scatter3d.html")
             drawn.files.append(path)
             lines += [f"Interactive 3-D view: [{path.name}](plots/{path.name})", ""]

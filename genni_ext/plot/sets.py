@@ -24,10 +24,10 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from ..errors import InputError
-from ..grid import GridResult
-from ..subspace import Subspace
-from . import _style
+from genni_ext.core.grid import GridResult
+from genni_ext.core.subspace import Subspace
+from genni_ext.errors import InputError
+from genni_ext.plot import _style
 
 CMAP = "viridis"
 SPACES = ("coefficients", "parameters")

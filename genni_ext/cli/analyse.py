@@ -1,0 +1,396 @@
+"""``genni analyse``: what the ε-set of a stored experiment is, computed and written down.
+
+For an experiment in the store (config, search, grids) this runs every analysis of
+:mod:`genni_ext.analysis`: the trivial-function baselines at the experiment's ε, the local
+dimension of [θ] at θ against the known-symmetry orbit (for models above 10,000
+parameters, restricted to the plane of the first grid at its centre θ₀), what each found
+point is, and the topology of every 2-D and 3-D grid's ε-set with its resolution check.
+The check sweeps a grid of twice the resolution with the experiment's own runner
+(:meth:`Experiment.run_sweep`, stored as ``<grid>_refined``, resumable like any grid), and
+says so. Results go to ``analysis.json`` (numbers and plain-sentence summaries) and
+``plots/`` (Betti curve, persistence diagram, component map per grid; the found points).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from genni_ext.analysis import (
+    Baselines,
+    Explanation,
+    Identifiability,
+    MorseGraph,
+    Topology,
+    compare,
+    explain,
+    identifiability,
+    morse_graph,
+    stitch_all,
+    topology,
+)
+from genni_ext.core.grid import Grid, GridResult
+from genni_ext.errors import InputError
+from genni_ext.plot import analysis as figures
+from genni_ext.plot.report import save_figure
+from genni_ext.run.resumable import run_sweep
+from genni_ext.store.config import build_problem, validate_config
+from genni_ext.store.experiment import Experiment, StoreError
+from genni_ext.store.names import REFINED_SUFFIX, is_refinement
+
+# Above this many parameters the exact Jacobian SVD is left out and the rank is taken in
+# the plane of the first grid (genni_ext.analysis.identifiability's max_params).
+EXACT_RANK_MAX_PARAMS = 10_000
+
+Say = Callable[[str], None]
+
+# The analyses that need an optional library: analysis → (modules it imports, what to install).
+OPTIONAL_ANALYSES: dict[str, tuple[tuple[str, ...], str]] = {
+    "topology": (("gudhi",), "pip install gudhi"),
+    "morse": (("CMGDB", "networkx"), "pip install CMGDB networkx"),
+}
+
+
+def unavailable_analyses() -> dict[str, str]:
+    """Analysis → why it cannot run here (a library missing and how to install it), for
+    every analysis of :data:`OPTIONAL_ANALYSES` whose libraries are not all importable."""
+    unavailable = {}
+    for analysis, (modules, install) in OPTIONAL_ANALYSES.items():
+        missing = [name for name in modules if importlib.util.find_spec(name) is None]
+        if missing:
+            unavailable[analysis] = (
+                f"needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                f"not installed ({install})"
+            )
+    return unavailable
+
+
+def _analysed_grids(experiment: Experiment, grids: Sequence[str] | None) -> list[str]:
+    known = experiment.grids()
+    if grids is None:
+        return [name for name in known if not is_refinement(name)]
+    for name in grids:
+        if name not in known:
+            raise InputError(
+                f"experiment '{experiment.name}' has no grid {name!r} (grids: "
+                f"{', '.join(known) or 'none'})"
+            )
+    return list(grids)
+
+
+def _eps(config: dict[str, Any], baselines: Baselines, eps: float | None, relative: float | None):
+    if eps is not None or relative is not None:
+        return baselines.resolve_eps(eps, relative)
+    spec = config["subspace"]
+    if spec.get("eps_relative") is not None:
+        return baselines.resolve_eps(eps_relative=spec["eps_relative"])
+    return baselines.resolve_eps(spec["eps"])
+
+
+def _identifiability(
+    problem: Any, experiment: Experiment, grids: list[str], say: Say
+) -> tuple[Identifiability | None, str]:
+    if problem.num_params <= EXACT_RANK_MAX_PARAMS:
+        return identifiability(problem), "at θ"
+    if not grids:
+        return None, (
+            f"not computed: {problem.num_params:,} parameters is above the exact limit of "
+            f"{EXACT_RANK_MAX_PARAMS:,} and there is no grid whose plane could stand in"
+        )
+    subspace = experiment.load_subspace(grids[0])
+    subspace = _to(subspace, problem.theta)
+    say(
+        f"  {problem.num_params:,} parameters: the Jacobian's rank is taken in the plane of "
+        f"grid '{grids[0]}' at its centre θ₀"
+    )
+    return identifiability(problem, subspace=subspace), f"in the plane of grid '{grids[0]}' at θ₀"
+
+
+def _to(value: Any, like: Any) -> Any:
+    """A copy of dataclass ``value`` with its tensors in ``like``'s dtype and device."""
+    import dataclasses
+
+    import torch
+
+    moved = {
+        field.name: getattr(value, field.name).to(dtype=like.dtype, device=like.device)
+        for field in dataclasses.fields(value)
+        if isinstance(getattr(value, field.name), torch.Tensor)
+        and getattr(value, field.name).is_floating_point()
+    }
+    return dataclasses.replace(value, **moved)
+
+
+def _refiner(
+    experiment: Experiment, problem: Any, config: dict[str, Any], name: str, progress: bool
+) -> Callable[[Grid], GridResult]:
+    subspace = _to(experiment.load_subspace(name), problem.theta)
+
+    def sweep_refined(grid: Grid) -> GridResult:
+        return run_sweep(
+            experiment,
+            problem,
+            subspace,
+            grid,
+            f"{name}{REFINED_SUFFIX}",
+            backend=config["backend"],
+            num_threads=config["num_threads"],
+            progress=progress,
+            precision=config.get("precision", "full"),
+        )
+
+    return sweep_refined
+
+
+def _topology_entry(topo: Topology) -> dict[str, Any]:
+    check = topo.resolution
+    return {
+        "shape": list(topo.shape),
+        "betti": list(topo.betti),
+        "component_sizes": topo.component_sizes,
+        "marker_components": topo.marker_components,
+        "persistence": [[dim, birth, death] for dim, birth, death in topo.persistence],
+        "resolution": {
+            "checked": check.checked,
+            "refined_shape": list(check.shape) if check.shape else None,
+            "betti_coarse": list(check.betti_coarse) if check.betti_coarse else None,
+            "betti_refined": list(check.betti_refined) if check.betti_refined else None,
+            "stable": check.stable,
+            "reason": check.reason,
+        },
+        "summary": topo.summary(),
+    }
+
+
+def _identifiability_entry(result: Identifiability | None, where: str) -> dict[str, Any]:
+    if result is None:
+        return {"computed": False, "where": where}
+    gap = result.gap if result.gap is None or math.isfinite(result.gap) else None
+    return {
+        "computed": True,
+        "where": where,
+        "num_params": result.num_params,
+        "num_directions": result.num_directions,
+        "rank": result.rank,
+        "null_dim": result.null_dim,
+        "symmetry_dim": result.symmetry_dim,
+        "unexplained_dim": result.unexplained_dim,
+        "probe_limited": result.probe_limited,
+        "gap": gap,
+        "tol": result.tol,
+        "method": result.method,
+        "symmetry_reason": result.symmetry_reason,
+        "seconds": result.seconds,
+        "summary": result.summary(),
+    }
+
+
+def _morse_entry(morse: MorseGraph) -> dict[str, Any]:
+    return {
+        "log": morse.log,
+        "box_shape": list(morse.box_shape),
+        "sets": [
+            {
+                "index": s.index,
+                "kind": s.kind,
+                "min_loss": s.min_loss,
+                "volume": s.volume,
+                "share": s.share,
+                "markers": list(s.markers),
+                "boxes": int(s.boxes.shape[0]),
+            }
+            for s in morse.morse_sets
+        ],
+        "edges": [[int(a), int(b)] for a, b in morse.graph.edges],
+        "marker_basins": morse.marker_basins,
+        "dropped": morse.dropped,
+        "seconds": morse.timings.get("total"),
+        "summary": morse.summary(),
+    }
+
+
+def _explanation_entry(result: Explanation) -> dict[str, Any]:
+    return {
+        "kinds": result.kinds,
+        "details": result.details,
+        "counts": result.counts,
+        "losses": [float(value) for value in result.losses],
+        "residuals": [float(value) for value in result.residuals],
+        "thresholds": result.thresholds,
+        "summary": result.summary(),
+    }
+
+
+def _representations(
+    experiment: Experiment,
+    problem: Any,
+    found: Explanation,
+    analysis: dict[str, Any],
+    timings: dict[str, float],
+    similarity: bool,
+    stitching: bool,
+    say: Say,
+) -> list[Path]:
+    """Similarity and stitching between θ and the found point of lowest J."""
+    import numpy as np
+
+    losses = np.where(np.isfinite(found.losses), found.losses, np.inf)
+    best = int(np.argmin(losses))
+    config = validate_config(experiment.load_config())
+    other = experiment.load_search(config["search"]["name"]).params[best]
+    other = other.to(dtype=problem.theta.dtype, device=problem.theta.device)
+    model, theta, inputs = problem.model, problem.theta, problem.inputs
+    entry: dict[str, Any] = {"point": best, "kind": found.kinds[best], "loss": float(losses[best])}
+    plots: list[Path] = []
+    if similarity:
+        entry["similarity"] = {}
+        for metric in ("cka", "relu_procrustes", "relu_cka"):
+            start = time.perf_counter()
+            comparison = compare(model, theta, other, inputs, metric=metric)
+            timings[f"similarity {metric}"] = time.perf_counter() - start
+            entry["similarity"][metric] = {
+                "layers": comparison.layers,
+                "diagonal": [_finite(value) for value in comparison.diagonal],
+                "matrix": [[_finite(value) for value in row] for row in comparison.matrix],
+                "summary": comparison.summary(),
+            }
+            say(comparison.summary())
+            plots.append(
+                save_figure(
+                    figures.similarity_heatmap(comparison), experiment, f"similarity_{metric}"
+                )
+            )
+    if stitching:
+        start = time.perf_counter()
+        stitches = stitch_all(model, theta, other, inputs)
+        timings["stitching"] = time.perf_counter() - start
+        entry["stitching"] = [
+            {
+                "layer": item.layer,
+                "penalty": item.penalty,
+                "other_loss": item.other_loss,
+                "ratio": _finite(item.ratio),
+                "exact": item.exact,
+                "summary": item.summary(),
+            }
+            for item in stitches
+        ]
+        for item in stitches:
+            say(item.summary())
+        plots.append(save_figure(figures.stitching_penalties(stitches), experiment, "stitching"))
+    analysis["representations"] = entry
+    return plots
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN or inf: None stands for them."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def analyse_experiment(
+    experiment: Experiment,
+    grids: Sequence[str] | None = None,
+    *,
+    eps: float | None = None,
+    eps_relative: float | None = None,
+    refine: bool = True,
+    topology_of_grids: bool = True,
+    morse: bool = False,
+    similarity: bool = False,
+    stitching: bool = False,
+    skipped: dict[str, str] | None = None,
+    progress: bool = True,
+    say: Say = print,
+) -> dict[str, Any]:
+    """Analyse ``experiment`` (its config, search and ``grids``, default: all but the
+    refinements), write ``analysis.json`` and the analysis figures, and return the
+    analysis as written. ε is the config's unless ``eps`` or ``eps_relative`` is given.
+    ``refine=False`` skips the resolution checks (their entries then say "not checked");
+    ``topology_of_grids=False`` skips the topology (and so the resolution sweeps);
+    ``morse=True`` adds the Morse graph of descent on each 2-D and 3-D grid (CMGDB);
+    ``similarity=True`` and ``stitching=True`` compare θ with the found point of lowest J
+    on the probes (CKA, G_ReLU-Procrustes and G_ReLU-CKA per layer; a ps_inv-initialised
+    linear stitch after every hidden layer). ``skipped`` (analysis → reason) is recorded
+    in ``analysis.json`` under "skipped" so that the report says what was not computed.
+    """
+
+    if not isinstance(experiment, Experiment):
+        raise InputError(f"experiment must be a genni_ext.Experiment, got {type(experiment)}")
+    if not experiment.exists:
+        raise StoreError(f"experiment '{experiment.name}' does not exist in {experiment.home}")
+    config = validate_config(experiment.load_config())
+    names = _analysed_grids(experiment, grids)
+    problem = build_problem(config)
+    baselines = Baselines.of(problem)
+    eps = _eps(config, baselines, eps, eps_relative)
+    analysis: dict[str, Any] = {"experiment": experiment.name, "eps": eps}
+    if skipped:
+        analysis["skipped"] = dict(skipped)
+    timings: dict[str, float] = {}
+
+    analysis["baselines"] = baselines.describe(eps)
+    if analysis["baselines"]["warning"]:
+        say(f"warning: {analysis['baselines']['warning']}")
+
+    start = time.perf_counter()
+    local, where = _identifiability(problem, experiment, names, say)
+    timings["identifiability"] = time.perf_counter() - start
+    analysis["identifiability"] = _identifiability_entry(local, where)
+    say(f"class dimension ({where}): {local.summary() if local else where}")
+
+    search_name = config["search"]["name"]
+    plots: list[str] = []
+    if search_name in experiment.searches():
+        start = time.perf_counter()
+        found = explain(experiment.load_search(search_name), problem, eps)
+        timings["found_points"] = time.perf_counter() - start
+        analysis["found_points"] = _explanation_entry(found)
+        say(f"found points: {found.summary()}")
+        plots.append(save_figure(figures.found_points(found), experiment, "found_points"))
+        if similarity or stitching:
+            plots += _representations(
+                experiment, problem, found, analysis, timings, similarity, stitching, say
+            )
+    else:
+        analysis["found_points"] = None
+
+    analysis["topology"] = {}
+    for name in names if topology_of_grids or morse else ():
+        result = experiment.load_grid(name)
+        if result.grid.axes is None or result.grid.dim not in (2, 3):
+            analysis["topology"][name] = {"summary": "not computed: needs a 2-D or 3-D axis grid"}
+            continue
+        if topology_of_grids:
+            start = time.perf_counter()
+            refiner = _refiner(experiment, problem, config, name, progress) if refine else None
+            topo = topology(result, eps, sweep_refined=refiner)
+            timings[f"topology {name}"] = time.perf_counter() - start
+            analysis["topology"][name] = _topology_entry(topo)
+            say(f"grid '{name}': {topo.summary()}")
+            for stem, figure in (
+                ("betti_curve", figures.betti_curve(topo)),
+                ("persistence", figures.persistence_diagram(topo)),
+                ("components", figures.component_map(topo, result)),
+            ):
+                plots.append(save_figure(figure, experiment, f"{name}_{stem}"))
+        if morse:
+            start = time.perf_counter()
+            graph = morse_graph(result)
+            timings[f"morse {name}"] = time.perf_counter() - start
+            analysis.setdefault("morse", {})[name] = _morse_entry(graph)
+            say(f"grid '{name}' dynamics: {graph.summary()}")
+            for stem, figure in (
+                ("morse_sets", figures.morse_sets(graph, result)),
+                ("morse_graph", figures.morse_graph_figure(graph)),
+                ("retraction", figures.retraction(graph, result)),
+            ):
+                plots.append(save_figure(figure, experiment, f"{name}_{stem}"))
+    analysis["seconds"] = timings
+    analysis["plots"] = [Path(path).name for path in plots]
+    experiment.save_analysis(analysis)
+    return analysis

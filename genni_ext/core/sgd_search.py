@@ -1,0 +1,572 @@
+"""The search (GENNI's Algorithm 1): minimise J from K random starts, all at once.
+
+Each start θ̃ₖ follows minibatch SGD (or Adam) on J(θ̃) = 1/|C| Σ ‖φ(x, θ) - φ(x, θ̃)‖²;
+the starts that reach J < ε are elements of θ's approximate equivalence class. The K
+starts train together: one ``torch.func.vmap`` of ``torch.func.grad`` of the per-start
+minibatch loss gives all K gradients per step, and the optimizers are written out on the
+[K, P] batch. Start k's trajectory depends only on its start, its seed and the problem,
+never on K or on the other starts, so ``search(problem, starts=S)`` equals the K runs
+``search(problem, starts=S[k:k+1], seed=seed + k)`` (up to float round-off of batched
+kernels); ``python_tests/core/test_search.py`` shows it.
+
+Seeds: start k has seed ``seed + 1 + k`` (``SearchResult.seeds``). The 1 keeps the common
+pattern of one seed for everything safe: a θ drawn after ``torch.manual_seed(seed)`` is not
+one of the starts (were a start equal to θ, a warning would say so). The seed serves two
+things:
+
+* the start, when ``starts`` is an int: a deep copy of the model on the CPU,
+  ``torch.manual_seed(seed_k)`` (the CPU generator only; the caller's RNG state is restored
+  afterwards), ``reset_parameters()`` on every submodule that has one, in
+  ``model.modules()`` order, then flattened. That is the model's own initialisation: for
+  the package's models, the parameters of the model built after ``torch.manual_seed(seed_k)``.
+* its minibatches: a ``torch.Generator`` seeded with ``seed_k`` shuffles the probe set
+  once per epoch (``torch.randperm``), and the steps take consecutive slices of
+  ``batch_size`` probes from it (the last slice of an epoch holds the remainder), like a
+  shuffling DataLoader.
+
+Threads: a step whose activations are small (K x batch x per-sample activation scalars
+below ``SMALL_STEP``, as for the 4-parameter net) runs on one torch thread, restored
+afterwards. ``vmap`` turns every Linear into a batched matmul of K small matrices, which
+torch parallelises over the K starts one matrix at a time; a second thread then adds only
+a hand-off per op, and on a shared machine a stall whenever the other thread is not
+scheduled. Measured on 2 cores with another process busy: 6.6 ms instead of 10 µs per such
+matmul, and the paper's search at 55 ms instead of 1.9 ms per step.
+
+On a Dask cluster (``client=``, see :mod:`genni_ext.cluster`) the K starts are cut into
+contiguous groups, one per worker thread and at least two starts each; every group runs
+this module's loop as one task, and the groups are put back together in order, so the
+SearchResult has the local run's fields, order, seeds and config. With ``tol`` a group that
+meets it before the others is run again up to the common stopping point (its trajectory is
+deterministic). A worker's exception is raised on the client (same type and message, as
+long as it pickles), and its NaN warning is logged there, as locally. The values are the
+local run's bitwise where torch's batched kernels compute each start alone: measured on
+CPU for the paper's net and MLPs (float32 and float64; SGD, momentum, Adam; K = 1..8 on 2
+workers), and for LeNet-5 in float32. Float64 conv kernels round differently for another
+number of starts in the batch or another thread count: LeNet-5's J differs by up to 9e-16
+relative and its parameters by up to 6e-17 after 40 steps. A group of one start would
+differ more (a conv's weight gradient under vmap takes another kernel for a batch of one:
+1e-7 in float32 after 60 steps), hence the two-start minimum. The tests
+(``python_tests/core/test_search_dask.py``) assert bitwise equality for the first and the
+measured bound for the second.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.func import grad, vmap
+from tqdm.auto import tqdm
+
+from genni_ext._validate import (
+    contiguous_finite,
+    float_tensor,
+    module_argument,
+    positive_int,
+    positive_number,
+    resolve_eps,
+    seed_argument,
+    torch_threads,
+)
+from genni_ext.cluster import check_client, require_distributed
+from genni_ext.core.models import flatten_params
+from genni_ext.core.problem import Problem
+from genni_ext.errors import InputError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+logger = logging.getLogger("genni_ext")
+
+OPTIMIZERS = ("sgd", "adam")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+MAX_STARTS = 10**6
+"""More random starts than this is almost certainly a typo (the seeds alone would fill memory)."""
+SMALL_STEP = 1 << 18
+"""Activation scalars per step (K x batch x per sample) below which a search uses one thread."""
+
+
+@dataclass
+class SearchResult:
+    """What a search found: final parameters, their J, the J histories and how it ran.
+
+    ``params`` and ``starts`` are [K, P] in the problem's dtype; ``losses`` ([K]) and
+    ``history`` ([K, R]) are float64 J on the whole probe set, ``history[:, r]`` after
+    ``history_steps[r]`` steps (0 is the start; the last column is ``losses``). ``config``
+    holds the search's arguments, ``steps_run``, the steps actually taken (fewer than
+    ``steps`` when ``tol`` stopped it early), and the problem's ``theta_hash`` and
+    ``probes_hash`` (so that :meth:`Subspace.from_search` can tell which problem the points
+    solve; a result saved before they were recorded lacks them).
+    """
+
+    params: torch.Tensor
+    losses: torch.Tensor
+    history: torch.Tensor
+    history_steps: torch.Tensor
+    starts: torch.Tensor
+    seeds: list[int]
+    config: dict
+
+    def converged(
+        self, eps: float | None = None, *, eps_relative: float | None = None
+    ) -> torch.Tensor:
+        """Bool [K]: which starts ended with J < ε (NaN counts as not converged).
+
+        ε is ``eps``, or ``eps_relative`` × the problem's constant-function loss (recorded in
+        ``config`` by :func:`search`).
+        """
+        eps = resolve_eps(eps, eps_relative, self.config.get("constant_loss"), "this search")
+        return self.losses < eps
+
+
+def _reset_owners(model: nn.Module) -> list[str]:
+    """Names of parameters that no ``reset_parameters()`` of their owning module redraws."""
+    covered: set[int] = set()
+    for module in model.modules():
+        if callable(getattr(module, "reset_parameters", None)):
+            covered.update(id(p) for p in module.parameters(recurse=False))
+    return [name for name, p in model.named_parameters() if id(p) not in covered]
+
+
+def initial_params(problem: Problem, seeds: list[int]) -> torch.Tensor:
+    """[K, P] starts: the model's own initialisation with ``torch.manual_seed(seeds[k])``.
+
+    See the module docstring. Raises InputError when some parameter belongs to a module
+    without ``reset_parameters()`` (it could not be redrawn): pass the starts instead.
+    """
+    model = problem.model
+    missing = _reset_owners(model)
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise InputError(
+            f"cannot draw starts from {type(model).__name__}'s initialisation: parameters "
+            f"{shown} belong to modules without reset_parameters(); pass starts as a "
+            f"tensor [K, {problem.num_params}]"
+        )
+    local = copy.deepcopy(model).to("cpu")
+    rows = []
+    with torch.random.fork_rng(devices=[]):
+        for seed in seeds:
+            torch.random.default_generator.manual_seed(seed)
+            for module in local.modules():
+                if callable(getattr(module, "reset_parameters", None)):
+                    module.reset_parameters()
+            rows.append(flatten_params(local))
+    return torch.stack(rows).to(dtype=problem.theta.dtype, device=problem.theta.device)
+
+
+def _check_starts(problem: Problem, starts: object) -> torch.Tensor | int:
+    if isinstance(starts, torch.Tensor):
+        tensor = float_tensor("starts", starts)
+        if tensor.ndim != 2 or tensor.shape[0] == 0 or tensor.shape[1] != problem.num_params:
+            hint = " (for one start use starts[None])" if tensor.ndim == 1 else ""
+            raise InputError(
+                f"starts has shape {list(tensor.shape)}; pass a tensor [K, "
+                f"{problem.num_params}] (K >= 1 flat parameter vectors){hint} or a number "
+                "of starts"
+            )
+        tensor = tensor.to(dtype=problem.theta.dtype, device=problem.theta.device)
+        return contiguous_finite("starts", tensor).clone()
+    if isinstance(starts, bool) or not isinstance(starts, int) or starts < 1:
+        raise InputError(
+            f"starts must be a positive int (number of random starts) or a tensor [K, "
+            f"{problem.num_params}], got {starts!r}"
+        )
+    if starts > MAX_STARTS:
+        raise InputError(
+            f"starts={starts} is more than the {MAX_STARTS:.0e} random starts allowed: all "
+            f"starts train at once, each a vector of {problem.num_params} parameters with its "
+            "gradient and optimizer state; use fewer starts (run several searches with other "
+            "seeds to get more)"
+        )
+    return starts
+
+
+def _validate(
+    problem: object,
+    steps: object,
+    lr: object,
+    batch_size: object,
+    optimizer: object,
+    momentum: object,
+    tol: object,
+    record_every: object,
+    progress: object,
+) -> None:
+    if not isinstance(problem, Problem):
+        raise InputError(
+            f"problem must be a genni_ext.Problem, got {type(problem).__name__}; build one "
+            "with Problem(model, ...)"
+        )
+    # The Problem checked the model's mode when it was built; the caller may have switched
+    # it to training mode since.
+    module_argument(problem.model)
+    positive_int(steps, "steps")
+    positive_number(lr, "lr")
+    positive_int(batch_size, "batch_size")
+    if optimizer not in OPTIMIZERS:
+        raise InputError(
+            f"optimizer={optimizer!r} is not known; use one of {', '.join(map(repr, OPTIMIZERS))}"
+        )
+    if (
+        isinstance(momentum, bool)
+        or not isinstance(momentum, (int, float))
+        or not 0.0 <= momentum < 1.0
+    ):
+        raise InputError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    if optimizer == "adam" and momentum != 0:
+        raise InputError(
+            f"momentum={momentum!r} applies to optimizer='sgd' only; leave it at 0 with "
+            "optimizer='adam' (Adam uses betas (0.9, 0.999))"
+        )
+    if tol is not None:
+        positive_number(tol, "tol")
+    positive_int(record_every, "record_every")
+    if not isinstance(progress, bool):
+        raise InputError(f"progress must be True or False, got {progress!r}")
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """A search's checked settings: what a group of starts needs to run, here or on a worker."""
+
+    steps: int
+    lr: float
+    batch: int
+    optimizer: str
+    momentum: float
+    tol: float | None
+    record_every: int
+
+
+class _Optimizer:
+    """SGD (with momentum) or Adam on a [K, P] batch, as torch.optim computes them."""
+
+    def __init__(self, name: str, lr: float, momentum: float, params: torch.Tensor) -> None:
+        self.name, self.lr, self.momentum = name, lr, momentum
+        self.step_count = 0
+        self.first = torch.zeros_like(params)
+        self.second = torch.zeros_like(params) if name == "adam" else None
+
+    def update(self, params: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+        self.step_count += 1
+        if self.name == "sgd":
+            if self.momentum == 0:
+                return params.add(gradient, alpha=-self.lr)
+            # torch.optim.SGD: buf = g on the first step, then momentum * buf + g.
+            self.first.mul_(self.momentum).add_(gradient)
+            return params.add(self.first, alpha=-self.lr)
+        assert self.second is not None
+        beta1, beta2 = ADAM_BETAS
+        self.first.lerp_(gradient, 1 - beta1)
+        self.second.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
+        correction1 = 1 - beta1**self.step_count
+        correction2 = 1 - beta2**self.step_count
+        denom = (self.second.sqrt() / math.sqrt(correction2)).add_(ADAM_EPS)
+        return params.addcdiv(self.first, denom, value=-self.lr / correction1)
+
+
+def search(
+    problem: Problem,
+    starts: int | torch.Tensor = 10,
+    *,
+    steps: int = 2000,
+    lr: float = 0.015,
+    batch_size: int = 256,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    tol: float | None = None,
+    seed: int = 0,
+    record_every: int = 100,
+    progress: bool = True,
+    client: Client | None = None,
+) -> SearchResult:
+    """Minimise J from K starts by minibatch SGD or Adam, all starts in one batch.
+
+    ``starts``: the number K of random starts drawn from the model's own initialisation
+    (start k with seed ``seed + 1 + k``; see the module docstring), or a tensor [K, P] of
+    starts (cast to the problem's dtype and device). Each of ``steps`` steps takes
+    ``batch_size`` probes per start (a per-start shuffle of the probe set per epoch,
+    seeded by the start's seed; ``batch_size`` larger than the probe set is clipped to
+    it, which is full-batch descent) and moves every start by ``optimizer``: "sgd"
+    (``lr``, ``momentum`` in [0, 1), as ``torch.optim.SGD``) or "adam" (``lr``, betas
+    (0.9, 0.999), eps 1e-8, as ``torch.optim.Adam``; momentum must stay 0).
+
+    J on the whole probe set is recorded at the start and every ``record_every`` steps
+    (and after the last step) in ``history``; with ``tol`` the search stops at the first
+    record point where every start has J < ``tol`` (``config["steps_run"]``). A start
+    whose J turns NaN or Inf (lr too large) is logged and kept; it is not converged.
+    ``progress`` shows a tqdm bar with the best and worst J at the last record point.
+
+    Memory: one step holds K x ``batch_size`` samples' activations and their gradients.
+
+    ``client``: a ``distributed.Client`` (:mod:`genni_ext.cluster`) to run the starts on
+    its workers, in contiguous groups, one per worker thread; the result is that of the
+    local run (see the module docstring for how exactly) and ``progress`` counts groups.
+    """
+    _validate(problem, steps, lr, batch_size, optimizer, momentum, tol, record_every, progress)
+    if client is not None:
+        check_client(client)
+    checked = _check_starts(problem, starts)
+    count = checked if isinstance(checked, int) else checked.shape[0]
+    seed_argument(seed, "seed", draws=count + 1)  # start k uses seed + 1 + k
+    seeds = [seed + 1 + k for k in range(count)]
+    if isinstance(checked, int):
+        initial = initial_params(problem, seeds)
+        same = (initial == problem.theta).all(dim=1).nonzero().flatten().tolist()
+        if same:
+            logger.warning(
+                "search: start(s) %s equal theta (theta was drawn with the same seed, "
+                "seed + 1 + k, as those starts); pick another search seed",
+                same,
+            )
+    else:
+        initial = checked
+
+    batch = min(batch_size, problem.num_probes)
+    settings = _Settings(
+        steps=steps,
+        lr=float(lr),
+        batch=batch,
+        optimizer=optimizer,
+        momentum=float(momentum),
+        tol=None if tol is None else float(tol),
+        record_every=record_every,
+    )
+    config = {
+        "steps": steps,
+        "lr": float(lr),
+        "batch_size": batch,
+        "optimizer": optimizer,
+        "momentum": float(momentum),
+        "tol": None if tol is None else float(tol),
+        "seed": seed,
+        "record_every": record_every,
+        "steps_run": steps,
+        "theta_hash": problem.theta_hash,
+        "probes_hash": problem.probes_hash,
+        "constant_loss": problem.constant_loss,
+    }
+    if client is None:
+        result = _run_group(problem, initial, seeds, settings, progress=progress)
+    else:
+        result = _run_on_cluster(client, problem, initial, seeds, settings, progress=progress)
+    config["steps_run"] = result.config["steps_run"]
+    return dataclasses.replace(result, config=config)
+
+
+def _run_group(
+    problem: Problem,
+    initial: torch.Tensor,
+    seeds: list[int],
+    settings: _Settings,
+    *,
+    stop_from: int = 0,
+    progress: bool = False,
+    warn: bool = True,
+) -> SearchResult:
+    """Run the starts ``initial`` (seeds ``seeds``) as one vmap batch: the whole local search,
+    or one Dask task. ``config`` of the result holds only ``steps_run``; ``stop_from`` and
+    ``warn`` as in :func:`_descend`."""
+    gradients = vmap(grad(problem._minibatch_loss))
+    update = _Optimizer(settings.optimizer, settings.lr, settings.momentum, initial)
+    small = initial.shape[0] * settings.batch * problem._activations_per_sample < SMALL_STEP
+    with torch_threads(1 if small else None, problem.theta.device):
+        return _descend(
+            problem,
+            initial,
+            seeds,
+            gradients,
+            update,
+            steps=settings.steps,
+            batch=settings.batch,
+            tol=settings.tol,
+            record_every=settings.record_every,
+            progress=progress,
+            config={},
+            stop_from=stop_from,
+            warn=warn,
+        )
+
+
+def _group_bounds(count: int, slots: int) -> list[tuple[int, int]]:
+    """Contiguous ``[first, last)`` groups of ``count`` starts for ``slots`` worker threads:
+    one per slot, sizes as even as possible (the larger first), and at least two starts per
+    group when ``count`` >= 2 (a conv layer's weight gradient under vmap takes another kernel
+    path for a batch of one; see the module docstring)."""
+    groups = max(1, min(slots, count // 2))
+    size, extra = divmod(count, groups)
+    bounds, first = [], 0
+    for index in range(groups):
+        last = first + size + (1 if index < extra else 0)
+        bounds.append((first, last))
+        first = last
+    return bounds
+
+
+def _run_on_cluster(
+    client: Client,
+    problem: Problem,
+    initial: torch.Tensor,
+    seeds: list[int],
+    settings: _Settings,
+    *,
+    progress: bool,
+) -> SearchResult:
+    """Run the starts in groups on ``client``'s workers and put the groups back together.
+
+    With ``tol``, a group that meets it at an earlier record point than the others is run
+    again (its trajectory is deterministic) with ``stop_from`` at the latest group's point,
+    until every group stops at the same point: the first where every start has J < tol.
+    """
+    distributed = require_distributed()
+    bounds = _group_bounds(initial.shape[0], sum(client.nthreads().values()))
+    shared = client.scatter(problem, broadcast=True, hash=False)
+    results: list[SearchResult] = []
+    pending = dict.fromkeys(range(len(bounds)), 0)  # group -> stop_from
+    with tqdm(total=len(bounds), disable=not progress, unit="group", desc="search") as bar:
+        while pending:
+            futures = {
+                client.submit(
+                    _run_group,
+                    shared,
+                    # A view may carry the whole [K, P] storage when pickled.
+                    initial[bounds[index][0] : bounds[index][1]].clone(),
+                    seeds[bounds[index][0] : bounds[index][1]],
+                    settings,
+                    stop_from=stop_from,
+                    warn=False,
+                    pure=False,
+                ): index
+                for index, stop_from in pending.items()
+            }
+            finished: dict[int, SearchResult] = {}
+            try:
+                for future in distributed.as_completed(futures):
+                    finished[futures[future]] = future.result()  # a worker's error raises here
+                    bar.update(1)
+            except BaseException:
+                client.cancel(list(futures))
+                raise
+            if not results:
+                results = [finished[index] for index in range(len(bounds))]
+            else:
+                for index, result in finished.items():
+                    results[index] = result
+            losses = torch.cat([result.losses for result in results])
+            bar.set_postfix(best=f"{float(losses.min()):.3g}", worst=f"{float(losses.max()):.3g}")
+            stop = max(result.config["steps_run"] for result in results)
+            pending = {
+                index: stop
+                for index, result in enumerate(results)
+                if result.config["steps_run"] != stop
+            }
+            bar.total += len(pending)
+    history = torch.cat([result.history for result in results])
+    history_steps = results[0].history_steps
+    _report_non_finite(history, history_steps)
+    return SearchResult(
+        params=torch.cat([result.params for result in results]),
+        losses=torch.cat([result.losses for result in results]),
+        history=history,
+        history_steps=history_steps,
+        starts=initial,
+        seeds=seeds,
+        config={"steps_run": stop},
+    )
+
+
+def _warn_non_finite(losses: torch.Tensor, step: int) -> None:
+    """Log which starts' J (``losses``, [K]) is NaN or Inf after ``step`` steps."""
+    bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
+    logger.warning("search: J of start(s) %s is NaN or Inf after %d steps; lower lr", bad, step)
+
+
+def _report_non_finite(history: torch.Tensor, history_steps: torch.Tensor) -> None:
+    """The warning of a local run, from the whole history: the first record point after
+    the start where some J is NaN or Inf."""
+    finite = torch.isfinite(history[:, 1:]).all(dim=0)
+    columns = (~finite).nonzero().flatten().tolist()
+    if columns:
+        column = columns[0] + 1
+        _warn_non_finite(history[:, column], int(history_steps[column]))
+
+
+def _descend(
+    problem: Problem,
+    initial: torch.Tensor,
+    seeds: list[int],
+    gradients: Callable[..., torch.Tensor],
+    update: _Optimizer,
+    *,
+    steps: int,
+    batch: int,
+    tol: float | None,
+    record_every: int,
+    progress: bool,
+    config: dict,
+    stop_from: int = 0,
+    warn: bool = True,
+) -> SearchResult:
+    """The loop of :func:`search` on checked arguments; fills in ``config["steps_run"]``.
+
+    With ``tol``, stop at the first record point at or after step ``stop_from`` where every
+    start has J < tol. ``warn``: log the first record point with a NaN or Inf J.
+    """
+    num_probes = problem.num_probes
+    per_epoch = math.ceil(num_probes / batch)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    device = problem.theta.device
+    params = initial.clone()
+    losses = problem._evaluate(params)
+    history, recorded = [losses], [0]
+    at_start = tol is not None and stop_from == 0 and bool((losses < tol).all())
+    steps_run = 0 if at_start else steps
+    order = torch.empty(0, dtype=torch.int64)
+    warned = False
+    with tqdm(total=steps_run, disable=not progress, unit="step", desc="search") as bar:
+        for step in range(1, steps_run + 1):
+            position = (step - 1) % per_epoch
+            if position == 0:
+                order = torch.stack([torch.randperm(num_probes, generator=g) for g in generators])
+                order = order.to(device)
+            index = order[:, position * batch : (position + 1) * batch]
+            # grad ignores the outer no_grad; the update itself needs no graph.
+            with torch.no_grad():
+                step_grads = gradients(params, problem.inputs[index], problem.targets[index])
+                params = update.update(params, step_grads)
+            bar.update(1)
+            if step % record_every != 0 and step != steps:
+                continue
+            losses = problem._evaluate(params)
+            history.append(losses)
+            recorded.append(step)
+            bar.set_postfix(best=f"{float(losses.min()):.3g}", worst=f"{float(losses.max()):.3g}")
+            if warn and not warned and not bool(torch.isfinite(losses).all()):
+                warned = True
+                _warn_non_finite(losses, step)
+            if tol is not None and step >= stop_from and bool((losses < tol).all()):
+                steps_run = step
+                break
+
+    config["steps_run"] = steps_run
+    return SearchResult(
+        params=params,
+        losses=history[-1],
+        history=torch.stack(history, dim=1),
+        history_steps=torch.tensor(recorded, dtype=torch.int64),
+        starts=initial,
+        seeds=seeds,
+        config=config,
+    )
+
+
+__all__ = ["OPTIMIZERS", "SearchResult", "initial_params", "search"]

@@ -1,0 +1,453 @@
+"""The sweep: the auxiliary loss J at every point of a grid in a parameter subspace.
+
+For a centre θ₀ ([P]), directions θ̃ ([m, P]) and coefficients c ([G, m]),
+``sweep`` returns J(θ₀ + c @ θ̃) = 1/N Σₙ ‖φ(xₙ; θ) - yₙ‖² for every row of c, as float64
+[G]. Two backends compute it: the fused engine (csrc/, for models that
+:mod:`genni_ext.engine.lowering` can lower) and the torch.func fallback (any ``nn.Module``).
+``backend="auto"`` takes the fused engine where it can and says in a log line (logger
+``genni_ext``, level INFO) which backend it used and why; :func:`explain_backend` gives
+the same line without running anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from genni_ext._validate import (
+    contiguous_finite,
+    float_tensor,
+    module_argument,
+    positive_int,
+    torch_precision,
+    torch_threads,
+)
+from genni_ext.core.functional import (
+    buffers_for,
+    check_output_size,
+    check_vmap,
+    check_vmap_layers,
+    every_path,
+    probe_forward,
+)
+from genni_ext.core.models import flatten_params, num_params
+from genni_ext.core.problem import expected_input_shape
+from genni_ext.engine import fused
+from genni_ext.engine.lowering import Program, check_lowerable, lower
+from genni_ext.engine.torch_func import torch_sweep
+from genni_ext.errors import BackendUnavailableError, InputError, LoweringError
+
+logger = logging.getLogger("genni_ext")
+
+BACKENDS = ("auto", "fused", "torch")
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What ``auto`` picks: the one-line reason, and the lowered program if fused (else None)."""
+
+    explanation: str
+    program: Program | None
+
+
+def _fused_unavailable_reason(device: torch.device) -> str | None:
+    """Why the fused engine cannot run on ``device``, or None if it can."""
+    return fused.fused_unavailable_reason(device)
+
+
+def _lowering_explanation(model: nn.Module, error: LoweringError) -> str:
+    """The line for a model that does not lower, naming the layer by dotted path and class:
+    "torch: layer 'features.1' cannot be lowered: BatchNorm2d is not supported (...)". The
+    class is put before the reason where the reason does not name it already."""
+    reason = error.reason
+    if error.layer:
+        try:
+            kind = type(model.get_submodule(error.layer)).__name__
+        except AttributeError:  # a path the error names but named_modules does not hold
+            kind = ""
+        if kind and kind not in reason:
+            reason = f"{kind}: {reason}"
+    where = f"layer '{error.layer}'" if error.layer else "the model"
+    return f"torch: {where} cannot be lowered: {reason}"
+
+
+def _choose(
+    model: nn.Module,
+    input_shape: tuple[int, ...] | None,
+    device: torch.device,
+    num_samples: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    precision: str = "full",
+) -> _Choice:
+    """What ``backend="auto"`` does; without ``input_shape`` only layer types are checked.
+
+    On CUDA the choice also depends on the probe count and dtype (the tiled kernel's plan).
+    """
+    name = type(model).__name__
+    program = None
+    try:
+        if input_shape is None:
+            check_lowerable(model)
+        else:
+            program = lower(model, input_shape)
+    except LoweringError as error:
+        return _Choice(_lowering_explanation(model, error), None)
+    reason = _fused_unavailable_reason(device)
+    if reason is not None:
+        return _Choice(f"torch: the fused backend cannot run on {device}: {reason}", None)
+    if program is not None and device.type == "cuda" and num_samples is not None:
+        compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        use_fused, why = fused.cuda_auto_choice(program, num_samples, compute, device, precision)
+        if not use_fused:
+            return _Choice(f"torch: {why}", None)
+        return _Choice(
+            f"fused (cuda): {program.ops.shape[0]} ops lowered from {name}; {why}", program
+        )
+    if program is None:
+        explanation = (
+            f"fused ({device.type}): the layer types of {name} lower; "
+            "the input shape is checked at sweep time"
+        )
+    else:
+        explanation = f"fused ({device.type}): {program.ops.shape[0]} ops lowered from {name}"
+    return _Choice(explanation, program)
+
+
+def select_program(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    backend: str,
+    *,
+    log: bool = False,
+    precision: str = "full",
+) -> Program | None:
+    """The lowered program ``sweep`` runs on the fused engine, or None for the torch backend.
+
+    "auto" takes the fused engine where the model lowers and the engine runs on the inputs'
+    device (and logs which and why when ``log``); "fused" raises LoweringError or
+    BackendUnavailableError where it cannot. A program whose output size differs from the
+    targets' raises InputError before the availability check, so the error is the same on
+    every machine.
+    """
+    if backend == "torch":
+        return None
+    device, input_shape = inputs.device, tuple(inputs.shape[1:])
+    if backend == "auto":
+        choice = _choose(model, input_shape, device, inputs.shape[0], inputs.dtype, precision)
+        if log:
+            logger.info("sweep backend: %s", choice.explanation)
+        if choice.program is None:
+            return None
+        program = choice.program
+    else:
+        program = lower(model, input_shape)
+    check_output_size(program.output_size, targets.shape[1])
+    if backend == "fused":
+        reason = _fused_unavailable_reason(device)
+        if reason is not None:
+            raise BackendUnavailableError(
+                f"backend='fused' cannot run on {device}: {reason}; use backend='auto' or 'torch'"
+            )
+    return program
+
+
+def explain_backend(
+    model: nn.Module, inputs: torch.Tensor | None = None, *, precision: str = "full"
+) -> str:
+    """One line: which backend ``sweep(..., backend="auto")`` uses for ``model`` and why, or
+    ``"refused: ..."`` with the error ``sweep`` would raise for this model before any work.
+
+    With ``inputs`` ([N, ...], float32 or float64) the checks are those ``sweep`` makes: the
+    model (parameters, eval mode), then a forward pass at the model's own parameters on two
+    of the inputs, plain and under ``vmap``; then the model is lowered for their per-sample
+    shape on their device. Without inputs only what needs none is checked: the model, the
+    layers ``vmap`` cannot run, and the layer types, for the CPU. ``sweep`` also checks the
+    targets' width against the model's output, which needs targets.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if inputs is not None:
+        if not isinstance(inputs, torch.Tensor):
+            raise InputError(f"inputs must be a torch.Tensor or None, got {type(inputs).__name__}")
+        inputs = float_tensor("inputs", inputs)
+        if inputs.ndim < 2 or inputs.shape[0] == 0:
+            raise InputError(
+                f"inputs must have shape [N, ...] with N >= 1 (one probe per row), got "
+                f"{list(inputs.shape)}"
+            )
+
+        fused.check_precision(precision, inputs.dtype, inputs.device)
+    try:
+        module_argument(model)
+        if inputs is None:
+            check_vmap_layers(model)
+        else:
+            center = flatten_params(model).to(dtype=inputs.dtype, device=inputs.device)
+            _check_model_runs(model, center, inputs)
+    except InputError as error:
+        return f"refused: {error}"
+    if inputs is None:
+        return _choose(model, None, torch.device("cpu")).explanation
+    return _choose(
+        model, tuple(inputs.shape[1:]), inputs.device, inputs.shape[0], inputs.dtype, precision
+    ).explanation
+
+
+def _check_ndim(name: str, tensor: torch.Tensor, expected: str, ok: bool) -> None:
+    if not ok:
+        raise InputError(f"{name} must have shape {expected}, got {list(tensor.shape)}")
+
+
+def _validate(
+    model: object,
+    center: object,
+    directions: object,
+    coeffs: object,
+    inputs: object,
+    targets: object,
+) -> tuple[torch.Tensor, ...]:
+    """Check the sweep's arguments; return the five tensors detached and contiguous."""
+    model = module_argument(model)
+    count = num_params(model)
+    named = {
+        "center": float_tensor("center", center),
+        "directions": float_tensor("directions", directions),
+        "coeffs": float_tensor("coeffs", coeffs),
+        "inputs": float_tensor("inputs", inputs),
+        "targets": float_tensor("targets", targets),
+    }
+    c, d, k, x, y = named.values()
+    _check_ndim("center", c, "[P] (a flat parameter vector)", c.ndim == 1)
+    _check_ndim("directions", d, "[m, P] (one direction per row)", d.ndim == 2)
+    _check_ndim("coeffs", k, "[G, m] (one grid point per row)", k.ndim == 2)
+    _check_ndim("inputs", x, "[N, ...] (one probe input per row)", x.ndim >= 2)
+    _check_ndim("targets", y, "[N, outputs] (model(inputs).reshape(N, -1))", y.ndim == 2)
+    if c.shape[0] != count:
+        raise InputError(
+            f"center has {c.shape[0]} values but the model has {count} parameters; pass a flat "
+            "parameter vector in parameters_to_vector order (genni_ext.core.models.flatten_params)"
+        )
+    if d.shape[0] == 0:
+        raise InputError("directions has no rows (m = 0); pass at least one direction")
+    if d.shape[1] != c.shape[0]:
+        raise InputError(
+            f"directions has rows of {d.shape[1]} values but center has {c.shape[0]}; each "
+            "direction must be a flat parameter vector like center"
+        )
+    if k.shape[0] == 0:
+        raise InputError("coeffs is an empty grid (G = 0); pass at least one grid point")
+    if k.shape[1] != d.shape[0]:
+        raise InputError(
+            f"coeffs has {k.shape[1]} columns but directions has {d.shape[0]} rows (m); "
+            "pass one coefficient per direction"
+        )
+    if x.shape[0] == 0:
+        raise InputError("inputs is an empty probe set (N = 0); pass at least one probe")
+    if y.shape[0] != x.shape[0]:
+        raise InputError(
+            f"targets has {y.shape[0]} rows but inputs has {x.shape[0]} probes; "
+            "pass one target row per probe input"
+        )
+    for name, tensor in named.items():
+        if tensor.dtype != c.dtype:
+            raise InputError(
+                f"{name} is {tensor.dtype} but center is {c.dtype}; give all five tensors one "
+                "dtype (.float() or .double())"
+            )
+        if tensor.device != c.device:
+            raise InputError(
+                f"{name} is on {tensor.device} but center is on {c.device}; move all five "
+                "tensors to one device"
+            )
+    return tuple(contiguous_finite(name, tensor) for name, tensor in named.items())
+
+
+def _check_model_runs(model: nn.Module, center: torch.Tensor, inputs: torch.Tensor) -> int:
+    """Run the model at ``center`` on two probes, plain and under vmap, so that inputs it
+    cannot take, an output that is not one tensor or a model vmap cannot run raise
+    InputError on every backend before any work (the fused engine would report them as
+    lowering problems); return the outputs per probe."""
+    params, buffers = every_path(model, center), buffers_for(model, inputs)
+    with torch.no_grad():
+        probe = probe_forward(
+            model, params, buffers, inputs, expected_shape=expected_input_shape(model)
+        )
+        check_vmap(model, params, buffers, inputs)
+    return probe.outputs_per_sample
+
+
+def _check_model_takes(
+    model: nn.Module, center: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
+) -> None:
+    """:func:`_check_model_runs`, and targets of the model's output width."""
+    check_output_size(_check_model_runs(model, center, inputs), targets.shape[1])
+
+
+def sweep(
+    model: nn.Module,
+    center: torch.Tensor,
+    directions: torch.Tensor,
+    coeffs: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    backend: str = "auto",
+    num_threads: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    precision: str = "full",
+) -> torch.Tensor:
+    """J(center + c @ directions) for every row c of ``coeffs``, as float64 [G].
+
+    Shapes: ``center`` [P] (flat parameters in ``parameters_to_vector`` order),
+    ``directions`` [m, P], ``coeffs`` [G, m], ``inputs`` [N, ...], ``targets`` [N, outputs].
+    All five must be float32 or float64 of one dtype, on one device, finite; the model
+    computes in that dtype on that device and the result lies there too. The model's own
+    parameter values are not used (its buffers are), and it runs in its current mode:
+    BatchNorm or Dropout in training mode is refused (call ``model.eval()`` first).
+
+    Before any work, on every backend, the model runs once at ``center`` on two probes:
+    inputs whose per-sample shape it cannot take (the error names the shape it expects and
+    the one given), a forward that returns anything but one float tensor [N, ...], one that
+    cannot run under ``vmap``, and targets of another width raise InputError.
+
+    Layout: tensors that need grad are detached and non-contiguous ones are copied to
+    contiguous memory, since a copy of the caller's data is cheap next to the sweep.
+    Expanded views (stride 0 along a dimension of size > 1, as ``expand`` makes) raise
+    InputError instead: their entries repeat, which is nearly always a mistake (a probe
+    set of copies of one sample), and copying them could allocate far more memory than
+    the caller holds. Pass ``.contiguous()`` explicitly if it is intended.
+
+    ``backend`` is "fused" (the csrc engine; raises LoweringError naming the layer it
+    cannot run and BackendUnavailableError where it is not built or cannot run on the
+    device), "torch" (torch.func fallback, any model) or "auto" (fused where possible,
+    else torch; logs which and why). ``num_threads`` caps CPU threads (for the torch
+    backend, torch's intra-op threads during the call); ``chunk_size`` is the number of
+    grid points evaluated at once (default: from a memory budget); ``progress`` shows a
+    progress bar.
+
+    ``precision`` is "full" (the dtype's own: float32 or float64 arithmetic throughout, also
+    in the torch backend's cuBLAS and cuDNN calls) or "tf32" (float32 on CUDA only): every
+    Linear and Conv2d multiplies TF32-rounded inputs and weights (10 mantissa bits) and
+    sums in float32, on tensor cores; the fused kernel does it where its tile fits, else
+    torch with cuBLAS/cuDNN in TF32. Measured error against float64: see the README
+    ("Precision").
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
+    if num_threads is not None:
+        positive_int(num_threads, "num_threads")
+    if chunk_size is not None:
+        positive_int(chunk_size, "chunk_size")
+    if not isinstance(progress, bool):
+        raise InputError(f"progress must be True or False, got {progress!r}")
+    center, directions, coeffs, inputs, targets = checked_inputs(
+        model, center, directions, coeffs, inputs, targets
+    )
+    decision = decide(model, inputs, targets, backend, precision=precision, log=True)
+    return run_decided(
+        decision,
+        model,
+        center,
+        directions,
+        coeffs,
+        inputs,
+        targets,
+        num_threads=num_threads,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
+
+
+def checked_inputs(
+    model: nn.Module,
+    center: object,
+    directions: object,
+    coeffs: object,
+    inputs: object,
+    targets: object,
+) -> tuple[torch.Tensor, ...]:
+    """The five tensors as :func:`sweep` runs them (detached, contiguous), after every check
+    it makes before any work (shapes, dtypes, devices, the model run on two probes)."""
+    center, directions, coeffs, inputs, targets = _validate(
+        model, center, directions, coeffs, inputs, targets
+    )
+    _check_model_takes(model, center, inputs, targets)
+    return center, directions, coeffs, inputs, targets
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The engine a sweep runs on, decided once per sweep: ``program`` (the lowered model,
+    for the fused engine) or None (torch.func), in ``precision``; ``backend`` names it as
+    the store records it ("fused-cpu", "fused-cuda" or "torch")."""
+
+    program: Program | None
+    backend: str
+    precision: str
+
+
+def decide(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    backend: str,
+    *,
+    precision: str = "full",
+    log: bool = False,
+) -> Decision:
+    """The Decision :func:`sweep` takes for these probes (raises where ``backend`` cannot
+    run, as ``sweep`` does); the grid runners make it once and run every chunk with it."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
+
+    fused.check_precision(precision, inputs.dtype, inputs.device)
+    program = select_program(model, inputs, targets, backend, log=log, precision=precision)
+    label = "torch" if program is None else f"fused-{inputs.device.type}"
+    return Decision(program, label, precision)
+
+
+def run_decided(
+    decision: Decision,
+    model: nn.Module,
+    center: torch.Tensor,
+    directions: torch.Tensor,
+    coeffs: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    num_threads: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """J (float64 [G]) on the engine ``decision`` names, for tensors already checked as
+    :func:`sweep` checks them (contiguous, one dtype and device, the model takes them)."""
+    if decision.program is None:
+        with torch_threads(num_threads, inputs.device), torch_precision(decision.precision):
+            return torch_sweep(
+                model,
+                center,
+                directions,
+                coeffs,
+                inputs,
+                targets,
+                chunk_size=chunk_size,
+                progress=progress,
+            )
+
+    return fused.fused_sweep(
+        decision.program,
+        center,
+        directions,
+        coeffs,
+        inputs,
+        targets,
+        num_threads=num_threads,
+        chunk_size=chunk_size,
+        progress=progress,
+        precision=decision.precision,
+    )
