@@ -1,4 +1,4 @@
-"""Small argument checks and helpers shared by the public functions."""
+"""Argument checks, helpers and constants (backends, precisions) shared by every layer."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -19,6 +20,13 @@ from torch.nn.parameter import is_lazy
 from genni_ext.errors import InputError
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
+
+BACKENDS = ("auto", "fused", "torch")
+"""What runs a sweep: the fused engine, torch.func, or "auto" (the fused engine where it can)."""
+
+Precision = Literal["full", "tf32"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+"""A sweep's arithmetic: the dtype's own, or TF32 tensor cores for float32 on CUDA."""
 
 # Layers whose training-mode forward uses batch statistics (and updates running ones) or
 # draws random numbers: J would not be a function of θ, the model's buffers would change,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from genni_ext._validate import BACKENDS, PRECISIONS
 from genni_ext.cli.presets import DEMO_MODEL_HELP, demo_help, paper_flag_help
-from genni_ext.store.config import BACKEND_NAMES, CONFIG_SCHEMA, OPTIMIZERS
+from genni_ext.core.sgd_search import OPTIMIZERS
+from genni_ext.store.config import CONFIG_SCHEMA
 
 _SCHEMA_EPILOG = (
     "config file (YAML; every key but experiment and model optional, with the defaults "
@@ -63,7 +65,7 @@ def _add_config_options(parser: argparse.ArgumentParser, *, model_help: str) -> 
         metavar="INDEX",
         help="subspace.center: θ₀ is start INDEX (0 for the first), which must have converged",
     )
-    group.add_argument("--backend", choices=BACKEND_NAMES, help="backend of the sweep")
+    group.add_argument("--backend", choices=BACKENDS, help="backend of the sweep")
     group.add_argument(
         "--device",
         metavar="DEVICE",
@@ -71,7 +73,7 @@ def _add_config_options(parser: argparse.ArgumentParser, *, model_help: str) -> 
     )
     group.add_argument(
         "--precision",
-        choices=("full", "tf32"),
+        choices=PRECISIONS,
         help="sweeps in the dtype's full precision (default) or with Linear/Conv2d on TF32 "
         "tensor cores (float32 on CUDA)",
     )

@@ -18,23 +18,27 @@ from torch import nn
 from genni_ext._validate import contiguous_finite, float_tensor, positive_int
 from genni_ext.errors import InputError
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
+ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
     "identity": nn.Identity,
 }
+"""The activations :func:`mlp` and :class:`LeNet5` take, by name."""
+
+POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+"""The pooling layers :class:`LeNet5` takes, by name."""
 
 
 def _activation(name: object, argument: str) -> nn.Module:
     """Build the activation called ``name``; ``argument`` names the parameter in errors."""
-    if not isinstance(name, str) or name not in _ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise InputError(
             f"{argument}={name!r} is not a known activation; use one of "
-            f"{', '.join(repr(key) for key in _ACTIVATIONS)}"
+            f"{', '.join(repr(key) for key in ACTIVATIONS)}"
         )
-    return _ACTIVATIONS[name]()
+    return ACTIVATIONS[name]()
 
 
 class TwoNeuronNet(nn.Sequential):
@@ -124,8 +128,7 @@ class LeNet5(nn.Sequential):
         positive_int(num_outputs, "num_outputs")
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
             raise InputError(f"padding must be a non-negative int, got {padding!r}")
-        pools: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
-        if pool not in pools:
+        if pool not in POOLS:
             raise InputError(f"pool={pool!r} is not supported; use 'max' or 'avg'")
         side = ((input_size + 2 * padding - 4) // 2 - 4) // 2
         if side < 1:
@@ -137,10 +140,10 @@ class LeNet5(nn.Sequential):
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, 6, 5, padding=padding),
             _activation(activation, "activation"),
-            pools[pool](2),
+            POOLS[pool](2),
             nn.Conv2d(6, 16, 5),
             _activation(activation, "activation"),
-            pools[pool](2),
+            POOLS[pool](2),
             nn.Flatten(),
             nn.Linear(16 * side * side, 120),
             _activation(activation, "activation"),

@@ -23,18 +23,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from tqdm.auto import tqdm
 
+from genni_ext._validate import PRECISIONS, Precision
 from genni_ext.engine.lowering import CONV2D, Program
 from genni_ext.errors import BackendUnavailableError, InputError
 
 FirstLayer = Literal["auto", "affine", "direct"]
 CudaKernel = Literal["auto", "tiled", "reference"]
-Precision = Literal["full", "tf32"]
-PRECISIONS = ("full", "tf32")
 
 
 @dataclass(frozen=True)
@@ -256,7 +255,9 @@ def _sweep_cuda_chunk(
 def check_precision(precision: str, dtype: torch.dtype, device: torch.device) -> None:
     """InputError unless ``precision`` is known and can run in ``dtype`` on ``device``."""
     if precision not in PRECISIONS:
-        raise InputError(f"precision={precision!r} is not known; use 'full' or 'tf32'")
+        raise InputError(
+            f"precision={precision!r} is not known; use {' or '.join(map(repr, PRECISIONS))}"
+        )
     if precision == "tf32" and (device.type != "cuda" or dtype != torch.float32):
         raise InputError(
             f"precision='tf32' runs float32 sweeps on CUDA tensor cores, not {dtype} on "
@@ -330,7 +331,7 @@ def cuda_tile_plan(
     "tiled" raises BackendUnavailableError where it does not; "reference" returns None
     (and raises for precision="tf32", which only the tiled kernel runs).
     """
-    if cuda_kernel not in ("auto", "tiled", "reference"):
+    if cuda_kernel not in get_args(CudaKernel):
         raise InputError(f"cuda_kernel={cuda_kernel!r}; use 'auto', 'tiled' or 'reference'")
     tf32 = precision == "tf32"
     if cuda_kernel == "reference":

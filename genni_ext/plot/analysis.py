@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from genni_ext.analysis.alignment import Explanation
-from genni_ext.analysis.dynamics import MorseGraph
+from genni_ext.analysis.dynamics import KINDS, MorseGraph
 from genni_ext.analysis.persistence import FEATURE_NAMES, Topology
 from genni_ext.analysis.similarity import Comparison
 from genni_ext.analysis.stitching import Stitch
@@ -27,7 +27,6 @@ from genni_ext.errors import InputError
 from genni_ext.plot import _style
 from genni_ext.plot.planes import plane_figure
 
-EPS_COLOUR = _style.EPS_COLOUR
 # Components of the ε-set take matplotlib's ten cycle colours; past ten they repeat.
 COMPONENT_COLOURS = tuple(f"C{i}" for i in range(10))
 # Found-point classes in the order the bar shows them, with their colours.
@@ -70,7 +69,7 @@ def betti_curve(topo: Topology) -> Figure:
     ax = fig.add_subplot()
     for k in range(numbers.shape[1]):
         ax.step(eps_values, numbers[:, k], where="post", label=f"β{k}: {names[k][1]}")
-    ax.axvline(topo.eps, color=EPS_COLOUR, linestyle="--", linewidth=1.0, label="analysed ε")
+    ax.axvline(topo.eps, color=_style.EPS_COLOUR, linestyle="--", linewidth=1.0, label="analysed ε")
     ax.set_xscale("log")
     ax.set_xlabel("ε (the set is J < ε)")
     ax.set_ylabel("count")
@@ -118,8 +117,8 @@ def persistence_diagram(topo: Topology) -> Figure:
     ax.plot([low, top], [low, top], color="grey", linewidth=0.8)
     ax.axhline(top, color="grey", linewidth=0.5, linestyle=":")
     ax.text(low, top, " ∞", va="bottom", fontsize=8)
-    ax.axvline(topo.eps, color=EPS_COLOUR, linestyle="--", linewidth=0.8)
-    ax.axhline(topo.eps, color=EPS_COLOUR, linestyle="--", linewidth=0.8)
+    ax.axvline(topo.eps, color=_style.EPS_COLOUR, linestyle="--", linewidth=0.8)
+    ax.axhline(topo.eps, color=_style.EPS_COLOUR, linestyle="--", linewidth=0.8)
     ax.set_xlabel("birth (J at which the feature appears)")
     ax.set_ylabel("death")
     ax.legend(fontsize=8, loc="lower right")
@@ -379,9 +378,7 @@ def morse_graph_figure(morse: MorseGraph) -> Figure:
     ax.set_xlim(-0.5, widest - 0.5 + 0.8)
     ax.set_ylabel("log10 of the lowest J in the set")
     _style.key_below(fig, [ax], _set_key(morse), ncol=3)
-    kinds = ", ".join(
-        f"{sum(s.kind == k for s in sets)} {k}" for k in ("attracting", "saddle", "repelling")
-    )
+    kinds = ", ".join(f"{sum(s.kind == k for s in sets)} {k}" for k in KINDS)
     ax.set_title(f"Morse graph: {len(sets)} sets ({kinds})", fontsize=9)
     _style.fit_titles(fig)
     return fig

@@ -37,7 +37,6 @@ CMAP = "viridis"
 CONVERGED_COLOUR = "tab:green"
 NOT_CONVERGED_COLOUR = "tab:red"
 CONSTANT_COLOUR = "grey"
-EPS_COLOUR = _style.EPS_COLOUR
 
 
 # --------------------------------------------------------------------------- checks
@@ -227,8 +226,8 @@ def _draw_plane(
         return None
     filled = ax.contourf(x, y, values, levels=scale.levels, norm=scale.norm, cmap=CMAP)
     if eps_line is not None:
-        ax.contour(x, y, values, levels=[eps_line], colors=EPS_COLOUR, linewidths=1.5)
-        ax.plot([], [], color=EPS_COLOUR, label=f"J = ε = {eps_line:.3g}")
+        ax.contour(x, y, values, levels=[eps_line], colors=_style.EPS_COLOUR, linewidths=1.5)
+        ax.plot([], [], color=_style.EPS_COLOUR, label=f"J = ε = {eps_line:.3g}")
     return filled
 
 
@@ -326,8 +325,8 @@ def surface(
             x, y, z, cmap=CMAP, norm=scale.norm, linewidth=0, antialiased=False, alpha=0.85
         )
         if crosses and eps is not None:
-            ax.contour(x, y, z, levels=[eps], colors=EPS_COLOUR, linewidths=1.5)
-            ax.plot([], [], color=EPS_COLOUR, label=f"J = ε = {eps:.3g}")
+            ax.contour(x, y, z, levels=[eps], colors=_style.EPS_COLOUR, linewidths=1.5)
+            ax.plot([], [], color=_style.EPS_COLOUR, label=f"J = ε = {eps:.3g}")
         _colorbar(fig, surf, ax, eps)
         top = float(raw[finite].max())
     else:
@@ -592,7 +591,7 @@ def search_convergence(
                 label=label,
             )
             line.set_gid(f"start {start}")
-    left.axhline(eps_value, color=EPS_COLOUR, linestyle="--", label=f"ε = {eps_value:.3g}")
+    left.axhline(eps_value, color=_style.EPS_COLOUR, linestyle="--", label=f"ε = {eps_value:.3g}")
     _constant_line(left, constant_line)
     left.set_yscale("log")
     left.set_xlabel("step")
@@ -615,7 +614,7 @@ def search_convergence(
     nan_starts = index[~finite]
     for start in nan_starts:
         right.annotate("NaN", (float(start), eps_value), ha="center", color=NOT_CONVERGED_COLOUR)
-    right.axhline(eps_value, color=EPS_COLOUR, linestyle="--", label=f"ε = {eps_value:.3g}")
+    right.axhline(eps_value, color=_style.EPS_COLOUR, linestyle="--", label=f"ε = {eps_value:.3g}")
     _constant_line(right, constant_line)
     right.set_yscale("log")
     right.set_xlim(-0.5, k - 0.5)

@@ -27,17 +27,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from genni_ext._validate import MAX_SEED
-from genni_ext.core.models import LeNet5, TwoNeuronNet, mlp
+from genni_ext._validate import BACKENDS, MAX_SEED, PRECISIONS
+from genni_ext.core.models import ACTIVATIONS, POOLS, LeNet5, TwoNeuronNet, mlp
 from genni_ext.core.problem import Problem
+from genni_ext.core.sgd_search import OPTIMIZERS
 from genni_ext.errors import InputError
 from genni_ext.store.names import check_name
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "identity")
 MODEL_NAMES = ("two_neuron", "mlp", "lenet5")
 MODEL_ALIASES = {"lenet": "lenet5"}
-BACKEND_NAMES = ("auto", "fused", "torch")
-OPTIMIZERS = ("sgd", "adam")
 
 # Every key of a config file with its default and what it means, as YAML; `genni COMMAND
 # --help` prints it, and it is a valid config itself.
@@ -322,9 +320,9 @@ _SECTIONS: dict[str, dict[str, tuple[Check, object]]] = {
 }
 _TOP: dict[str, tuple[Check, object]] = {
     "seed": (_seed(), 0),
-    "backend": (_choice(BACKEND_NAMES), "auto"),
+    "backend": (_choice(BACKENDS), "auto"),
     "device": (_device, "cpu"),
-    "precision": (_choice(("full", "tf32")), "full"),
+    "precision": (_choice(PRECISIONS), "full"),
     "num_threads": (_int(1, optional=True), None),
     "chunk_points": (_int(1, optional=True), None),
 }
@@ -332,17 +330,17 @@ _MODEL_ARGS: dict[str, dict[str, tuple[Check, object]]] = {
     "two_neuron": {},
     "mlp": {
         "sizes": (_sizes, None),  # required
-        "activation": (_choice(ACTIVATIONS), "relu"),
+        "activation": (_choice(tuple(ACTIVATIONS)), "relu"),
         "bias": (_bool, True),
     },
     "lenet5": {
         "in_channels": (_int(1), 1),
         "input_size": (_int(1), 28),
         "num_outputs": (_int(1), 1),
-        "activation": (_choice(ACTIVATIONS), "relu"),
-        "pool": (_choice(("max", "avg")), "max"),
+        "activation": (_choice(tuple(ACTIVATIONS)), "relu"),
+        "pool": (_choice(tuple(POOLS)), "max"),
         "padding": (_int(0), 2),
-        "output_activation": (_choice(ACTIVATIONS, optional=True), None),
+        "output_activation": (_choice(tuple(ACTIVATIONS), optional=True), None),
     },
 }
 _GRID_KEYS = ("name", "bound", "n", "dim")
