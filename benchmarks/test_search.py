@@ -88,7 +88,7 @@ def _run(benchmark: BenchmarkFixture, call: Callable[[], torch.Tensor], rounds: 
 def _search_threads() -> int:
     """Threads the search runs on (one for small steps: see genni_ext.core.sgd_search)."""
     problem, _ = _problem()
-    small = NUM_STARTS * BATCH * problem._activations_per_sample < SMALL_STEP
+    small = NUM_STARTS * BATCH * problem.activations_per_sample < SMALL_STEP
     return 1 if small else torch.get_num_threads()
 
 

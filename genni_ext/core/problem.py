@@ -179,6 +179,8 @@ class Problem:
     targets: torch.Tensor
     seed: int
     input_shape: tuple[int, ...]
+    activations_per_sample: int
+    """Activation scalars the model's leaf layers produce per probe: sizes chunks of work."""
 
     def __init__(
         self,
@@ -264,10 +266,10 @@ class Problem:
         self.seed = seed
         self.input_shape = shape
         self._buffers = buffers_for(model, inputs)
-        self._activations_per_sample = 0  # set by _compute_targets
+        self.activations_per_sample = 0  # set by _compute_targets
         self.targets = self._compute_targets()
         # x2: a layer's input and output are alive at the same time.
-        self._bytes_per_sample = 2 * self._activations_per_sample * inputs.element_size()
+        self._bytes_per_sample = 2 * self.activations_per_sample * inputs.element_size()
 
     # --- properties -------------------------------------------------------------------------
 
@@ -333,7 +335,7 @@ class Problem:
 
     def _compute_targets(self) -> torch.Tensor:
         """φ(inputs, θ) as [N, outputs], in probe chunks sized from the memory budget (sets
-        ``_activations_per_sample``); refused before it is allocated if it cannot fit."""
+        ``activations_per_sample``); refused before it is allocated if it cannot fit."""
         num = self.inputs.shape[0]
         with torch.no_grad():
             params = every_path(self.model, self.theta)
@@ -346,7 +348,7 @@ class Problem:
             )
             check_vmap(self.model, params, self._buffers, self.inputs)
             outputs, per_sample = probe.outputs_per_sample, probe.activations_per_sample
-            self._activations_per_sample = per_sample
+            self.activations_per_sample = per_sample
             check_room(
                 f"the targets of {num} probes ({outputs} output(s) each, "
                 f"{str(self.inputs.dtype).removeprefix('torch.')})",
@@ -366,7 +368,7 @@ class Problem:
             )
         return targets
 
-    def _minibatch_loss(
+    def minibatch_loss(
         self, flat: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
         """Mean ‖φ(x, flat) - y‖² over a minibatch, in θ's dtype and differentiable in
@@ -374,7 +376,7 @@ class Problem:
         out = self._forward(every_path(self.model, flat), inputs)
         return (out.reshape(targets.shape) - targets).square().sum(dim=-1).mean()
 
-    def _evaluate(self, params: torch.Tensor) -> torch.Tensor:
+    def unchecked_loss(self, params: torch.Tensor) -> torch.Tensor:
         """J on the whole probe set for every row of ``params`` ([K, P], θ's dtype and
         device, not checked) as float64 [K]. Rows and probes are chunked so that one call
         holds about DEFAULT_MEMORY_BUDGET bytes of activations."""
@@ -420,8 +422,8 @@ class Problem:
         flat = float_tensor("params", params).to(dtype=self.theta.dtype, device=self.theta.device)
         flat = contiguous_finite("params", flat)
         if flat.ndim == 1:
-            return self._evaluate(flat[None])[0]
-        return self._evaluate(flat)
+            return self.unchecked_loss(flat[None])[0]
+        return self.unchecked_loss(flat)
 
     def with_probes(self, num_probes: int, seed: int) -> Problem:
         """The same model and θ with ``num_probes`` fresh standard-normal probes drawn with

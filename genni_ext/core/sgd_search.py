@@ -376,9 +376,9 @@ def _run_group(
     """Run the starts ``initial`` (seeds ``seeds``) as one vmap batch: the whole local search,
     or one Dask task. ``config`` of the result holds only ``steps_run``; ``stop_from`` and
     ``warn`` as in :func:`_descend`."""
-    gradients = vmap(grad(problem._minibatch_loss))
+    gradients = vmap(grad(problem.minibatch_loss))
     update = _Optimizer(settings.optimizer, settings.lr, settings.momentum, initial)
-    small = initial.shape[0] * settings.batch * problem._activations_per_sample < SMALL_STEP
+    small = initial.shape[0] * settings.batch * problem.activations_per_sample < SMALL_STEP
     with torch_threads(1 if small else None, problem.theta.device):
         return _descend(
             problem,
@@ -526,7 +526,7 @@ def _descend(
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     device = problem.theta.device
     params = initial.clone()
-    losses = problem._evaluate(params)
+    losses = problem.unchecked_loss(params)
     history, recorded = [losses], [0]
     at_start = tol is not None and stop_from == 0 and bool((losses < tol).all())
     steps_run = 0 if at_start else steps
@@ -546,7 +546,7 @@ def _descend(
             bar.update(1)
             if step % record_every != 0 and step != steps:
                 continue
-            losses = problem._evaluate(params)
+            losses = problem.unchecked_loss(params)
             history.append(losses)
             recorded.append(step)
             bar.set_postfix(best=f"{float(losses.min()):.3g}", worst=f"{float(losses.max()):.3g}")

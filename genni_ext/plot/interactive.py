@@ -15,7 +15,7 @@ import numpy as np
 from genni_ext.core.grid import GridResult
 from genni_ext.errors import InputError
 from genni_ext.plot import _style
-from genni_ext.plot.sets import _empty_reason, _eps_points, _summary
+from genni_ext.plot.sets import empty_eps_set_reason, eps_points, eps_set_summary
 from genni_ext.store.experiment import atomic_write_text
 
 INSTALL_HINT = 'pip install "genni_ext[interactive]"'
@@ -57,7 +57,7 @@ def scatter3d_html(
     if not target.parent.is_dir():
         raise InputError(f"folder {target.parent} does not exist; create it first")
     go = _plotly()
-    coeffs, values, nans = _eps_points(result, eps)
+    coeffs, values, nans = eps_points(result, eps)
     low = float(values.min()) if values.size else 0.0
     c1, c2, c3 = _style.AXIS_LABELS[:3]
     traces = [
@@ -98,9 +98,9 @@ def scatter3d_html(
                 f"<br>{c3}=%{{z:.4g}}<br>J={marker.loss:.4g}<extra></extra>",
             )
         )
-    title = _summary(result, eps, coeffs.shape[0], nans)
+    title = eps_set_summary(result, eps, coeffs.shape[0], nans)
     if coeffs.shape[0] == 0:
-        title += f"<br>{_empty_reason(result, eps)}"
+        title += f"<br>{empty_eps_set_reason(result, eps)}"
     figure = go.Figure(data=traces)
     grid = result.grid.coeffs.numpy()
     corners = [grid.min(0), grid.max(0)] + [m.coords.numpy() for m in result.markers]

@@ -39,7 +39,7 @@ def _check_result(result: object, what: str) -> GridResult:
     return result
 
 
-def _eps_points(result: GridResult, eps: float) -> tuple[np.ndarray, np.ndarray, int]:
+def eps_points(result: GridResult, eps: float) -> tuple[np.ndarray, np.ndarray, int]:
     """Coefficients [K, m] and J [K] of the ε-set (grid order), and the number of NaNs."""
     mask = result.eps_mask(eps).reshape(-1)
     coeffs = result.grid.coeffs[mask].numpy()
@@ -53,7 +53,9 @@ def _norm(values: np.ndarray, eps: float) -> Normalize:
     return Normalize(vmin=min(low, eps), vmax=eps)
 
 
-def _summary(result: GridResult, eps: float, count: int, nans: int) -> str:
+def eps_set_summary(result: GridResult, eps: float, count: int, nans: int) -> str:
+    """A picture's title: how many of the grid's points are in the ε-set, and the NaNs left
+    out."""
     total = result.grid.size
     text = f"ε-set: {count} of {total} points with J < ε = {eps:.3g}"
     if nans:
@@ -61,7 +63,8 @@ def _summary(result: GridResult, eps: float, count: int, nans: int) -> str:
     return text
 
 
-def _empty_reason(result: GridResult, eps: float) -> str:
+def empty_eps_set_reason(result: GridResult, eps: float) -> str:
+    """Why a picture of the ε-set is empty: every value NaN, or the smallest J not below ε."""
     finite = result.values[~torch.isnan(result.values)]
     if finite.numel() == 0:
         return "empty ε-set: every grid value is NaN"
@@ -100,7 +103,7 @@ def scatter3d(
         for view in views
     ):
         raise InputError(f"views must be a non-empty list of (elevation, azimuth) pairs: {views}")
-    coeffs, values, nans = _eps_points(result, eps)
+    coeffs, values, nans = eps_points(result, eps)
     norm = _norm(values, eps)
     cols = min(len(views), 2)
     rows = math.ceil(len(views) / cols)
@@ -146,7 +149,7 @@ def scatter3d(
             ax.text2D(
                 0.5,
                 0.5,
-                _empty_reason(result, eps),
+                empty_eps_set_reason(result, eps),
                 transform=ax.transAxes,
                 ha="center",
                 va="center",
@@ -156,7 +159,7 @@ def scatter3d(
         panels.append(ax)
     _style.key_below(fig, [panels[0]], ncol=6)
     _colour_bar(fig, norm, panels)
-    fig.suptitle(_summary(result, eps, coeffs.shape[0], nans))
+    fig.suptitle(eps_set_summary(result, eps, coeffs.shape[0], nans))
     _style.settle(fig, layers, names=True)
     return fig
 
@@ -268,7 +271,7 @@ def umap(
         raise InputError(f"seed must be a non-negative int, got {seed!r}")
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int) or n_neighbors < 2:
         raise InputError(f"n_neighbors must be an int >= 2, got {n_neighbors!r}")
-    coeffs, values, nans = _eps_points(result, eps)
+    coeffs, values, nans = eps_points(result, eps)
     marker_coords = (
         np.stack([mk.coords.numpy() for mk in result.markers])
         if result.markers
@@ -290,11 +293,11 @@ def umap(
     fig = _style.new_figure(6.4, 5.2)
     ax = fig.add_subplot()
     norm = _norm(values, eps)
-    title = f"UMAP of {space}, " + _summary(result, eps, coeffs.shape[0], nans)
+    title = f"UMAP of {space}, " + eps_set_summary(result, eps, coeffs.shape[0], nans)
     count = data.shape[0]
     if count < 3:
         reason = (
-            _empty_reason(result, eps)
+            empty_eps_set_reason(result, eps)
             if count == 0
             else f"the ε-set has {count} point{'s' if count > 1 else ''}; UMAP needs at least 3"
         )

@@ -220,13 +220,13 @@ def test_small_steps_run_on_one_thread_and_restore_the_count() -> None:
     (see the module docstring) and gives the caller's thread count back."""
     problem = _paper_problem(num_probes=64)
     seen: list[int] = []
-    original = problem._minibatch_loss
+    original = problem.minibatch_loss
 
     def spy(*args: torch.Tensor) -> torch.Tensor:
         seen.append(torch.get_num_threads())
         return original(*args)
 
-    problem._minibatch_loss = spy  # type: ignore[method-assign]
+    problem.minibatch_loss = spy  # type: ignore[method-assign]
     before = torch.get_num_threads()
     search(problem, 2, steps=2, progress=False)
     assert seen and set(seen) == {1}
