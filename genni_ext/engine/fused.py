@@ -105,10 +105,10 @@ def uses_affine_first_layer(program: Program, m: int, first_layer: FirstLayer = 
     """Whether to combine m + 1 precomputed first-layer responses instead of running it.
 
     Combining costs m multiply-adds per first-layer output but streams m + 1 stored
-    responses from memory; running the layer costs its fan-in from cache. On the CPU the
-    shortcut paid from a fan-in of about 10 (m + 1) on (1.3x for a 64-input MLP, 4-6x for
-    784 inputs) and tied or lost below (LeNet-5's 25-tap first conv: 0.7-1.0x), so "auto"
-    takes it from there.
+    responses from memory; running the layer costs its fan-in from cache. So the shortcut
+    pays only where the fan-in is large against m + 1: "auto" takes it from a fan-in of
+    10 (m + 1), below which it was no faster on the CPU (benchmarks/README.md, "First
+    layer"; the ratios are in benchmarks/gpu/NOTES.md, "Moved from the code").
     """
     if first_layer == "direct" or not program.first_is_parametric:
         return False
@@ -274,31 +274,30 @@ def cuda_auto_choice(
 ) -> tuple[bool, str]:
     """Whether ``backend="auto"`` runs the fused engine on this CUDA device, and why.
 
-    The rule, from benchmarks/test_sweep_cuda.py on an H200 (benchmarks/README.md, GPU
-    section; five runs): the tiled kernel beat torch.func on every workload measured
-    (1.6x to 6.8x), so it runs wherever its tile fits. Where it does not, the reference
-    kernel would run: it lost to torch.func on LeNet-5 (0.34x to 0.40x), so networks with a
-    Conv2d go to torch.func; on MLPs it was on par or faster (0.94x to 1.08x on
-    mlp([12, 64, 64, 1]), 3.3x on the two-neuron net), so they stay fused. In TF32 the
-    tiled kernel lost to torch.func in TF32 on LeNet-5 (0.75x to 0.87x, run 5), so conv
-    nets go to torch.func; on the MLPs it was on par or faster (0.98x, 1.9x).
+    The rule follows benchmarks/test_sweep_cuda.py (numbers in benchmarks/README.md, GPU
+    section, and benchmarks/gpu/NOTES.md): the tiled kernel was faster than torch.func on
+    every workload timed, so it runs wherever its tile fits. Where it does not, the
+    reference kernel would run: slower than torch.func on LeNet-5, so networks with a Conv2d
+    go to torch.func; on par or faster on MLPs, so they stay fused. In TF32 the tiled kernel
+    was slower than torch.func in TF32 on LeNet-5, so conv nets go to torch.func; on the
+    MLPs it was on par or faster, so they stay fused.
     """
     has_conv = bool((program.ops[:, 0] == CONV2D).any())
     if precision == "tf32" and has_conv:
         return False, (
-            "precision='tf32' on a conv net: the tiled kernel's TF32 mode measured slower than "
-            "torch.func with cuDNN in TF32 (0.75x to 0.87x on LeNet-5, H200)"
+            "precision='tf32' on a conv net: backend='auto' runs conv nets in TF32 on "
+            "torch.func (cuDNN in TF32), not on the tiled kernel"
         )
     plan = cuda_tile_plan(program, num_samples, dtype, "auto", None, device, precision)
     if plan is not None:
         if plan["tf32"]:
             return True, (
-                f"tiled kernel, TF32 tensor cores, {plan['samples']} samples per tile "
-                "(on MLPs measured on par with torch.func in TF32 or faster: 0.98x to 1.9x)"
+                f"tiled kernel, TF32 tensor cores, {plan['samples']} samples per tile (no "
+                "Conv2d, and the tile fits in shared memory)"
             )
         return True, (
             f"tiled kernel, {plan['samples']} samples per tile, {plan['threads']} threads "
-            "per block (measured faster than torch.func on every GPU workload)"
+            "per block (the tile fits in shared memory)"
         )
     if precision == "tf32":
         return False, (
@@ -307,12 +306,12 @@ def cuda_auto_choice(
         )
     if has_conv:
         return False, (
-            "the tiled kernel's smallest tile does not fit in shared memory, and the "
-            "reference kernel measured slower than torch.func on conv nets (0.4x, H200)"
+            "the tiled kernel's smallest tile does not fit in shared memory, and "
+            "backend='auto' runs conv nets on torch.func rather than the reference kernel"
         )
     return True, (
         "reference kernel (the tiled kernel's smallest tile does not fit in shared memory; "
-        "on MLPs the reference kernel measured on par with torch.func or faster)"
+        "backend='auto' keeps networks without a Conv2d on the reference kernel)"
     )
 
 
