@@ -14,13 +14,13 @@ from genni_ext.analysis.baselines import Baselines
 from genni_ext.cli.configure import experiments_home, raw_config, set_threads
 from genni_ext.cli.output import format_seconds, format_shape, say
 from genni_ext.cluster import connect
-from genni_ext.core.chunking import ChunkPlan
 from genni_ext.core.grid import Grid
 from genni_ext.core.sgd_search import search
 from genni_ext.core.subspace import Subspace
 from genni_ext.errors import InputError
 from genni_ext.run.chunk_runs import ConfigSource
-from genni_ext.run.resumable import default_chunk_points, run_sweep
+from genni_ext.run.plan import plan_sweep
+from genni_ext.run.resumable import run_planned_sweep
 from genni_ext.store.config import build_problem, converged_center, validate_config
 from genni_ext.store.experiment import Experiment, StoreError, search_id
 
@@ -174,11 +174,18 @@ def sweep_grids(
             Subspace.from_search(_on_device(result, "cpu"), eps, spec["dim"], center=center),
             problem.theta.device,
         )
-        plan = ChunkPlan.for_grid(
-            grid.shape,
-            config["chunk_points"] or default_chunk_points(experiment, spec["name"], problem, grid),
+        plan = plan_sweep(
+            problem,
+            subspace,
+            grid,
+            backend=config["backend"],
+            precision=config["precision"],
+            chunk_points=config["chunk_points"],
+            experiment=experiment,
+            name=spec["name"],
         )
-        chunk_points, total = plan.chunk_points, plan.num_chunks
+        assert plan.chunks is not None  # plan_sweep cuts the grid into chunks by default
+        chunk_points, total = plan.chunks.chunk_points, plan.chunks.num_chunks
         label = (
             f"grid '{spec['name']}' ({format_shape(grid.shape)} on "
             f"[{spec['bound'][0]:g}, {spec['bound'][1]:g}]^{spec['dim']})"
@@ -198,17 +205,12 @@ def sweep_grids(
             say(f"{label}: {total} chunks of {chunk_points} points; computing {total} chunks")
         start = time.perf_counter()
         try:
-            grid_result = run_sweep(
+            grid_result = run_planned_sweep(
                 experiment,
-                problem,
-                subspace,
-                grid,
+                plan,
                 spec["name"],
-                chunk_points=chunk_points,
-                backend=config["backend"],
                 num_threads=config["num_threads"],
                 progress=progress,
-                precision=config["precision"],
                 client=client,
                 source=None if client is None else ConfigSource(experiment.home, experiment.name),
                 search=config["search"]["name"],

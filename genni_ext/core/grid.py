@@ -10,8 +10,9 @@ markers θ₀..θₘ, and the metadata that makes the run reproducible.
 
 :func:`grid_metadata` and :func:`grid_markers` are the pieces of ``sweep_grid`` that the
 experiment store's resumable sweep shares, and both take the engine from one
-:class:`genni_ext.engine.Decision`, so that a sweep run in chunks (here, on a Dask cluster or
-resumed from the store) yields the same ``GridResult`` as one uninterrupted call.
+:class:`genni_ext.engine.Decision` (the markers' J is computed on it), so that a sweep run
+in chunks (here, on a Dask cluster or resumed from the store) yields the same
+``GridResult`` as one uninterrupted call.
 """
 
 from __future__ import annotations
@@ -434,14 +435,22 @@ def grid_metadata(
     }
 
 
-def grid_markers(problem: Problem, subspace: Subspace) -> list[Marker]:
+def grid_markers(
+    problem: Problem, subspace: Subspace, losses: torch.Tensor | None = None
+) -> list[Marker]:
     """Markers "θ0" (the centre, coordinates 0) and "θ1".."θm" (the subspace's points),
-    with their coordinates on the plane and J from ``problem.loss``."""
+    with their coordinates on the plane and J: ``losses`` ([m + 1], J at θ0..θm as the
+    sweep's engine computed it) where given, else ``problem.loss``."""
     check_problem(problem)
     if not isinstance(subspace, Subspace):
         raise InputError(f"subspace must be a Subspace, got {type(subspace).__name__}")
     points = torch.cat([subspace.center[None], subspace.points])
-    losses = problem.loss(points.to(dtype=problem.theta.dtype, device=problem.theta.device))
+    if losses is None:
+        losses = problem.loss(points.to(dtype=problem.theta.dtype, device=problem.theta.device))
+    elif tuple(losses.shape) != (points.shape[0],):
+        raise InputError(
+            f"losses has shape {list(losses.shape)}; pass J at the {points.shape[0]} markers"
+        )
     coords = subspace.coordinates(points).cpu()
     return [
         Marker(f"θ{index}", coords[index].clone(), float(losses[index]))

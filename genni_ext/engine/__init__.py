@@ -1,7 +1,9 @@
 """The engine layer: J(θ₀ + c @ B) for a list of coefficient vectors, and the choice of how.
 
-What is here: ``sweep`` and ``explain_backend`` (``front_door``: checks, then one
-``Decision`` of backend, program and precision), the lowering of a model to the fused
+What is here: ``sweep`` and ``explain_backend`` (``front_door``: the checks, into one
+``SweepInputs``; ``decide``, the one ``Decision`` of backend, program, first-layer form,
+precision, CUDA kernel and tile plan, with its reason; ``run_decided``, which runs it), the
+lowering of a model to the fused
 engine's program (``lowering``), the adapter to the compiled engine ``genni_ext._C``
 (``fused``) and the batched torch.func fallback for every other model (``torch_func``).
 
@@ -11,6 +13,6 @@ extension. Nothing from run, store, analysis, plot or cli.
 
 from __future__ import annotations
 
-from genni_ext.engine.front_door import Decision, explain_backend, sweep
+from genni_ext.engine.front_door import Decision, decide, explain_backend, sweep
 
-__all__ = ["Decision", "explain_backend", "sweep"]
+__all__ = ["Decision", "decide", "explain_backend", "sweep"]

@@ -36,6 +36,7 @@ from genni_ext.core.functional import (
 from genni_ext.core.models import flatten_params, num_params
 from genni_ext.core.problem import expected_input_shape
 from genni_ext.engine import fused
+from genni_ext.engine.fused import CudaKernel, FirstLayer
 from genni_ext.engine.lowering import Program, check_lowerable, lower
 from genni_ext.engine.torch_func import torch_sweep
 from genni_ext.errors import BackendUnavailableError, InputError, LoweringError
@@ -46,16 +47,39 @@ BACKENDS = ("auto", "fused", "torch")
 
 
 @dataclass(frozen=True)
-class _Choice:
-    """What ``auto`` picks: the one-line reason, and the lowered program if fused (else None)."""
+class Decision:
+    """Everything the engine needs to run a sweep, decided once per sweep.
 
-    explanation: str
+    ``backend`` names the engine as the store records it ("fused-cpu", "fused-cuda" or
+    "torch"); ``program`` is the lowered model (None for torch.func); ``precision`` "full"
+    or "tf32"; ``first_layer`` the fused engine's first-layer form ("affine" or "direct"
+    for the grid's number of directions, "auto" where that was not known); ``cuda_kernel``
+    "tiled" or "reference" on CUDA (None elsewhere) and ``tile_plan`` the tiled kernel's
+    plan (None elsewhere); ``reason`` the one line ``backend="auto"`` logs.
+    """
+
+    backend: str
     program: Program | None
+    precision: str
+    reason: str
+    first_layer: FirstLayer = "auto"
+    cuda_kernel: CudaKernel | None = None
+    tile_plan: dict[str, int] | None = None
 
 
-def _fused_unavailable_reason(device: torch.device) -> str | None:
-    """Why the fused engine cannot run on ``device``, or None if it can."""
-    return fused.fused_unavailable_reason(device)
+@dataclass(frozen=True)
+class SweepInputs:
+    """A sweep's arguments after every check the front door makes before any work: the
+    tensors detached and contiguous, of one dtype and device, the model in eval mode and
+    known to take the probes; ``outputs`` is its output width per probe."""
+
+    model: nn.Module
+    center: torch.Tensor
+    directions: torch.Tensor
+    coeffs: torch.Tensor
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    outputs: int
 
 
 def _lowering_explanation(model: nn.Module, error: LoweringError) -> str:
@@ -74,85 +98,81 @@ def _lowering_explanation(model: nn.Module, error: LoweringError) -> str:
     return f"torch: {where} cannot be lowered: {reason}"
 
 
-def _choose(
-    model: nn.Module,
-    input_shape: tuple[int, ...] | None,
-    device: torch.device,
-    num_samples: int | None = None,
-    dtype: torch.dtype = torch.float32,
-    precision: str = "full",
-) -> _Choice:
-    """What ``backend="auto"`` does; without ``input_shape`` only layer types are checked.
-
-    On CUDA the choice also depends on the probe count and dtype (the tiled kernel's plan).
-    """
-    name = type(model).__name__
-    program = None
-    try:
-        if input_shape is None:
-            check_lowerable(model)
-        else:
-            program = lower(model, input_shape)
-    except LoweringError as error:
-        return _Choice(_lowering_explanation(model, error), None)
-    reason = _fused_unavailable_reason(device)
-    if reason is not None:
-        return _Choice(f"torch: the fused backend cannot run on {device}: {reason}", None)
-    if program is not None and device.type == "cuda" and num_samples is not None:
-        compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-        use_fused, why = fused.cuda_auto_choice(program, num_samples, compute, device, precision)
-        if not use_fused:
-            return _Choice(f"torch: {why}", None)
-        return _Choice(
-            f"fused (cuda): {program.ops.shape[0]} ops lowered from {name}; {why}", program
-        )
-    if program is None:
-        explanation = (
-            f"fused ({device.type}): the layer types of {name} lower; "
-            "the input shape is checked at sweep time"
-        )
-    else:
-        explanation = f"fused ({device.type}): {program.ops.shape[0]} ops lowered from {name}"
-    return _Choice(explanation, program)
-
-
-def select_program(
+def decide(
     model: nn.Module,
     inputs: torch.Tensor,
-    targets: torch.Tensor,
-    backend: str,
+    targets: torch.Tensor | None,
+    backend: str = "auto",
     *,
-    log: bool = False,
     precision: str = "full",
-) -> Program | None:
-    """The lowered program ``sweep`` runs on the fused engine, or None for the torch backend.
+    num_directions: int | None = None,
+    log: bool = False,
+) -> Decision:
+    """The one Decision for sweeping ``model`` on these probes (checked as :func:`sweep`
+    checks them), with ``num_directions`` directions where known (it fixes the first-layer
+    form); the grid runners make it once and run every chunk with it.
 
-    "auto" takes the fused engine where the model lowers and the engine runs on the inputs'
-    device (and logs which and why when ``log``); "fused" raises LoweringError or
-    BackendUnavailableError where it cannot. A program whose output size differs from the
-    targets' raises InputError before the availability check, so the error is the same on
-    every machine.
+    "auto" takes the fused engine where the model lowers for the probes' shape and the
+    engine runs on their device (on CUDA: where :func:`fused.cuda_auto_choice` says so) and
+    logs which and why when ``log``; "fused" raises LoweringError or
+    BackendUnavailableError where it cannot; "torch" is torch.func. A program whose output
+    size differs from the targets' (None: not checked) raises InputError before the
+    availability check, so the error is the same on every machine.
     """
+    if backend not in BACKENDS:
+        raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
+    device, dtype = inputs.device, inputs.dtype
+    fused.check_precision(precision, dtype, device)
     if backend == "torch":
-        return None
-    device, input_shape = inputs.device, tuple(inputs.shape[1:])
-    if backend == "auto":
-        choice = _choose(model, input_shape, device, inputs.shape[0], inputs.dtype, precision)
-        if log:
-            logger.info("sweep backend: %s", choice.explanation)
-        if choice.program is None:
-            return None
-        program = choice.program
-    else:
-        program = lower(model, input_shape)
-    check_output_size(program.output_size, targets.shape[1])
-    if backend == "fused":
-        reason = _fused_unavailable_reason(device)
-        if reason is not None:
-            raise BackendUnavailableError(
-                f"backend='fused' cannot run on {device}: {reason}; use backend='auto' or 'torch'"
-            )
-    return program
+        return Decision("torch", None, precision, "torch: backend='torch' was asked for")
+    name = type(model).__name__
+    try:
+        program = lower(model, tuple(inputs.shape[1:]))
+    except LoweringError as error:
+        if backend == "fused":
+            raise
+        return _torch_decision(_lowering_explanation(model, error), precision, log)
+    unavailable = fused.fused_unavailable_reason(device)
+    if backend == "auto" and unavailable is not None:
+        reason = f"torch: the fused backend cannot run on {device}: {unavailable}"
+        return _torch_decision(reason, precision, log)
+    reason = f"fused ({device.type}): {program.ops.shape[0]} ops lowered from {name}"
+    if backend == "auto" and device.type == "cuda":
+        use_fused, why = fused.cuda_auto_choice(program, inputs.shape[0], dtype, device, precision)
+        if not use_fused:
+            return _torch_decision(f"torch: {why}", precision, log)
+        reason = f"fused (cuda): {program.ops.shape[0]} ops lowered from {name}; {why}"
+    if targets is not None:
+        check_output_size(program.output_size, targets.shape[1])
+    if unavailable is not None:
+        raise BackendUnavailableError(
+            f"backend='fused' cannot run on {device}: {unavailable}; use backend='auto' or 'torch'"
+        )
+    if log and backend == "auto":
+        logger.info("sweep backend: %s", reason)
+    first_layer: FirstLayer = "auto"
+    if num_directions is not None:
+        affine = fused.uses_affine_first_layer(program, num_directions)
+        first_layer = "affine" if affine else "direct"
+    if device.type != "cuda":
+        return Decision(f"fused-{device.type}", program, precision, reason, first_layer)
+    tile_plan = fused.cuda_tile_plan(
+        program, inputs.shape[0], dtype, "auto", None, device, precision
+    )
+    if tile_plan is None and precision == "tf32":
+        raise BackendUnavailableError(
+            "precision='tf32' runs on the tiled CUDA kernel, and this model's smallest tile "
+            "does not fit in shared memory; use backend='torch' (cuBLAS/cuDNN in TF32)"
+        )
+    kernel: CudaKernel = "reference" if tile_plan is None else "tiled"
+    return Decision("fused-cuda", program, precision, reason, first_layer, kernel, tile_plan)
+
+
+def _torch_decision(reason: str, precision: str, log: bool) -> Decision:
+    """The torch.func Decision ``backend="auto"`` falls back to, logged when ``log``."""
+    if log:
+        logger.info("sweep backend: %s", reason)
+    return Decision("torch", None, precision, reason)
 
 
 def explain_backend(
@@ -190,11 +210,17 @@ def explain_backend(
             _check_model_runs(model, center, inputs)
     except InputError as error:
         return f"refused: {error}"
-    if inputs is None:
-        return _choose(model, None, torch.device("cpu")).explanation
-    return _choose(
-        model, tuple(inputs.shape[1:]), inputs.device, inputs.shape[0], inputs.dtype, precision
-    ).explanation
+    if inputs is not None:
+        return decide(model, inputs, None, "auto", precision=precision).reason
+    name = type(model).__name__
+    try:
+        check_lowerable(model)
+    except LoweringError as error:
+        return _lowering_explanation(model, error)
+    unavailable = fused.fused_unavailable_reason(torch.device("cpu"))
+    if unavailable is not None:
+        return f"torch: the fused backend cannot run on cpu: {unavailable}"
+    return f"fused (cpu): the layer types of {name} lower; the input shape is checked at sweep time"
 
 
 def _check_ndim(name: str, tensor: torch.Tensor, expected: str, ok: bool) -> None:
@@ -280,13 +306,6 @@ def _check_model_runs(model: nn.Module, center: torch.Tensor, inputs: torch.Tens
     return probe.outputs_per_sample
 
 
-def _check_model_takes(
-    model: nn.Module, center: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
-) -> None:
-    """:func:`_check_model_runs`, and targets of the model's output width."""
-    check_output_size(_check_model_runs(model, center, inputs), targets.shape[1])
-
-
 def sweep(
     model: nn.Module,
     center: torch.Tensor,
@@ -345,70 +364,47 @@ def sweep(
         positive_int(chunk_size, "chunk_size")
     if not isinstance(progress, bool):
         raise InputError(f"progress must be True or False, got {progress!r}")
-    center, directions, coeffs, inputs, targets = checked_inputs(
-        model, center, directions, coeffs, inputs, targets
+    checked = check_sweep_inputs(model, center, directions, coeffs, inputs, targets)
+    decision = decide(
+        model,
+        checked.inputs,
+        checked.targets,
+        backend,
+        precision=precision,
+        num_directions=checked.directions.shape[0],
+        log=True,
     )
-    decision = decide(model, inputs, targets, backend, precision=precision, log=True)
     return run_decided(
         decision,
         model,
-        center,
-        directions,
-        coeffs,
-        inputs,
-        targets,
+        checked.center,
+        checked.directions,
+        checked.coeffs,
+        checked.inputs,
+        checked.targets,
         num_threads=num_threads,
         chunk_size=chunk_size,
         progress=progress,
     )
 
 
-def checked_inputs(
+def check_sweep_inputs(
     model: nn.Module,
     center: object,
     directions: object,
     coeffs: object,
     inputs: object,
     targets: object,
-) -> tuple[torch.Tensor, ...]:
-    """The five tensors as :func:`sweep` runs them (detached, contiguous), after every check
-    it makes before any work (shapes, dtypes, devices, the model run on two probes)."""
+) -> SweepInputs:
+    """The arguments as :func:`sweep` runs them, after every check it makes before any work
+    (shapes, dtypes, devices, finite values, the model run on two probes, the targets'
+    width)."""
     center, directions, coeffs, inputs, targets = _validate(
         model, center, directions, coeffs, inputs, targets
     )
-    _check_model_takes(model, center, inputs, targets)
-    return center, directions, coeffs, inputs, targets
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The engine a sweep runs on, decided once per sweep: ``program`` (the lowered model,
-    for the fused engine) or None (torch.func), in ``precision``; ``backend`` names it as
-    the store records it ("fused-cpu", "fused-cuda" or "torch")."""
-
-    program: Program | None
-    backend: str
-    precision: str
-
-
-def decide(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    backend: str,
-    *,
-    precision: str = "full",
-    log: bool = False,
-) -> Decision:
-    """The Decision :func:`sweep` takes for these probes (raises where ``backend`` cannot
-    run, as ``sweep`` does); the grid runners make it once and run every chunk with it."""
-    if backend not in BACKENDS:
-        raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
-
-    fused.check_precision(precision, inputs.dtype, inputs.device)
-    program = select_program(model, inputs, targets, backend, log=log, precision=precision)
-    label = "torch" if program is None else f"fused-{inputs.device.type}"
-    return Decision(program, label, precision)
+    outputs = _check_model_runs(model, center, inputs)
+    check_output_size(outputs, targets.shape[1])
+    return SweepInputs(model, center, directions, coeffs, inputs, targets, outputs)
 
 
 def run_decided(
@@ -425,7 +421,8 @@ def run_decided(
     progress: bool = False,
 ) -> torch.Tensor:
     """J (float64 [G]) on the engine ``decision`` names, for tensors already checked as
-    :func:`sweep` checks them (contiguous, one dtype and device, the model takes them)."""
+    :func:`sweep` checks them (contiguous, one dtype and device, the model takes them);
+    nothing is decided again here."""
     if decision.program is None:
         with torch_threads(num_threads, inputs.device), torch_precision(decision.precision):
             return torch_sweep(
@@ -438,7 +435,6 @@ def run_decided(
                 chunk_size=chunk_size,
                 progress=progress,
             )
-
     return fused.fused_sweep(
         decision.program,
         center,
@@ -449,5 +445,7 @@ def run_decided(
         num_threads=num_threads,
         chunk_size=chunk_size,
         progress=progress,
+        first_layer=decision.first_layer,
+        cuda_kernel=decision.cuda_kernel or "auto",
         precision=decision.precision,
     )

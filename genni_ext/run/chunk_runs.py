@@ -3,7 +3,8 @@
 A :class:`ChunkTask` is everything a chunk needs besides the problem and the subspace: the
 grid's folder, the chunk plan, the engine decided once for the sweep, and the hashes the
 problem must have. Run on a worker it first checks those hashes (a worker whose problem
-differs writes nothing), computes its chunk and writes it to the grid's zarr array; so a
+differs writes nothing; a worker builds and checks the problem once, and its later chunks
+reuse it), computes its chunk and writes it to the grid's zarr array; so a
 worker that dies costs only its chunk, which Dask runs again elsewhere, and the values are
 those of a one-process run bit for bit (every grid point is computed independently, in a
 fixed order).
@@ -11,7 +12,9 @@ fixed order).
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +45,17 @@ class ConfigSource:
     experiment: str
 
     def build(self) -> Problem:
-
         experiment = Experiment(self.experiment, self.home)
         return build_problem(validate_config(experiment.load_config()))
+
+
+_worker_lock = threading.Lock()
+# The problem each ConfigSource last built in this process, with the hashes it was checked
+# against: a worker builds and hashes it once per sweep, not once per chunk.
+_built: dict[ConfigSource, tuple[tuple[Any, ...], Problem]] = {}
+# The hashes each problem object here was found to have (a shipped problem is one object on
+# a worker for every task of a sweep), so that it is hashed once.
+_checked: weakref.WeakKeyDictionary[Problem, tuple[Any, ...]] = weakref.WeakKeyDictionary()
 
 
 ProblemSource = Any  # a Problem, or a ConfigSource
@@ -87,12 +98,33 @@ class ChunkTask:
                 "package versions the sweep was started with"
             )
 
+    def worker_problem(self, source: ProblemSource) -> Problem:
+        """The problem ``source`` gives this worker, checked by :meth:`check_problem`: built
+        (for a ConfigSource) and checked once per worker and grid, then reused by its
+        other chunks."""
+        expected = tuple(sorted(self.expected.items()))
+        with _worker_lock:
+            if isinstance(source, ConfigSource):
+                cached = _built.get(source)
+                if cached is not None and cached[0] == expected:
+                    return cached[1]
+                problem = source.build()
+            else:
+                problem = source
+                if _checked.get(problem) == expected:
+                    return problem
+            self.check_problem(problem)
+            if isinstance(source, ConfigSource):
+                _built[source] = (expected, problem)
+            else:
+                _checked[problem] = expected
+            return problem
+
     def run(
         self, source: ProblemSource, subspace: Subspace, coeffs: torch.Tensor, index: int
     ) -> int:
         """On a worker: check the problem, compute chunk ``index``, write it; returns index."""
-        problem = source.build() if isinstance(source, ConfigSource) else source
-        self.check_problem(problem)
+        problem = self.worker_problem(source)
         values, seconds = self.compute(problem, subspace, coeffs, index)
         zarr_grids.write_chunk(self.folder, self.plan, index, values, seconds)
         return index

@@ -11,14 +11,12 @@ import torch
 
 from genni_ext._validate import positive_int
 from genni_ext.cluster import check_client
-from genni_ext.core.chunking import ChunkPlan
-from genni_ext.core.grid import Grid, GridResult, check_match, grid_markers, grid_metadata
+from genni_ext.core.grid import Grid, GridResult, grid_markers, grid_metadata
 from genni_ext.core.problem import Problem
 from genni_ext.core.subspace import Subspace
-from genni_ext.engine.front_door import checked_inputs, decide
 from genni_ext.errors import InputError, StoreError
 from genni_ext.run.chunk_runs import ChunkTask, ProblemSource, run_local, run_on_cluster
-from genni_ext.run.plan import auto_chunk_points
+from genni_ext.run.plan import SweepPlan, marker_losses, plan_sweep
 from genni_ext.store import zarr_grids
 from genni_ext.store.experiment import LOCK, Experiment, clear_grid_folder
 from genni_ext.store.files import (
@@ -31,14 +29,6 @@ from genni_ext.store.files import (
     room_for,
 )
 from genni_ext.store.manifest import sweep_manifest
-
-
-def default_chunk_points(experiment: Experiment, name: str, problem: Problem, grid: Grid) -> int:
-    """The chunk size a sweep of ``grid`` into grid ``name`` takes unless told: the one the
-    grid on disk was begun with (same shape), so that a grid begun under an earlier default
-    resumes; else :func:`auto_chunk_points`."""
-    recorded = experiment.recorded_chunk_points(name, grid)
-    return recorded if recorded is not None else auto_chunk_points(problem, grid.shape)
 
 
 def run_sweep(
@@ -79,38 +69,66 @@ def run_sweep(
     ``client`` (a ``distributed.Client``) runs one task per missing chunk on its
     workers, which must see this experiment's folder at the same path (a shared file
     system). Each worker gets the problem from ``source`` (default: the problem
-    itself, shipped once to every worker; :class:`ConfigSource` rebuilds it on the
-    worker from the experiment's config), checks its θ, probe and target hashes against
+    itself, shipped once to every worker; :class:`ConfigSource` rebuilds it, once per
+    worker, from the experiment's config), checks its θ, probe and target hashes against
     the grid's manifest, and writes its chunk.
     """
-
-    folder = experiment.grid_dir(name)
+    experiment.grid_dir(name)  # a bad name is refused before anything else
     if not isinstance(grid, Grid):
         raise InputError(f"grid must be a Grid, got {type(grid).__name__}")
-    check_match(problem, subspace, grid)
-    if chunk_points is None:
-        chunk_points = default_chunk_points(experiment, name, problem, grid)
-    plan = ChunkPlan.for_grid(grid.shape, positive_int(chunk_points, "chunk_points"))
     if num_threads is not None:
         positive_int(num_threads, "num_threads")
     if not isinstance(progress, bool):
         raise InputError(f"progress must be True or False, got {progress!r}")
     if client is not None:
         check_client(client)
-    coeffs = grid.coeffs.to(dtype=problem.theta.dtype, device=problem.inputs.device)
-    _center, _basis, first_coeffs, inputs, targets = checked_inputs(
-        problem.model,
-        subspace.center,
-        subspace.basis,
-        coeffs[slice(*plan.bounds(0))],
-        problem.inputs,
-        problem.targets,
+    plan = plan_sweep(
+        problem,
+        subspace,
+        grid,
+        backend=backend,
+        precision=precision,
+        chunk_points=chunk_points,
+        experiment=experiment,
+        name=name,
     )
-    decision = decide(problem.model, inputs, targets, backend, precision=precision)
-    manifest = sweep_manifest(problem, subspace, grid, decision.backend, plan, precision)
+    return run_planned_sweep(
+        experiment,
+        plan,
+        name,
+        num_threads=num_threads,
+        progress=progress,
+        client=client,
+        source=source,
+        search=search,
+    )
+
+
+def run_planned_sweep(
+    experiment: Experiment,
+    plan: SweepPlan,
+    name: str,
+    *,
+    num_threads: int | None = None,
+    progress: bool = True,
+    client: Any = None,
+    source: ProblemSource | None = None,
+    search: str | None = None,
+) -> GridResult:
+    """:func:`run_sweep` for a sweep planned already (:func:`plan_sweep` with ``experiment``
+    and ``name``); the arguments are trusted as run_sweep checks them."""
+    problem, subspace, grid, decision = plan.problem, plan.subspace, plan.grid, plan.decision
+    chunks = plan.chunks
+    if chunks is None:
+        raise InputError("a resumable sweep needs a plan in chunks (plan_sweep(chunked=True))")
+    precision = decision.precision
+    folder = experiment.grid_dir(name)
+    coeffs = plan.inputs.coeffs
+    first_coeffs = coeffs[slice(*chunks.bounds(0))]
+    manifest = sweep_manifest(problem, subspace, grid, decision.backend, chunks, precision)
     if search is not None:
         manifest["search"] = {"name": search, "id": experiment.search_id(search)}
-    task = ChunkTask(folder, plan, decision, num_threads, manifest["problem"])
+    task = ChunkTask(folder, chunks, decision, num_threads, manifest["problem"])
 
     experiment.chunks_computed = 0
     if experiment.grid_layout(folder) == 1:
@@ -139,9 +157,9 @@ def run_sweep(
         if fresh:
             clear_grid_folder(folder)  # what a sweep stopped before its first chunk left
             kept = {**manifest, "created": now()}
-            experiment.write_grid_skeleton(folder, grid, subspace, plan, kept)
+            experiment.write_grid_skeleton(folder, grid, subspace, chunks, kept)
             if first_chunk is not None:
-                zarr_grids.write_chunk(folder, plan, 0, *first_chunk)
+                zarr_grids.write_chunk(folder, chunks, 0, *first_chunk)
                 experiment.chunks_computed = 1
         else:
             stored = experiment.resumable_manifest(folder, name, manifest)
@@ -153,18 +171,18 @@ def run_sweep(
                     if progress:
                         print(f"grid '{name}': {item}; writing it anew")
                 (folder / "metadata.json").unlink(missing_ok=True)
-                experiment.write_grid_skeleton(folder, grid, subspace, plan, kept)
+                experiment.write_grid_skeleton(folder, grid, subspace, chunks, kept)
             elif (folder / "metadata.json").is_file():
                 try:
                     return experiment.load_grid(name)
                 except StoreError:
                     (folder / "metadata.json").unlink()  # damaged: redo what is bad
-        good, damage = zarr_grids.check_chunks(folder, plan)
+        good, damage = zarr_grids.check_chunks(folder, chunks)
         for item in damage:
             zarr_grids.forget_chunk(folder, item.index)
             if progress:
                 print(f"grid '{name}': {item.reason}; recomputing it")
-        missing = [index for index in range(plan.num_chunks) if index not in good]
+        missing = [index for index in range(chunks.num_chunks) if index not in good]
         if client is None:
             experiment.chunks_computed += run_local(
                 task, problem, subspace, coeffs, missing, progress, name
@@ -174,7 +192,7 @@ def run_sweep(
                 client, task, source or problem, subspace, coeffs, missing, progress, name
             )
         try:
-            values, wall_time = zarr_grids.read_all(folder, plan)
+            values, wall_time = zarr_grids.read_all(folder, chunks)
         except ValueError as error:
             raise StoreError(
                 f"grid '{name}' of experiment '{experiment.name}': {error} after the sweep; run "
@@ -186,13 +204,13 @@ def run_sweep(
         metadata["store"] = {
             "experiment": experiment.name,
             "grid": name,
-            "chunk_points": plan.chunk_points,
-            "num_chunks": plan.num_chunks,
+            "chunk_points": chunks.chunk_points,
+            "num_chunks": chunks.num_chunks,
         }
         result = GridResult(
             values=values,
             grid=grid,
-            markers=grid_markers(problem, subspace),
+            markers=grid_markers(problem, subspace, marker_losses(plan, num_threads)),
             metadata=json.loads(json_text(metadata)),
         )
         zarr_grids.finish(folder, result.metadata)

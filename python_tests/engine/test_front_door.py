@@ -205,7 +205,7 @@ def test_sweep_names_the_expected_and_given_shape_before_any_work(
     def no_work(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the sweep started work on inputs it should have refused")
 
-    monkeypatch.setattr(sweep_module, "select_program", no_work)
+    monkeypatch.setattr(sweep_module, "decide", no_work)
     monkeypatch.setattr(sweep_module, "torch_sweep", no_work)
     model = _mlp()
     args = _sweep_args(model, torch.randn(10, 5), 2)
