@@ -63,22 +63,26 @@ def _configure(tmp_path: Path, env: dict[str, str], fake_gpus: list[str] | None)
     return lines[0]
 
 
+@pytest.mark.slow
 def test_no_gpu_builds_the_cpu_engine_and_says_how_to_add_cuda(tmp_path: Path) -> None:
     line = _configure(tmp_path, {}, None)
     assert "building without CUDA: no GPU was present at build time" in line
     assert "pip install --force-reinstall --no-deps ." in line and "GENNI_CUDA=ON" in line
 
 
+@pytest.mark.slow
 def test_the_gpus_present_are_compiled_for(tmp_path: Path) -> None:
     line = _configure(tmp_path, {}, ["9.0", "8.6", "9.0"])
     assert line.endswith("building the CUDA kernel for 90;86")
 
 
+@pytest.mark.slow
 def test_cuda_on_without_a_gpu_builds_ptx(tmp_path: Path) -> None:
     line = _configure(tmp_path, {"GENNI_CUDA": "ON"}, None)
     assert line.endswith(f"building the CUDA kernel for {PTX_ARCHS}")
 
 
+@pytest.mark.slow
 def test_all_architectures_when_named(tmp_path: Path) -> None:
     line = _configure(tmp_path, {"GENNI_CUDA_ARCHS": "all"}, ["9.0"])
     assert line.endswith(f"building the CUDA kernel for {ALL_ARCHS}")

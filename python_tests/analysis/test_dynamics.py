@@ -197,6 +197,7 @@ def leslie(points: np.ndarray) -> np.ndarray:
     return np.stack([(19.6 * x + 23.68 * y) * np.exp(-0.1 * (x + y)), 0.7 * x], axis=1)
 
 
+@pytest.mark.slow
 def test_leslie_map_reproduces_cmgdb_documented_morse_graph() -> None:
     """CMGDB's Examples notebook: the Leslie map on [-0.001, 90] × [-0.001, 70], 20
     subdivisions, box images padded by a box: 6 Morse sets with the (transitively reduced)

@@ -232,6 +232,7 @@ def test_relu_procrustes_pads_the_narrower_side() -> None:
 # --- compare on planted symmetries -----------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["planted_mlp", "planted_lenet"])
 def test_g_relu_images_have_the_same_representations(fixture: str, request) -> None:
     model, theta, image, inputs = request.getfixturevalue(fixture)

@@ -57,6 +57,7 @@ def planted_lenet():
     return model, flatten_params(model), image, matrices, inputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["planted_mlp", "planted_lenet"])
 def test_ps_inv_recovers_the_planted_stitch(fixture: str, request) -> None:
     model, theta, image, matrices, inputs = request.getfixturevalue(fixture)
@@ -93,6 +94,7 @@ def test_birkhoff_started_at_ps_inv_rounds_to_the_planted_permutation(planted_ml
     assert "Hungarian" in result.summary()
 
 
+@pytest.mark.slow
 def test_birkhoff_from_a_random_start_finds_the_planted_permutation() -> None:
     torch.manual_seed(0)
     model = mlp([10, 6, 6, 2]).double()

@@ -83,6 +83,7 @@ def _reference_values(home: Path, experiment: str, grid_name: str, spec: dict) -
 # --- end to end -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_search_sweep_ls(tmp_path: Path) -> None:
     config = _write(tmp_path / "tiny.yml", TINY)
     home = tmp_path / "home"
@@ -131,6 +132,7 @@ def test_search_sweep_ls(tmp_path: Path) -> None:
     assert not [name for name in _files(home) if name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_demo_quick(tmp_path: Path) -> None:
     done = _genni(tmp_path, "demo", "--quick", "--no-progress", timeout=180)
     assert done.returncode == 0, done.stderr
@@ -181,6 +183,7 @@ def test_demo_quick(tmp_path: Path) -> None:
     assert again.stdout.count("computing 0 chunks") == 2
 
 
+@pytest.mark.slow
 def test_demo_paper_warns_about_trivial_functions(tmp_path: Path) -> None:
     """--paper: the paper's θ, whose ε = 0.0025 is 18× the zero function's J: said at once."""
     done = _genni(tmp_path, "demo", "--paper", "--quick", "--no-progress", timeout=180)
@@ -191,6 +194,7 @@ def test_demo_paper_warns_about_trivial_functions(tmp_path: Path) -> None:
     assert "**Warning:**" in report
 
 
+@pytest.mark.slow
 def test_analyse_command(tmp_path: Path) -> None:
     """genni analyse on a searched and swept experiment: analysis.json, figures, report."""
     config = _write(tmp_path / "tiny.yml", TINY)
@@ -255,6 +259,7 @@ RESUME = {
 }
 
 
+@pytest.mark.slow
 def test_kill_and_resume(tmp_path: Path) -> None:
     config = _write(tmp_path / "resume.yml", RESUME)
     home = tmp_path / "home"
@@ -325,6 +330,7 @@ def test_help_lists_every_option(command: str, capsys: pytest.CaptureFixture[str
             assert f"{key}:" in text, f"config key {key} missing from `genni {command} --help`"
 
 
+@pytest.mark.slow
 def test_top_level_help(tmp_path: Path) -> None:
     done = _genni(tmp_path, "--help", timeout=60)
     assert done.returncode == 0
@@ -422,6 +428,7 @@ def test_ls_empty_home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "no experiments yet" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_search_and_sweep_on_cuda(tmp_path: Path) -> None:
     """--device cuda runs search and sweep on the GPU and records it; the same grid cannot
@@ -455,17 +462,20 @@ def test_config_reads_1e_3_as_a_number_and_lenet_as_lenet5() -> None:
         validate_config({**TINY, "search": {"lr": "fast"}})
 
 
+@pytest.mark.slow
 def test_genni_yml_with_a_typo_is_refused(tmp_path: Path) -> None:
     (tmp_path / "genni.yml").write_text("genni_hom: elsewhere\n")
     done = _genni(tmp_path, "ls", timeout=60)
     assert done.returncode == 1 and "unknown key(s) genni_hom" in done.stderr
 
 
+@pytest.mark.slow
 def test_ls_of_an_unknown_experiment_fails(tmp_path: Path) -> None:
     done = _genni(tmp_path, "ls", "nope", timeout=60)
     assert done.returncode == 1 and "no experiment 'nope'" in done.stderr
 
 
+@pytest.mark.slow
 def test_an_unwritable_home_is_one_clear_error(tmp_path: Path) -> None:
     home = tmp_path / "a_file"
     home.write_text("not a folder")
@@ -475,6 +485,7 @@ def test_an_unwritable_home_is_one_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and "is a file, not a folder" in done.stderr
 
 
+@pytest.mark.slow
 def test_plot_checks_grid_names_before_drawing(tmp_path: Path) -> None:
     config = _write(tmp_path / "tiny.yml", {**TINY, "grids": TINY["grids"][:1]})
     home = str(tmp_path / "home")
@@ -486,6 +497,7 @@ def test_plot_checks_grid_names_before_drawing(tmp_path: Path) -> None:
     assert not (Path(home) / "experiments/tiny/plots").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
     """SIGTERM mid-sweep: the interrupted message, exit 130, finished chunks kept."""
     config = _write(tmp_path / "resume.yml", RESUME)
@@ -510,6 +522,7 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
 # --- the run layer: a Dask cluster, damage, genni check -----------------------------------
 
 
+@pytest.mark.slow
 def test_sweep_on_a_dask_cluster_equals_one_process(tmp_path: Path) -> None:
     pytest.importorskip("distributed", reason="dask is in the test extra")
     config = _write(tmp_path / "tiny.yml", {**TINY, "grids": TINY["grids"][:1]})
@@ -529,6 +542,7 @@ def test_sweep_on_a_dask_cluster_equals_one_process(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "local:N" in bad.stderr and "tcp://HOST:PORT" in bad.stderr
 
 
+@pytest.mark.slow
 def test_damage_is_reported_by_check_ls_and_plot_and_repaired_by_sweep(tmp_path: Path) -> None:
     config = _write(tmp_path / "tiny.yml", TINY)
     home = tmp_path / "home"

@@ -107,6 +107,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- ε: --eps and --eps-relative ------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["search", "sweep", "demo", "analyse"])
 def test_eps_and_eps_relative_together_are_refused_in_every_command(
     command: str, tmp_path: Path
@@ -120,6 +121,7 @@ def test_eps_and_eps_relative_together_are_refused_in_every_command(
     assert not (tmp_path / "home").exists()
 
 
+@pytest.mark.slow
 def test_eps_given_twice_through_set_is_refused(tmp_path: Path) -> None:
     _config(tmp_path)
     done = _genni(
@@ -158,6 +160,7 @@ def test_a_config_file_eps_replaces_the_presets_relative_eps(tmp_path: Path) -> 
     assert config["subspace"]["eps_relative"] == 0.2
 
 
+@pytest.mark.slow
 def test_eps_flag_over_a_relative_eps_in_the_config_acts_in_search(tmp_path: Path) -> None:
     _config(tmp_path, subspace={"eps_relative": 0.05, "m": 2})
     done = _genni(
@@ -173,6 +176,7 @@ def test_eps_flag_over_a_relative_eps_in_the_config_acts_in_search(tmp_path: Pat
 # --- --center -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_negative_center_is_refused(searched: Path) -> None:
     done = _genni(
         searched, "sweep", "--config", "run.yml", "--home", "home", "--center", "-1",
@@ -182,6 +186,7 @@ def test_a_negative_center_is_refused(searched: Path) -> None:
     assert not (searched / "home/experiments/flags/grids/plane").exists()
 
 
+@pytest.mark.slow
 def test_a_center_that_did_not_converge_is_refused(searched: Path) -> None:
     losses = Experiment("flags", searched / "home").load_search("search").losses
     worst = int(losses.argmax())
@@ -197,6 +202,7 @@ def test_a_center_that_did_not_converge_is_refused(searched: Path) -> None:
     assert saved["subspace"]["center"] is None  # config.yml is not rewritten
 
 
+@pytest.mark.slow
 def test_a_center_past_the_starts_is_refused(tmp_path: Path) -> None:
     _config(tmp_path)
     done = _genni(tmp_path, "search", "--config", "run.yml", "--home", "home", "--center", "6")
@@ -231,6 +237,7 @@ def test_every_numeric_key_takes_exponent_form(tmp_path: Path) -> None:
     assert validate_config(yaml.safe_load(EXPONENT_FORM)) == config
 
 
+@pytest.mark.slow
 def test_exponent_form_in_set_and_flags_is_a_number(tmp_path: Path) -> None:
     _config(tmp_path)
     done = _genni(
@@ -244,6 +251,7 @@ def test_exponent_form_in_set_and_flags_is_a_number(tmp_path: Path) -> None:
     assert saved["search"]["steps"] == 20 and saved["probes"]["num_probes"] == 128
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -271,6 +279,7 @@ def test_the_schema_is_a_valid_config() -> None:
 # --- one clear line -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("flag", "value", "key"),
     [
@@ -288,6 +297,7 @@ def test_seeds_beyond_torchs_range_are_one_line(
     assert not (tmp_path / "home").exists()
 
 
+@pytest.mark.slow
 def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "run.yml"
     path.write_bytes(b"experiment: caf\xe9\nmodel: {name: two_neuron}\n")
@@ -295,12 +305,14 @@ def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     _one_line_error(done, "search", "is not UTF-8 text", "byte 0xe9 on line 1", "save the file")
 
 
+@pytest.mark.slow
 def test_a_genni_yml_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "genni.yml").write_bytes(b"genni_home: caf\xe9\n")
     done = _genni(tmp_path, "ls")
     _one_line_error(done, "ls", "genni.yml is not UTF-8 text", "byte 0xe9 on line 1")
 
 
+@pytest.mark.slow
 def test_an_ascii_terminal_gets_the_greek_spelled_out(tmp_path: Path) -> None:
     # ε = 0.05 reaches the trivial functions' J, so the run prints its warning (ε, θ, ×).
     _config(tmp_path)
@@ -317,6 +329,7 @@ def test_an_ascii_terminal_gets_the_greek_spelled_out(tmp_path: Path) -> None:
     assert helped.returncode == 0 and "theta0: index of a converged start" in helped.stdout
 
 
+@pytest.mark.slow
 def test_probes_that_cannot_fit_are_refused_with_the_estimate(tmp_path: Path) -> None:
     """10⁸ probes under an address-space limit: refused before they are drawn, naming the
     estimate and the limit."""
@@ -384,6 +397,7 @@ def test_an_allocation_that_fails_later_is_one_line(
         entry.main(["ls", "--home", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_a_reader_that_closes_the_pipe_ends_ls_quietly(searched: Path) -> None:
     """genni ls | head -1: no traceback and no message, status 141 (as SIGPIPE gives)."""
     read, write = os.pipe()
@@ -432,6 +446,7 @@ def test_only_genni_ext_records_are_shown_as_genni_lines(
     assert "Scheduler at" not in stderr.getvalue()
 
 
+@pytest.mark.slow
 def test_dask_sweep_prints_no_scheduler_log(searched: Path) -> None:
     pytest.importorskip("distributed", reason="dask is in the test extra")
     done = _genni(

@@ -42,6 +42,7 @@ def test_unavailable_analyses_names_the_missing_library(monkeypatch: pytest.Monk
     assert set(OPTIONAL_ANALYSES) == {"topology", "morse"}
 
 
+@pytest.mark.slow
 def test_demo_without_gudhi_and_cmgdb_runs_and_says_what_it_skipped(tmp_path: Path) -> None:
     done = _demo_without(tmp_path, "gudhi,CMGDB")
     assert done.returncode == 0, done.stderr

@@ -10,6 +10,9 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
+# Each test runs a whole example end to end.
+pytestmark = pytest.mark.slow
+
 
 def _load(name: str) -> object:
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")

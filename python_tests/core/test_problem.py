@@ -170,6 +170,7 @@ def _sweep_case(model: nn.Module, dtype: torch.dtype, seed: int = 0) -> tuple:
     return problem, center, directions, coeffs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name", ["two_neuron", "mlp", "lenet"])
 def test_loss_equals_sweep_and_loop(name: str, dtype: torch.dtype) -> None:

@@ -32,6 +32,7 @@ def _paper_problem(num_probes: int = 16384, dtype: torch.dtype = torch.float32) 
 # --- convergence ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_paper_settings_converge_and_stay_equivalent_on_fresh_probes() -> None:
     """16384 probes, batch 256, lr 0.015, seed 10, the default 2000 steps, 10 starts.
 
@@ -72,6 +73,7 @@ OPTIMIZER_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("optimizer", "momentum", "lr"), OPTIMIZER_CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_batched_equals_sequential(
@@ -156,6 +158,7 @@ def _reused_model() -> nn.Module:
     return nn.Sequential(shared, nn.Tanh(), shared, nn.Tanh(), nn.Linear(3, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("optimizer", "momentum", "lr"), OPTIMIZER_CASES)
 @pytest.mark.parametrize(
     "make",

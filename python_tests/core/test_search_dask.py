@@ -58,6 +58,7 @@ OPTIMIZERS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("options", OPTIMIZERS)
 def test_two_neuron_net_equals_local(
@@ -85,6 +86,7 @@ def test_two_neuron_net_equals_local(
     assert not torch.equal(local.params, local.starts), "nothing was trained"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_mlp_equals_local(dask_client: object, dtype: torch.dtype) -> None:
     """A small tanh MLP, 7 starts (groups of 4 and 3), Adam: bitwise the local run."""
@@ -103,6 +105,7 @@ def test_mlp_equals_local(dask_client: object, dtype: torch.dtype) -> None:
     assert bool((local.losses < local.history[:, 0]).all())
 
 
+@pytest.mark.slow
 def test_given_starts_and_one_start(dask_client: object) -> None:
     """Starts passed as a tensor, and K = 1 (one group): the local run."""
     problem = _paper_problem(256)
@@ -114,6 +117,7 @@ def test_given_starts_and_one_start(dask_client: object) -> None:
         )
 
 
+@pytest.mark.slow
 def test_lenet_float64_equals_local_up_to_round_off(dask_client: object) -> None:
     """A conv net is not always bitwise: torch's float64 conv kernels round differently for
     another number of starts in the vmap batch (5 starts locally, 3 and 2 on the workers)
@@ -138,6 +142,7 @@ def test_lenet_float64_equals_local_up_to_round_off(dask_client: object) -> None
     assert remote.seeds == local.seeds and remote.config == local.config
 
 
+@pytest.mark.slow
 def test_early_stopping_at_the_common_record_point(dask_client: object) -> None:
     """With tol the run stops where every start has J < tol, as locally, although the two
     groups (3 and 2 starts) on their own stop at different record points."""
@@ -154,6 +159,7 @@ def test_early_stopping_at_the_common_record_point(dask_client: object) -> None:
 # --- warnings, progress, errors -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_divergence_warning_as_locally(
     dask_client: object, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -174,6 +180,7 @@ def test_divergence_warning_as_locally(
     assert len(messages[0]) == 1 and messages[1] == messages[0], messages
 
 
+@pytest.mark.slow
 def test_progress_counts_groups(dask_client: object, capsys: pytest.CaptureFixture[str]) -> None:
     problem = _paper_problem(64)
     search(problem, 4, steps=5, client=dask_client)
@@ -204,6 +211,7 @@ def _exploding_problem() -> Problem:
     return problem
 
 
+@pytest.mark.slow
 def test_a_worker_error_surfaces_as_locally(dask_client: object) -> None:
     problem = _exploding_problem()
     with pytest.raises(InputError) as local:
@@ -230,12 +238,14 @@ def test_check_client_refuses_a_non_client(client: object) -> None:
             search(_paper_problem(16), 2, steps=1, progress=False, client=client)
 
 
+@pytest.mark.slow
 def test_check_client_accepts_a_client(dask_client: object) -> None:
     assert check_client(dask_client) is dask_client
 
 
 # The scheduler's HTTP server (metrics, even with the dashboard off) asks for port 8787,
 # which the session's cluster already holds.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
 def test_connect_local() -> None:
     """local:2 is a cluster of 2 single-threaded worker processes, closed with its client."""

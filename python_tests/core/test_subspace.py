@@ -34,6 +34,7 @@ def _points(p: int, m: int, *, dtype: torch.dtype, seed: int = 0, spread: float 
 # --- Gram–Schmidt --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_float32_orthonormal_at_a_million_parameters() -> None:
     center, points = _points(1_000_000, 4, dtype=torch.float32, spread=1e-3)
     subspace = Subspace.from_points(center, points)

@@ -97,6 +97,7 @@ def _lenet(spec: tuple) -> tuple[nn.Module, tuple[int, int, int]]:
 # --- the block steps on the CPU -----------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -144,6 +145,7 @@ TILE_OPTIONS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tile", TILE_OPTIONS, ids=str)
 @pytest.mark.parametrize("name", ["lenet5", "mlp", "strided_nonsquare", "wide_activation"])
 def test_emulated_tile_options(
@@ -161,6 +163,7 @@ def test_emulated_tile_options(
     _emulated_both_orders(case, check_j, tile)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_samples", [1, 7, 8, 9, 15, 16, 17, 31, 33])
 def test_emulated_probe_counts_around_the_tile(
     num_samples: int, make_case: MakeCase, check_j: CheckJ
@@ -227,6 +230,7 @@ def _emulated_tf32_both_orders(case: Case, tile: TileOptions | None = None) -> N
     assert torch.equal(forwards, backwards)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_emulated_tf32_random_mlp(activation: str, depth: int, make_case: MakeCase) -> None:
@@ -235,6 +239,7 @@ def test_emulated_tf32_random_mlp(activation: str, depth: int, make_case: MakeCa
     _emulated_tf32_both_orders(case)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CONV_NETS))
 def test_emulated_tf32_conv_net(name: str, make_case: MakeCase) -> None:
     model, shape = _conv_net(name)
@@ -254,6 +259,7 @@ def test_emulated_tf32_lenet5(lenet: tuple, make_case: MakeCase) -> None:
     _emulated_tf32_both_orders(case)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "tile",
     [

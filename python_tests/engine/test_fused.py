@@ -79,6 +79,7 @@ def _random_mlp(depth: int, activation: str, bias: bool) -> tuple[nn.Sequential,
     return _with_leaky_slope(mlp(sizes, activation=activation, bias=bias), LEAKY_SLOPE), sizes[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
@@ -114,6 +115,7 @@ LENETS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "size, channels, pool, padding, output_activation, outputs, dtype",
     LENETS,
@@ -154,6 +156,7 @@ def _conv_net(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     return build(), shape
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(CONV_NETS))
 def test_conv_net(name: str, dtype: torch.dtype, make_case: MakeCase, three_way: ThreeWay) -> None:
@@ -177,6 +180,7 @@ FIRST_LAYER_NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("first_layer", FIRST_LAYERS)
 @pytest.mark.parametrize("name", list(FIRST_LAYER_NETS))
@@ -216,6 +220,7 @@ def test_default_first_layer_follows_the_policy(
 # --- number of directions m, grid size G, probe count N -----------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
 def test_number_of_directions(
@@ -233,6 +238,7 @@ def test_number_of_directions(
         check_j(fused_first_layer(case, first_layer), expected, case)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_points", [1, 2, 63, 64, 65, 150])
 def test_grid_sizes_around_the_work_split(
@@ -259,6 +265,7 @@ def test_large_grid_on_a_tiny_net(dtype: torch.dtype, make_case: MakeCase, check
     assert float(got.std()) > 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_points", [5, 70])
 @pytest.mark.parametrize("num_samples", [1, 15, 16, 17, 63, 64, 65])
@@ -323,6 +330,7 @@ def test_probes_in_several_chunks(
     check_j(fused_first_layer(case, "direct"), expected, case)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_many_probes(
     dtype: torch.dtype,
@@ -347,6 +355,7 @@ def test_many_probes(
 # --- determinism across thread counts -----------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("first_layer", FIRST_LAYERS)
 @pytest.mark.parametrize("num_points", [7, 70])
@@ -512,6 +521,7 @@ def _fuzz_sweep(
     check_j(fused_first_layer(case, first_layer), _torch(case), case)
 
 
+@pytest.mark.slow
 @settings(max_examples=50, deadline=None)
 @given(data=st.data())
 def test_fuzz_dense_stacks(
@@ -526,6 +536,7 @@ def test_fuzz_dense_stacks(
     _fuzz_sweep(data, nn.Sequential(*layers), (features,), make_case, check_j, fused_first_layer)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_fuzz_conv_stacks(

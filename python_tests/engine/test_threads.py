@@ -77,6 +77,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_bitwise_equal_for_any_thread_count(
@@ -145,6 +146,7 @@ _POOL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @linux_only
 def test_default_threads_and_one_pool_of_workers(tmp_path: Path) -> None:
     """In a fresh process: no worker before the first sweep; the default with torch's 3

@@ -130,6 +130,7 @@ def _probe_batch_sizes(model: nn.Module) -> list[int]:
     return sizes
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None)
 @given(chunk_size=st.integers(1, 10), budget=st.sampled_from([None, 1, 5_000, 50_000]))
 def test_chunking_gives_the_same_answer(chunk_size: int, budget: int | None) -> None:

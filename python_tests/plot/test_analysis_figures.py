@@ -42,6 +42,7 @@ def _png(fig: Figure) -> np.ndarray:
     return image
 
 
+@pytest.mark.slow
 def test_topology_figures_state_the_numbers() -> None:
     result = _double_well()
     topo = topology(result, 0.5)
@@ -65,6 +66,7 @@ def test_topology_figures_state_the_numbers() -> None:
         figures.component_map(topo, _double_well(21))
 
 
+@pytest.mark.slow
 def test_morse_figures_of_the_double_well() -> None:
     result = _double_well()
     graph = morse_graph(result)
@@ -82,6 +84,7 @@ def test_morse_figures_of_the_double_well() -> None:
         figures.morse_graph_figure(result)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_representation_figures() -> None:
     torch.manual_seed(4)
     model = mlp([3, 6, 5, 2])
@@ -103,6 +106,7 @@ def test_representation_figures() -> None:
         figures.stitching_penalties([])
 
 
+@pytest.mark.slow
 def test_found_points_bar_counts_every_kind() -> None:
     torch.manual_seed(5)
     problem = Problem(TwoNeuronNet(), num_probes=1024, seed=5)
@@ -144,6 +148,7 @@ def _drawn(fig: Figure) -> dict[str, bool]:
     }
 
 
+@pytest.mark.slow
 def test_3d_component_map_draws_only_the_points_on_its_slice() -> None:
     """The slice is c3 = 0 (grid step 0.2): θ0 lies on it and θ2 within half a step,
     both filled; θ1 (c3 = 0.6) is not, so it is drawn hollow and the title and the key
@@ -200,6 +205,7 @@ def test_retraction_has_a_key_for_every_colour() -> None:
     assert "hollow: θ1" in slice_fig.axes[0].get_title()
 
 
+@pytest.mark.slow
 def test_morse_figures_have_keys_and_numeric_colour_bars() -> None:
     result = _double_well()
     graph = morse_graph(result)

@@ -79,6 +79,7 @@ def viridis_pixels(image: np.ndarray) -> int:
     return int((distance < 0.04).sum())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_chromium_draws_the_points(tmp_path: Path) -> None:
     chromium = shutil.which("chromium")

@@ -127,6 +127,7 @@ def test_contour_markers_log_norm_and_colorbar_range() -> None:
     assert f"ε-set: {inside} of {values.size}" in ax.get_title()
 
 
+@pytest.mark.slow
 def test_contour_reports_and_masks_nan() -> None:
     result = _hyperbola(nan_at=[(0, 0), (3, 4), (10, 10)])
     fig = planes.contour(result)
@@ -189,6 +190,7 @@ def test_contour_sorts_decreasing_axes() -> None:
 # --- surface ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_surface_markers_at_their_loss_and_colorbar_range() -> None:
     result = _hyperbola(nan_at=[(5, 5)])
     fig = planes.surface(result, eps=0.01)
@@ -268,6 +270,7 @@ def test_slices_at_nearest_values_and_markers_on_nearest_panel() -> None:
     assert (panels[0].get_xlabel(), panels[0].get_ylabel()) == ("c1", "c3")
 
 
+@pytest.mark.slow
 def test_slices_png_decodes() -> None:
     _assert_nontrivial(_png(planes.slices(_hyperbola(n=7, dim=3), 0, eps=0.05)))
 
@@ -300,6 +303,7 @@ def test_wrong_grid_dimension_is_a_clear_error() -> None:
 # --- search convergence ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_search_convergence_one_line_per_start_coloured_by_convergence() -> None:
     eps = 1e-3
     history = torch.tensor(
@@ -341,6 +345,7 @@ def test_search_convergence_one_line_per_start_coloured_by_convergence() -> None
     _assert_nontrivial(_png(fig))
 
 
+@pytest.mark.slow
 def test_search_convergence_without_history() -> None:
     fig = planes.search_convergence(_search(torch.zeros(3, 0), []), 0.1)
     left = fig.axes[0]
@@ -357,6 +362,7 @@ def test_search_convergence_without_history() -> None:
 # --- a real sweep ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_sweep_contour_and_surface_mark_the_found_points() -> None:
     a, b, c, d = 0.8, -1.3, 1.1, 0.7
     model = TwoNeuronNet().double()
@@ -377,6 +383,7 @@ def test_real_sweep_contour_and_surface_mark_the_found_points() -> None:
     _assert_nontrivial(_png(planes.surface(result, eps=0.0025)))
 
 
+@pytest.mark.slow
 def test_contour_hatches_the_trivial_part_of_the_eps_set() -> None:
     """With ε at or above J of the best constant function (from the sweep's metadata), the
     band constant_loss ≤ J < ε is hatched and the title warns; below it, neither."""
@@ -430,6 +437,7 @@ def _assert_numeric_colorbar(fig: Figure, eps: float | None = None) -> None:
         assert "ε" in [text.get_text() for text in bar.texts]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("floor", [1e-13, 1e-4, 0.3])
 def test_colorbars_show_numbers_on_log_and_linear_scales(floor: float) -> None:
     """The demo's plane spans 14 decades (the search reaches J ≈ 1e-12): its log colour
@@ -467,6 +475,7 @@ def _crowded_plane(apart: float) -> GridResult:
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("apart", [0.0, 0.03, 0.1])
 @pytest.mark.parametrize("picture", ["contour", "surface"])
 def test_every_marker_is_on_top_outlined_and_visible(picture: str, apart: float) -> None:
@@ -492,6 +501,7 @@ def test_the_surface_does_not_hide_a_marker_in_a_valley() -> None:
     assert figure_checks.marker_pixels(fig)["θ0"] >= 25
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("picture", ["contour", "surface", "slices", "convergence"])
 def test_titles_and_keys_fit_in_the_figure(picture: str) -> None:
     if picture == "slices":
@@ -509,6 +519,7 @@ def test_titles_and_keys_fit_in_the_figure(picture: str) -> None:
         assert "θ0" in " ".join(keys) and any(text.startswith("J = ε") for text in keys)
 
 
+@pytest.mark.slow
 def test_slices_draw_a_marker_filled_only_on_its_own_plane() -> None:
     """Filled: within half a grid step of the panel's plane; else hollow, and the panel
     says so. Checked on every panel for every marker."""
@@ -528,6 +539,7 @@ def test_slices_draw_a_marker_filled_only_on_its_own_plane() -> None:
                     assert "hollow, off this plane" in title and name in title
 
 
+@pytest.mark.slow
 def test_search_convergence_draws_the_constant_function_it_names() -> None:
     """The README's caption speaks of the constant function's J: the figure draws it
     (both panels, in the key) when the search recorded it, and only then."""

@@ -60,6 +60,7 @@ def colour_bar(fig):
 # ---------------------------------------------------------------- scatter3d
 
 
+@pytest.mark.slow
 def test_scatter3d_holds_exactly_the_eps_set_with_markers() -> None:
     result = make_result()
     eps = 0.6
@@ -136,6 +137,7 @@ def embedded(fig) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return np.asarray(points), markers
 
 
+@pytest.mark.slow
 def test_umap_coefficients_points_markers_and_determinism() -> None:
     result = make_result(4, 6)
     eps = 0.9
@@ -157,6 +159,7 @@ def test_umap_coefficients_points_markers_and_determinism() -> None:
         np.testing.assert_array_equal(markers[name], again_markers[name])
 
 
+@pytest.mark.slow
 def test_umap_parameters_respects_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     result = make_result(3, 8)
     eps = 0.6
@@ -212,6 +215,7 @@ def test_umap_needs_m3(m: int) -> None:
         umap(make_result(m, 4), 0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("eps", "count"), [(0.2, 0), (0.2, 1), (0.2, 2)])
 def test_umap_too_few_points_is_an_honest_figure(eps: float, count: int) -> None:
     result = make_result(3, 5)  # axis -1, -0.5, 0, 0.5, 1: only the origin has J < 0.2
@@ -229,6 +233,7 @@ def test_umap_too_few_points_is_an_honest_figure(eps: float, count: int) -> None
     decode(fig)
 
 
+@pytest.mark.slow
 def test_umap_few_points_and_nan() -> None:
     result = make_result(3, 5)
     flat = result.values.reshape(-1)
@@ -274,6 +279,7 @@ def check_reader_view(fig, panels: int) -> None:
     assert figure_checks.texts_outside(fig) == []
 
 
+@pytest.mark.slow
 def test_scatter3d_names_do_not_overlap_and_markers_stay_on_top() -> None:
     fig = scatter3d(crowded(), 0.6)
     check_reader_view(fig, panels=4)
@@ -282,10 +288,12 @@ def test_scatter3d_names_do_not_overlap_and_markers_stay_on_top() -> None:
             assert not ax.computed_zorder  # the ε-set cannot be sorted in front of a marker
 
 
+@pytest.mark.slow
 def test_umap_names_do_not_overlap() -> None:
     check_reader_view(umap(crowded(4), 0.9, seed=3), panels=1)
 
 
+@pytest.mark.slow
 def test_scatter3d_hides_the_tick_labels_of_an_axis_seen_end_on() -> None:
     """At elevation 0, azimuth 0 the c1 axis points at the viewer: its numbers would
     pile up on one spot, so they are left out (the other axes keep theirs)."""

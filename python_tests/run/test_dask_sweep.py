@@ -58,6 +58,7 @@ def _two_neuron() -> tuple[Problem, Subspace, Grid]:
     return problem, _plane(problem, 2), Grid.uniform((-1.0, 1.0), 24, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["two_neuron", "lenet5"])
 def test_dask_sweep_equals_one_process(model: str, tmp_path: Path, client: object) -> None:
     if model == "two_neuron":
@@ -86,6 +87,7 @@ def test_dask_sweep_equals_one_process(model: str, tmp_path: Path, client: objec
     assert experiment.check_grid(model) == []
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_sweep_costs_only_its_chunks(tmp_path: Path, client: object) -> None:
     torch.manual_seed(6)
     problem = Problem(LeNet5(input_size=16, padding=1, num_outputs=3), num_probes=400, seed=7)
@@ -143,6 +145,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_a_killed_client_resumes_with_only_the_missing_chunks(
     tmp_path: Path, client: object
 ) -> None:
@@ -179,6 +182,7 @@ def _plane_of_script(problem: Problem) -> Subspace:
     return Subspace.from_points(problem.theta, points)
 
 
+@pytest.mark.slow
 def test_a_worker_with_another_theta_writes_nothing(tmp_path: Path, client: object) -> None:
     config = validate_config(
         {"experiment": "hashes", "model": {"name": "two_neuron"}, "probes": {"num_probes": 64}}
@@ -213,6 +217,7 @@ def test_client_must_be_a_dask_client(tmp_path: Path) -> None:
     assert not (tmp_path / "experiments").exists()
 
 
+@pytest.mark.slow
 def test_sweep_grid_on_a_cluster_equals_one_process(client: object) -> None:
     problem, subspace, grid = _two_neuron()
     local = sweep_grid(problem, subspace, grid)

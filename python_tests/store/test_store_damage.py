@@ -465,6 +465,7 @@ DAMAGE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", DAMAGE, ids=[case.name for case in DAMAGE])
 def test_damage_is_named_loads_refuse_and_a_sweep_repairs(
     case: Damage, swept: Swept, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -513,6 +514,7 @@ def test_damage_is_named_loads_refuse_and_a_sweep_repairs(
         assert _snapshot(home) == original  # repaired byte for byte, no J recomputed
 
 
+@pytest.mark.slow
 def test_every_file_the_store_writes_is_checked(swept: Swept, tmp_path: Path) -> None:
     """Each file of the experiment, one at a time, with one bit flipped: `genni check`
     (Experiment.check) names it as damaged, and the loads refuse or give the original."""
@@ -777,6 +779,7 @@ def test_a_full_disk_names_the_file_keeps_nothing_partial_and_the_sweep_resumes(
     assert _genni(capsys, "check", "tiny", "--home", str(home))[0] == 0
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_names_the_file_and_the_next_sweep_starts_afresh(
     swept: Swept, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

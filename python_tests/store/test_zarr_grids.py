@@ -140,6 +140,7 @@ def test_damage_is_named_and_checked(
     assert problems and any(re.search(message, text) for text in problems), problems
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind",
     ["delete chunk", "truncate chunk", "garbage record", "delete coeffs", "garbage metadata"],
