@@ -11,6 +11,7 @@ the same line without running anything.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -71,7 +72,8 @@ class Decision:
 class SweepInputs:
     """A sweep's arguments after every check the front door makes before any work: the
     tensors detached and contiguous, of one dtype and device, the model in eval mode and
-    known to take the probes; ``outputs`` is its output width per probe."""
+    known to take the probes; ``outputs`` is its output width per probe and ``program`` the
+    model lowered for the probes' shape (None where it does not lower)."""
 
     model: nn.Module
     center: torch.Tensor
@@ -80,6 +82,7 @@ class SweepInputs:
     inputs: torch.Tensor
     targets: torch.Tensor
     outputs: int
+    program: Program | None = None
 
 
 def _lowering_explanation(model: nn.Module, error: LoweringError) -> str:
@@ -106,11 +109,14 @@ def decide(
     *,
     precision: str = "full",
     num_directions: int | None = None,
+    program: Program | None = None,
     log: bool = False,
 ) -> Decision:
     """The one Decision for sweeping ``model`` on these probes (checked as :func:`sweep`
     checks them), with ``num_directions`` directions where known (it fixes the first-layer
-    form); the grid runners make it once and run every chunk with it.
+    form); the grid runners make it once and run every chunk with it. ``program``: the
+    model lowered for these probes' shape already (:attr:`SweepInputs.program`), else it
+    is lowered here.
 
     "auto" takes the fused engine where the model lowers for the probes' shape and the
     engine runs on their device (on CUDA: where :func:`fused.cuda_auto_choice` says so) and
@@ -127,7 +133,7 @@ def decide(
         return Decision("torch", None, precision, "torch: backend='torch' was asked for")
     name = type(model).__name__
     try:
-        program = lower(model, tuple(inputs.shape[1:]))
+        program = program or lower(model, tuple(inputs.shape[1:]))
     except LoweringError as error:
         if backend == "fused":
             raise
@@ -329,10 +335,12 @@ def sweep(
     parameter values are not used (its buffers are), and it runs in its current mode:
     BatchNorm or Dropout in training mode is refused (call ``model.eval()`` first).
 
-    Before any work, on every backend, the model runs once at ``center`` on two probes:
-    inputs whose per-sample shape it cannot take (the error names the shape it expects and
-    the one given), a forward that returns anything but one float tensor [N, ...], one that
-    cannot run under ``vmap``, and targets of another width raise InputError.
+    Before any work, on every backend, the model is lowered for the probes' shape (where
+    that succeeds, its layers' shapes show that it takes them) or else runs once at
+    ``center`` on two probes, plain and under ``vmap``: inputs whose per-sample shape it
+    cannot take (the error names the shape it expects and the one given), a forward that
+    returns anything but one float tensor [N, ...], one that cannot run under ``vmap``, and
+    targets of another width raise InputError.
 
     Layout: tensors that need grad are detached and non-contiguous ones are copied to
     contiguous memory, since a copy of the caller's data is cheap next to the sweep.
@@ -372,6 +380,7 @@ def sweep(
         backend,
         precision=precision,
         num_directions=checked.directions.shape[0],
+        program=checked.program,
         log=True,
     )
     return run_decided(
@@ -397,14 +406,22 @@ def check_sweep_inputs(
     targets: object,
 ) -> SweepInputs:
     """The arguments as :func:`sweep` runs them, after every check it makes before any work
-    (shapes, dtypes, devices, finite values, the model run on two probes, the targets'
-    width)."""
+    (shapes, dtypes, devices, finite values, that the model takes the probes, the
+    targets' width). A model that lowers for the probes' shape is checked by its lowering
+    (kept for :func:`decide`); any other is run at ``center`` on two probes, plain and
+    under vmap."""
     center, directions, coeffs, inputs, targets = _validate(
         model, center, directions, coeffs, inputs, targets
     )
-    outputs = _check_model_runs(model, center, inputs)
+    program = None
+    with contextlib.suppress(LoweringError):
+        program = lower(model, tuple(inputs.shape[1:]))
+    # Lowering walked the model's layers for the probes' shape, each of a kind that vmap
+    # runs, so a model that lowers takes these probes and returns one tensor of output_size
+    # values a probe: running it on two of them would only say that again.
+    outputs = _check_model_runs(model, center, inputs) if program is None else program.output_size
     check_output_size(outputs, targets.shape[1])
-    return SweepInputs(model, center, directions, coeffs, inputs, targets, outputs)
+    return SweepInputs(model, center, directions, coeffs, inputs, targets, outputs, program)
 
 
 def run_decided(

@@ -76,3 +76,39 @@ def test_sweep_decides_once_and_runs_that_decision(monkeypatch: pytest.MonkeyPat
     assert len(decided) == 1 and ran == decided
     assert decided[0].first_layer in ("affine", "direct")
     assert float(values.abs().max()) < 1e-28  # at θ itself J is 0 up to round-off
+
+
+@pytest.mark.parametrize(("lowers", "model_runs"), [(True, 0), (False, 1)])
+def test_the_model_runs_on_the_probes_only_where_it_does_not_lower(
+    lowers: bool, model_runs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that lowers is checked by its lowering (its layers' shapes for the probes'
+    shape, each layer of a kind vmap runs); one that does not lower runs on two probes,
+    plain and under vmap, before any work."""
+    layers = [nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 1)]
+    if not lowers:
+        layers.insert(1, nn.BatchNorm1d(4))
+    model = nn.Sequential(*layers).double().eval()
+    inputs, targets = _probes(model)
+    plain: list[None] = []
+    vmapped: list[None] = []
+    originals = front_door.probe_forward, front_door.check_vmap
+
+    def counted_probe(*args: object, **kwargs: object) -> object:
+        plain.append(None)
+        return originals[0](*args, **kwargs)
+
+    def counted_vmap(*args: object, **kwargs: object) -> None:
+        vmapped.append(None)
+        originals[1](*args, **kwargs)
+
+    monkeypatch.setattr(front_door, "probe_forward", counted_probe)
+    monkeypatch.setattr(front_door, "check_vmap", counted_vmap)
+    center = flatten_params(model)
+    directions = torch.eye(center.shape[0], dtype=torch.float64)[:1]
+    coeffs = torch.zeros(2, 1, dtype=torch.float64)
+    values = sweep(model, center, directions, coeffs, inputs, targets)
+    assert (len(plain), len(vmapped)) == (model_runs, model_runs)
+    assert float(values.abs().max()) < 1e-28
+    with pytest.raises(InputError, match="targets has 2 values per probe but the model outputs 1"):
+        sweep(model, center, directions, coeffs, inputs, targets.repeat(1, 2))
