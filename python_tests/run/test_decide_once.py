@@ -140,6 +140,7 @@ def test_markers_run_on_the_grids_engine(monkeypatch: pytest.MonkeyPatch) -> Non
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-20)
 
 
+@pytest.mark.slow
 def test_a_dask_worker_builds_a_config_source_problem_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
