@@ -20,6 +20,8 @@ from torch.nn.parameter import is_lazy
 from genni_ext.errors import InputError
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
+INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+"""Integer dtypes taken where real numbers are asked for (coefficients, grid axes)."""
 
 BACKENDS = ("auto", "fused", "torch")
 """What runs a sweep: the fused engine, torch.func, or "auto" (the fused engine where it can)."""

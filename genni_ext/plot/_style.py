@@ -30,6 +30,8 @@ MARKER_COLOURS = ("red", "purple", "gold", "brown", "darkorange", "deepskyblue")
 AXIS_LABELS = ("c1", "c2", "c3", "c4", "c5", "c6")
 J_LABEL = "J (mean squared output difference)"
 EPS_COLOUR = "black"
+CMAP = "viridis"
+"""The colour map of J in every picture (matplotlib and plotly both know it by this name)."""
 
 # Found points are drawn above every other artist of their axes, their names above them.
 MARKER_ZORDER = 10

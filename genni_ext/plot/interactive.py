@@ -70,7 +70,7 @@ def scatter3d_html(
             marker={
                 "size": 3,
                 "color": values,
-                "colorscale": "Viridis",
+                "colorscale": _style.CMAP,
                 "cmin": min(low, eps),
                 "cmax": eps,
                 "colorbar": {"title": {"text": f"J (top = ε = {eps:.3g})"}},

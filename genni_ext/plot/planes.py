@@ -33,7 +33,6 @@ from genni_ext.core.grid import GridResult
 from genni_ext.errors import InputError
 from genni_ext.plot import _style
 
-CMAP = "viridis"
 CONVERGED_COLOUR = "tab:green"
 NOT_CONVERGED_COLOUR = "tab:red"
 CONSTANT_COLOUR = "grey"
@@ -224,7 +223,7 @@ def _draw_plane(
     if values.mask is not np.ma.nomask and values.mask.all():
         ax.text(0.5, 0.5, "all values NaN/inf", ha="center", va="center", transform=ax.transAxes)
         return None
-    filled = ax.contourf(x, y, values, levels=scale.levels, norm=scale.norm, cmap=CMAP)
+    filled = ax.contourf(x, y, values, levels=scale.levels, norm=scale.norm, cmap=_style.CMAP)
     if eps_line is not None:
         ax.contour(x, y, values, levels=[eps_line], colors=_style.EPS_COLOUR, linewidths=1.5)
         ax.plot([], [], color=_style.EPS_COLOUR, label=f"J = ε = {eps_line:.3g}")
@@ -322,7 +321,7 @@ def surface(
     if finite.any():
         z = np.where(finite, raw, np.nan)
         surf = ax.plot_surface(
-            x, y, z, cmap=CMAP, norm=scale.norm, linewidth=0, antialiased=False, alpha=0.85
+            x, y, z, cmap=_style.CMAP, norm=scale.norm, linewidth=0, antialiased=False, alpha=0.85
         )
         if crosses and eps is not None:
             ax.contour(x, y, z, levels=[eps], colors=_style.EPS_COLOUR, linewidths=1.5)

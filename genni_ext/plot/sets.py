@@ -29,7 +29,6 @@ from genni_ext.core.subspace import Subspace
 from genni_ext.errors import InputError
 from genni_ext.plot import _style
 
-CMAP = "viridis"
 SPACES = ("coefficients", "parameters")
 
 
@@ -72,7 +71,7 @@ def empty_eps_set_reason(result: GridResult, eps: float) -> str:
 
 
 def _colour_bar(fig: Figure, norm: Normalize, axes: Sequence[Axes] | Axes) -> None:
-    mappable = ScalarMappable(norm=norm, cmap=CMAP)
+    mappable = ScalarMappable(norm=norm, cmap=_style.CMAP)
     bar = fig.colorbar(mappable, ax=axes, shrink=0.8)
     bar.set_label(_style.J_LABEL + f"; top = ε = {norm.vmax:.3g}")
     _style.numeric_colorbar(bar)
@@ -121,7 +120,7 @@ def scatter3d(
             coeffs[:, 1],
             coeffs[:, 2],
             c=values,
-            cmap=CMAP,
+            cmap=_style.CMAP,
             norm=norm,
             s=4,
             depthshade=False,
@@ -329,7 +328,7 @@ def umap(
         embedding[:, 0],
         embedding[:, 1],
         c=values,
-        cmap=CMAP,
+        cmap=_style.CMAP,
         norm=norm,
         s=6,
         label="ε-set",

@@ -39,14 +39,14 @@ MODEL_ALIASES = {"lenet": "lenet5"}
 
 # Every key of a config file with its default and what it means, as YAML; `genni COMMAND
 # --help` prints it, and it is a valid config itself.
-CONFIG_SCHEMA = """\
+CONFIG_SCHEMA = f"""\
 experiment: two_neuron_run       # required: <home>/experiments/<name>/ (no '/')
 model:                           # required: the network φ(x, θ)
-  name: two_neuron               # two_neuron | mlp | lenet5
+  name: two_neuron               # {" | ".join(MODEL_NAMES)}
   # mlp:    sizes: [8, 32, 1] (required, input first), activation: relu, bias: true
   # lenet5: in_channels: 1, input_size: 28, num_outputs: 1, activation: relu,
   #         pool: max, padding: 2, output_activation: null
-  # activations: relu | leaky_relu | tanh | sigmoid | identity; pool: max | avg
+  # activations: {" | ".join(ACTIVATIONS)}; pool: {" | ".join(POOLS)}
 seed: 0                          # θ: torch.manual_seed(seed), then the model is built
 probes:
   num_probes: 16384              # standard-normal probe inputs x
@@ -57,7 +57,7 @@ search:                          # Algorithm 1: SGD from K random starts, batche
   steps: 2000
   lr: 0.015
   batch_size: 256                # minibatch of probes per step
-  optimizer: sgd                 # sgd | adam
+  optimizer: sgd                 # {" | ".join(OPTIMIZERS)}
   momentum: 0.0
   tol: null                      # stop once every start's J is below tol (null: never)
   seed: null                     # start k: seed + 1 + k (its init and minibatches); null:
@@ -78,9 +78,9 @@ grids:                           # one sweep each, saved as grids/<name>/ (name,
     bound: [-2, 2]               # [a, b] on every axis
     n: 100                       # points per axis
     dim: 2                       # axes (the plane's m for this grid; default subspace.m)
-backend: auto                    # auto | fused | torch
+backend: auto                    # {" | ".join(BACKENDS)}
 device: cpu                      # cpu | cuda | cuda:N: where search and sweep run
-precision: full                  # full | tf32: sweeps' Linear/Conv2d on tensor cores
+precision: full                  # {" | ".join(PRECISIONS)}: sweeps' Linear/Conv2d on tensor cores
                                  # (float32 on CUDA; README "Precision")
 num_threads: null                # CPU threads (null: all)
 chunk_points: null               # grid points per chunk file (null: ~2e11 flops each)
