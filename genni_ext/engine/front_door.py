@@ -133,7 +133,8 @@ def decide(
         return Decision("torch", None, precision, "torch: backend='torch' was asked for")
     name = type(model).__name__
     try:
-        program = program or lower(model, tuple(inputs.shape[1:]))
+        if program is None:
+            program = lower(model, tuple(inputs.shape[1:]))
     except LoweringError as error:
         if backend == "fused":
             raise
