@@ -298,10 +298,23 @@ py::dict build_info() {
   return info;
 }
 
+// {name: value} of a genni::Named table, in its (value) order.
+template <typename E, size_t N>
+py::dict names_to_values(const genni::Named<E> (&names)[N]) {
+  py::dict out;
+  for (const auto& entry : names) out[entry.name] = static_cast<int>(entry.value);
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "genni_ext fused sweep engine (C++ with its own CPU threads, and CUDA)";
+  // The op program's layout (genni/program.h), which genni_ext/engine/lowering.py builds on.
+  m.attr("OP_KINDS") = names_to_values(genni::kOpKindNames);
+  m.attr("OP_FIELD_INDEX") = names_to_values(genni::kOpFieldNames);
+  m.attr("OP_FIELDS") = static_cast<int>(genni::kOpFields);
+  m.attr("MAX_OPS") = genni::kMaxOps;
   m.def("build_info", &build_info, "What this build contains and what it sees now.");
   m.def("sweep_cpu", &sweep_cpu, "Fused sweep on the CPU; writes J to loss[G].");
   m.def("cuda_plan", &cuda_plan, "Launch plan and scratch sizes of a CUDA sweep.");
