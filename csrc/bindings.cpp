@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "genni/sweep.h"
+#include "genni/tile_plan.h"
 
 namespace py = pybind11;
 using genni::Program;
