@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "genni/sweep.h"
+#include "genni/tile_plan.h"
 
 namespace py = pybind11;
 using genni::Program;
@@ -33,6 +34,15 @@ SweepArgs<S> make_args(uintptr_t center, uintptr_t directions, uintptr_t coeffs,
                       affine_first};
 }
 
+// Returns f(S{}) for the scalar type S that `dtype` names: float for "float32", double for
+// "float64". Every entry point that takes a dtype dispatches through here.
+template <typename F>
+auto with_scalar(const std::string& dtype, F&& f) {
+  if (dtype == "float32") return f(float{});
+  if (dtype == "float64") return f(double{});
+  throw std::invalid_argument("genni: dtype must be float32 or float64, not " + dtype);
+}
+
 void check_sizes(int64_t num_params, int m, int64_t num_points, int64_t num_samples) {
   if (num_params <= 0 || m <= 0 || num_points <= 0 || num_samples <= 0)
     throw std::invalid_argument("genni: P, m, G and N must all be positive");
@@ -46,19 +56,13 @@ void sweep_cpu(const Rows& ops, const std::vector<double>& slopes, const std::st
   const Program program = genni::make_program(ops, slopes, num_params);
   auto* out = reinterpret_cast<double*>(loss);
   py::gil_scoped_release release;
-  if (dtype == "float32") {
+  with_scalar(dtype, [&](auto zero) {
+    using S = decltype(zero);
     genni::sweep_cpu(program,
-                     make_args<float>(center, directions, coeffs, inputs, targets, num_params, m,
-                                      num_points, num_samples, affine_first),
+                     make_args<S>(center, directions, coeffs, inputs, targets, num_params, m,
+                                  num_points, num_samples, affine_first),
                      out, num_threads);
-  } else if (dtype == "float64") {
-    genni::sweep_cpu(program,
-                     make_args<double>(center, directions, coeffs, inputs, targets, num_params, m,
-                                       num_points, num_samples, affine_first),
-                     out, num_threads);
-  } else {
-    throw std::invalid_argument("genni: dtype must be float32 or float64, not " + dtype);
-  }
+  });
 }
 
 py::dict cuda_plan(const Rows& ops, const std::vector<double>& slopes, int64_t num_params, int m,
@@ -93,19 +97,13 @@ void sweep_cuda(const Rows& ops, const std::vector<double>& slopes, const std::s
   auto* stream_ptr = reinterpret_cast<void*>(stream);
   const bool use_affine = plan.affine_bytes > 0;
   py::gil_scoped_release release;
-  if (dtype == "float32") {
+  with_scalar(dtype, [&](auto zero) {
+    using S = decltype(zero);
     genni::sweep_cuda(program,
-                      make_args<float>(center, directions, coeffs, inputs, targets, num_params, m,
-                                       num_points, num_samples, use_affine),
+                      make_args<S>(center, directions, coeffs, inputs, targets, num_params, m,
+                                   num_points, num_samples, use_affine),
                       plan, out, scratch_ptr, affine_ptr, stream_ptr);
-  } else if (dtype == "float64") {
-    genni::sweep_cuda(program,
-                      make_args<double>(center, directions, coeffs, inputs, targets, num_params, m,
-                                        num_points, num_samples, use_affine),
-                      plan, out, scratch_ptr, affine_ptr, stream_ptr);
-  } else {
-    throw std::invalid_argument("genni: dtype must be float32 or float64, not " + dtype);
-  }
+  });
 }
 
 genni::TilePlan plan_from_dict(const py::dict& d) {
@@ -181,9 +179,7 @@ void check_plan(const Program& program, const genni::TilePlan& plan, int scalar_
 }
 
 int scalar_bytes_of(const std::string& dtype) {
-  if (dtype == "float32") return 4;
-  if (dtype == "float64") return 8;
-  throw std::invalid_argument("genni: dtype must be float32 or float64, not " + dtype);
+  return with_scalar(dtype, [](auto zero) { return static_cast<int>(sizeof(zero)); });
 }
 
 // The steps of a tiled sweep as the kernel runs them: fused ops, lanes per item, items.
@@ -236,19 +232,13 @@ void sweep_cuda_tiled(const Rows& ops, const std::vector<double>& slopes, const 
   auto* out = reinterpret_cast<double*>(partial);
   auto* stream_ptr = reinterpret_cast<void*>(stream);
   py::gil_scoped_release release;
-  if (dtype == "float32") {
+  with_scalar(dtype, [&](auto zero) {
+    using S = decltype(zero);
     genni::sweep_cuda_tiled(program,
-                            make_args<float>(center, directions, coeffs, inputs, targets,
-                                             num_params, m, num_points, num_samples, false),
-                            plan, reinterpret_cast<float*>(params), out, stream_ptr);
-  } else if (dtype == "float64") {
-    genni::sweep_cuda_tiled(program,
-                            make_args<double>(center, directions, coeffs, inputs, targets,
-                                              num_params, m, num_points, num_samples, false),
-                            plan, reinterpret_cast<double*>(params), out, stream_ptr);
-  } else {
-    throw std::invalid_argument("genni: dtype must be float32 or float64, not " + dtype);
-  }
+                            make_args<S>(center, directions, coeffs, inputs, targets, num_params, m,
+                                         num_points, num_samples, false),
+                            plan, reinterpret_cast<S*>(params), out, stream_ptr);
+  });
 }
 
 void sweep_tile_emulated(const Rows& ops, const std::vector<double>& slopes,
@@ -262,19 +252,13 @@ void sweep_tile_emulated(const Rows& ops, const std::vector<double>& slopes,
   check_plan(program, plan, scalar_bytes_of(dtype));
   auto* out = reinterpret_cast<double*>(partial);
   py::gil_scoped_release release;
-  if (dtype == "float32") {
+  with_scalar(dtype, [&](auto zero) {
+    using S = decltype(zero);
     genni::sweep_tile_emulated(program,
-                               make_args<float>(center, directions, coeffs, inputs, targets,
-                                                num_params, m, num_points, num_samples, false),
+                               make_args<S>(center, directions, coeffs, inputs, targets, num_params,
+                                            m, num_points, num_samples, false),
                                plan, out, reverse);
-  } else if (dtype == "float64") {
-    genni::sweep_tile_emulated(program,
-                               make_args<double>(center, directions, coeffs, inputs, targets,
-                                                 num_params, m, num_points, num_samples, false),
-                               plan, out, reverse);
-  } else {
-    throw std::invalid_argument("genni: dtype must be float32 or float64, not " + dtype);
-  }
+  });
 }
 
 py::dict build_info() {
@@ -298,10 +282,23 @@ py::dict build_info() {
   return info;
 }
 
+// {name: value} of a genni::Named table, in its (value) order.
+template <typename E, size_t N>
+py::dict names_to_values(const genni::Named<E> (&names)[N]) {
+  py::dict out;
+  for (const auto& entry : names) out[entry.name] = static_cast<int>(entry.value);
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "genni_ext fused sweep engine (C++ with its own CPU threads, and CUDA)";
+  // The op program's layout (genni/program.h), which genni_ext/engine/lowering.py builds on.
+  m.attr("OP_KINDS") = names_to_values(genni::kOpKindNames);
+  m.attr("OP_FIELD_INDEX") = names_to_values(genni::kOpFieldNames);
+  m.attr("OP_FIELDS") = static_cast<int>(genni::kOpFields);
+  m.attr("MAX_OPS") = genni::kMaxOps;
   m.def("build_info", &build_info, "What this build contains and what it sees now.");
   m.def("sweep_cpu", &sweep_cpu, "Fused sweep on the CPU; writes J to loss[G].");
   m.def("cuda_plan", &cuda_plan, "Launch plan and scratch sizes of a CUDA sweep.");

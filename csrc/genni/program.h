@@ -1,6 +1,7 @@
-// The op program that genni_ext/lowering.py produces, as the kernels read it.
+// The op program that genni_ext/engine/lowering.py produces, as the kernels read it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -14,7 +15,7 @@
 
 namespace genni {
 
-// Keep in step with genni_ext/lowering.py.
+// Op kinds. genni_ext/engine/lowering.py takes them by name from _C.OP_KINDS (bindings.cpp).
 enum OpKind : int {
   kLinear = 0,
   kConv2d = 1,
@@ -24,8 +25,62 @@ enum OpKind : int {
   kLeakyRelu = 5,
   kTanh = 6,
   kSigmoid = 7,
+  kOpKinds,  // how many kinds there are
 };
-constexpr int kOpFields = 16;
+
+// The columns of one op row (a row of lowering.Program.ops). Python takes them by name from
+// _C.OP_FIELD_INDEX.
+enum OpField : int {
+  kFieldKind = 0,
+  kFieldInC,
+  kFieldInH,
+  kFieldInW,
+  kFieldOutC,
+  kFieldOutH,
+  kFieldOutW,
+  kFieldKernelH,
+  kFieldKernelW,
+  kFieldStrideH,
+  kFieldStrideW,
+  kFieldPadH,
+  kFieldPadW,
+  kFieldWeight,  // offset of the weight in the flat parameter vector, -1 for none
+  kFieldBias,    // offset of the bias, -1 for none
+  kFieldFlag,    // AvgPool2d: count_include_pad
+  kOpFields,     // how many columns a row has
+};
+
+// The names Python uses for the kinds and the columns, in enum order (checked below).
+template <typename E>
+struct Named {
+  E value;
+  const char* name;
+};
+inline constexpr Named<OpKind> kOpKindNames[] = {
+    {kLinear, "linear"},       {kConv2d, "conv2d"},   {kMaxPool2d, "maxpool2d"},
+    {kAvgPool2d, "avgpool2d"}, {kRelu, "relu"},       {kLeakyRelu, "leaky_relu"},
+    {kTanh, "tanh"},           {kSigmoid, "sigmoid"},
+};
+inline constexpr Named<OpField> kOpFieldNames[] = {
+    {kFieldKind, "kind"},        {kFieldInC, "in_c"},         {kFieldInH, "in_h"},
+    {kFieldInW, "in_w"},         {kFieldOutC, "out_c"},       {kFieldOutH, "out_h"},
+    {kFieldOutW, "out_w"},       {kFieldKernelH, "kernel_h"}, {kFieldKernelW, "kernel_w"},
+    {kFieldStrideH, "stride_h"}, {kFieldStrideW, "stride_w"}, {kFieldPadH, "pad_h"},
+    {kFieldPadW, "pad_w"},       {kFieldWeight, "weight"},    {kFieldBias, "bias"},
+    {kFieldFlag, "flag"},
+};
+
+// Whether `names` lists the values 0, 1, ..., count - 1 once each, in that order.
+template <typename E, size_t N>
+constexpr bool names_every_value_in_order(const Named<E> (&names)[N], int count) {
+  if (N != static_cast<size_t>(count)) return false;
+  for (size_t i = 0; i < N; ++i)
+    if (static_cast<size_t>(names[i].value) != i) return false;
+  return true;
+}
+static_assert(names_every_value_in_order(kOpKindNames, kOpKinds), "one name per op kind");
+static_assert(names_every_value_in_order(kOpFieldNames, kOpFields), "one name per op field");
+
 // The CUDA kernel takes the program by value as a kernel argument, which bounds its size.
 constexpr int kMaxOps = 40;
 
@@ -64,26 +119,27 @@ inline Program make_program(const std::vector<std::vector<int64_t>>& rows,
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto& r = rows[i];
     if (r.size() != static_cast<size_t>(kOpFields))
-      throw std::invalid_argument("genni: op rows must have 16 fields");
+      throw std::invalid_argument("genni: op rows must have " + std::to_string(kOpFields) +
+                                  " fields");
     Op& op = p.ops[i];
-    op.kind = static_cast<int>(r[0]);
-    op.in_c = static_cast<int>(r[1]);
-    op.in_h = static_cast<int>(r[2]);
-    op.in_w = static_cast<int>(r[3]);
-    op.out_c = static_cast<int>(r[4]);
-    op.out_h = static_cast<int>(r[5]);
-    op.out_w = static_cast<int>(r[6]);
-    op.kernel_h = static_cast<int>(r[7]);
-    op.kernel_w = static_cast<int>(r[8]);
-    op.stride_h = static_cast<int>(r[9]);
-    op.stride_w = static_cast<int>(r[10]);
-    op.pad_h = static_cast<int>(r[11]);
-    op.pad_w = static_cast<int>(r[12]);
-    op.weight = r[13];
-    op.bias = r[14];
-    op.flag = static_cast<int>(r[15]);
+    op.kind = static_cast<int>(r[kFieldKind]);
+    op.in_c = static_cast<int>(r[kFieldInC]);
+    op.in_h = static_cast<int>(r[kFieldInH]);
+    op.in_w = static_cast<int>(r[kFieldInW]);
+    op.out_c = static_cast<int>(r[kFieldOutC]);
+    op.out_h = static_cast<int>(r[kFieldOutH]);
+    op.out_w = static_cast<int>(r[kFieldOutW]);
+    op.kernel_h = static_cast<int>(r[kFieldKernelH]);
+    op.kernel_w = static_cast<int>(r[kFieldKernelW]);
+    op.stride_h = static_cast<int>(r[kFieldStrideH]);
+    op.stride_w = static_cast<int>(r[kFieldStrideW]);
+    op.pad_h = static_cast<int>(r[kFieldPadH]);
+    op.pad_w = static_cast<int>(r[kFieldPadW]);
+    op.weight = r[kFieldWeight];
+    op.bias = r[kFieldBias];
+    op.flag = static_cast<int>(r[kFieldFlag]);
     op.slope = slopes[i];
-    if (op.kind < kLinear || op.kind > kSigmoid)
+    if (op.kind < 0 || op.kind >= kOpKinds)
       throw std::invalid_argument("genni: unknown op kind " + std::to_string(op.kind));
     if (op.in_size() <= 0 || op.out_size() <= 0)
       throw std::invalid_argument("genni: op " + std::to_string(i) + " has an empty shape");

@@ -28,44 +28,45 @@ from torch.nn.parameter import is_lazy
 
 from genni_ext.errors import LoweringError
 
-# Op kinds; keep in step with csrc/genni/program.h.
-LINEAR, CONV2D, MAXPOOL2D, AVGPOOL2D, RELU, LEAKY_RELU, TANH, SIGMOID = range(8)
-OP_NAMES = ("linear", "conv2d", "maxpool2d", "avgpool2d", "relu", "leaky_relu", "tanh", "sigmoid")
+try:
+    import genni_ext._C as _C
+except ImportError as error:  # a source tree without a build
+    raise ImportError(
+        f"genni_ext needs its compiled engine genni_ext._C ({error}), which the source tree "
+        'does not hold: install it with `pip install .` (tests: `pip install ".[test]"`, then '
+        "`pytest`, not `python -m pytest` from the source tree)"
+    ) from error
 
-# Columns of one op row; keep in step with csrc/genni/program.h.
-(
-    F_KIND,
-    F_IN_C,
-    F_IN_H,
-    F_IN_W,
-    F_OUT_C,
-    F_OUT_H,
-    F_OUT_W,
-    F_KERNEL_H,
-    F_KERNEL_W,
-    F_STRIDE_H,
-    F_STRIDE_W,
-    F_PAD_H,
-    F_PAD_W,
-    F_WEIGHT,
-    F_BIAS,
-    F_FLAG,
-) = range(16)
-OP_FIELDS = 16
-_FIELD_BY_NAME = {
-    "kernel_h": F_KERNEL_H,
-    "kernel_w": F_KERNEL_W,
-    "stride_h": F_STRIDE_H,
-    "stride_w": F_STRIDE_W,
-    "pad_h": F_PAD_H,
-    "pad_w": F_PAD_W,
-    "weight": F_WEIGHT,
-    "bias": F_BIAS,
-    "flag": F_FLAG,
-}
-# The most ops the engine runs (its CUDA kernel takes the program as a kernel argument);
-# keep in step with kMaxOps in csrc/genni/program.h.
-MAX_OPS = 40
+# The program's layout is the compiled engine's (csrc/genni/program.h), exported by _C:
+# op kinds, the columns of an op row, and the most ops the engine runs (its CUDA kernel takes
+# the program as a kernel argument).
+_KINDS: dict[str, int] = _C.OP_KINDS
+_FIELD: dict[str, int] = _C.OP_FIELD_INDEX
+OP_FIELDS: int = _C.OP_FIELDS
+MAX_OPS: int = _C.MAX_OPS
+OP_NAMES: tuple[str, ...] = tuple(_KINDS)  # in kind order: OP_NAMES[kind] names it
+LINEAR = _KINDS["linear"]
+CONV2D = _KINDS["conv2d"]
+MAXPOOL2D = _KINDS["maxpool2d"]
+AVGPOOL2D = _KINDS["avgpool2d"]
+RELU = _KINDS["relu"]
+LEAKY_RELU = _KINDS["leaky_relu"]
+TANH = _KINDS["tanh"]
+SIGMOID = _KINDS["sigmoid"]
+F_KIND = _FIELD["kind"]
+F_IN_C = _FIELD["in_c"]
+F_IN_H = _FIELD["in_h"]
+F_IN_W = _FIELD["in_w"]
+F_OUT_C = _FIELD["out_c"]
+F_OUT_H = _FIELD["out_h"]
+F_OUT_W = _FIELD["out_w"]
+F_KERNEL_H = _FIELD["kernel_h"]
+F_KERNEL_W = _FIELD["kernel_w"]
+F_PAD_H = _FIELD["pad_h"]
+F_PAD_W = _FIELD["pad_w"]
+F_WEIGHT = _FIELD["weight"]
+F_BIAS = _FIELD["bias"]
+F_FLAG = _FIELD["flag"]
 
 _ACTIVATIONS: dict[type[nn.Module], int] = {
     nn.ReLU: RELU,
@@ -303,7 +304,7 @@ def lower(model: nn.Module, input_shape: Sequence[int]) -> Program:
         row[F_OUT_C], row[F_OUT_H], row[F_OUT_W] = out3
         row[F_WEIGHT] = row[F_BIAS] = -1
         for key, value in fields.items():
-            row[_FIELD_BY_NAME[key]] = value
+            row[_FIELD[key]] = value
         rows.append(row)
         slopes.append(slope)
 

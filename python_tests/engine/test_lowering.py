@@ -7,6 +7,8 @@ largest activation, output size, parameter count and flops per sample.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 
@@ -17,7 +19,10 @@ from torch.nn.utils import parametrizations, parametrize
 from torch.utils.hooks import RemovableHandle
 
 import genni_ext
+from genni_ext import _C
 from genni_ext.core.models import LeNet5, flatten_params, mlp, num_params
+from genni_ext.engine import lowering
+from genni_ext.engine.fused import fused_sweep
 from genni_ext.engine.lowering import (
     AVGPOOL2D,
     CONV2D,
@@ -26,6 +31,7 @@ from genni_ext.engine.lowering import (
     F_WEIGHT,
     LEAKY_RELU,
     LINEAR,
+    MAX_OPS,
     MAXPOOL2D,
     OP_FIELDS,
     RELU,
@@ -593,8 +599,44 @@ def test_conv_subclass_overriding_conv_forward(make_case: MakeCase, check_j: Che
     check_j(genni_ext.sweep(*case), genni_ext.sweep(*case, backend="torch"), case)
 
 
-def test_op_limit_matches_the_engine() -> None:
-    """lowering.MAX_OPS must equal the limit compiled into the engine (kMaxOps)."""
-    from genni_ext.engine.lowering import MAX_OPS
+# --- the program's layout is the compiled engine's ----------------------------------------
 
-    assert genni_ext.build_info()["max_ops"] == MAX_OPS
+
+def test_layout_constants_are_the_engines() -> None:
+    """Every op kind, op-row column and the op limit that lowering uses is the value the
+    compiled engine exports (csrc/genni/program.h through genni_ext._C)."""
+    kinds, fields = _C.OP_KINDS, _C.OP_FIELD_INDEX
+    assert list(kinds.values()) == list(range(len(kinds)))
+    assert tuple(kinds) == lowering.OP_NAMES
+    assert {name: getattr(lowering, name.upper()) for name in kinds} == kinds
+    assert sorted(fields.values()) == list(range(_C.OP_FIELDS)) and lowering.OP_FIELDS == 16
+    columns = {name: getattr(lowering, name) for name in dir(lowering) if name.startswith("F_")}
+    assert {"F_KIND", "F_IN_C", "F_OUT_C", "F_WEIGHT", "F_BIAS", "F_FLAG"} <= set(columns)
+    assert columns == {name: fields[name[2:].lower()] for name in columns}
+    assert lowering.MAX_OPS == _C.MAX_OPS == genni_ext.build_info()["max_ops"]
+
+
+def _linear_then_relus(num_ops: int) -> nn.Sequential:
+    """A model that lowers to ``num_ops`` ops: a Linear, then ReLUs."""
+    return nn.Sequential(nn.Linear(3, 2), *[nn.ReLU() for _ in range(num_ops - 1)])
+
+
+def test_op_limit_is_the_engines(make_case: MakeCase, check_j: CheckJ) -> None:
+    """MAX_OPS ops lower and run on the engine; one more is refused by lower() and, given
+    to the engine directly, by the engine, both naming the same limit."""
+    torch.manual_seed(3)
+    case = make_case(_linear_then_relus(MAX_OPS), (3,), num_points=3)
+    program = lower(case[0], (3,))
+    assert program.ops.shape == (MAX_OPS, OP_FIELDS)
+    run = functools.partial(fused_sweep, num_threads=1, chunk_size=None, progress=False)
+    check_j(run(program, *case[1:]), genni_ext.sweep(*case, backend="torch"), case)
+
+    with pytest.raises(LoweringError, match=rf"lowers to {MAX_OPS + 1} ops .* at most {MAX_OPS}\."):
+        lower(_linear_then_relus(MAX_OPS + 1), (3,))
+    longer = dataclasses.replace(
+        program,
+        ops=torch.cat([program.ops, program.ops[-1:]]),
+        slopes=torch.cat([program.slopes, program.slopes[-1:]]),
+    )
+    with pytest.raises(ValueError, match=rf"has {MAX_OPS + 1} ops; .* at most {MAX_OPS}$"):
+        run(longer, *case[1:])
