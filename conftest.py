@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-import genni_ext
-
 
 def pytest_configure(config: pytest.Config) -> None:
-    info = genni_ext.build_info()
-    if not info["compiled"]:
+    try:
+        import genni_ext  # noqa: F401 (the import is the check)
+    except ImportError as error:
         pytest.exit(
-            f"genni_ext was imported from {genni_ext.__file__} without its compiled engine "
-            f'({info["reason"]}). Install it with `pip install ".[test]"` and run `pytest` '
-            "(not `python -m pytest` from the source tree).",
+            f"genni_ext cannot be imported with its compiled engine ({error}). Install it "
+            'with `pip install ".[test]"` and run `pytest` (not `python -m pytest` from the '
+            "source tree).",
             returncode=4,
         )

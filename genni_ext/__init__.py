@@ -9,6 +9,15 @@ CUDA engine for MLPs and LeNet-style conv nets and on torch.func for every other
 
 from __future__ import annotations
 
+try:
+    import genni_ext._C as _C
+except ImportError as error:  # a source tree without a build: say how to get one
+    raise ImportError(
+        f"genni_ext needs its compiled engine genni_ext._C ({error}), which the source tree "
+        'does not hold: install it with `pip install .` (tests: `pip install ".[test]"`, then '
+        "`pytest`, not `python -m pytest` from the source tree)"
+    ) from error
+
 from genni_ext._version import __version__
 from genni_ext.core import models
 from genni_ext.core.grid import Grid, GridResult, Marker
@@ -34,22 +43,9 @@ def build_info() -> dict[str, object]:
 
     Keys include ``cpu``, ``cuda`` (CUDA kernel compiled), ``cuda_devices`` (visible now),
     ``openmp``, ``cuda_archs``, ``cuda_note`` (why CUDA was not built and how to add it;
-    empty when it was) and the compiler flags. ``compiled`` is False (and the reason
-    given) when the extension cannot be imported.
+    empty when it was) and the compiler flags; ``compiled`` is always True (the package
+    does not import without its engine).
     """
-    try:
-        from genni_ext import _C
-    except ImportError as error:
-        return {
-            "compiled": False,
-            "reason": str(error),
-            "cpu": False,
-            "cuda": False,
-            "cuda_devices": 0,
-            "openmp": False,
-            "cuda_archs": "",
-            "cuda_note": "",
-        }
     return {"compiled": True, **_C.build_info()}
 
 

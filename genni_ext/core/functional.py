@@ -23,9 +23,6 @@ from genni_ext.errors import InputError
 DEFAULT_MEMORY_BUDGET = 1 << 30
 """Bytes of activations one chunk may hold when no ``memory_budget`` is given."""
 
-DEFAULT_MEMORY_BUDGET = 1 << 30
-"""Bytes of activations one chunk may hold when no ``memory_budget`` is given."""
-
 _PROBE_SAMPLES = 2
 
 

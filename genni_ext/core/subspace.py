@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from genni_ext._validate import float_tensor, positive_int, resolve_eps
+from genni_ext._validate import INT_DTYPES, float_tensor, positive_int, resolve_eps
 from genni_ext.errors import InputError
 
 if TYPE_CHECKING:
@@ -323,7 +323,7 @@ class Subspace:
         """θ₀ + c @ B in the centre's dtype and device: [G, m] -> [G, P] (and [m] -> [P])."""
         if not isinstance(coeffs, torch.Tensor):
             raise InputError(f"coeffs must be a torch.Tensor, got {type(coeffs).__name__}")
-        if not (coeffs.is_floating_point() or coeffs.dtype in _INT_DTYPES):
+        if not (coeffs.is_floating_point() or coeffs.dtype in INT_DTYPES):
             raise InputError(f"coeffs has dtype {coeffs.dtype}; pass real coefficients")
         if coeffs.ndim not in (1, 2) or coeffs.shape[-1] != self.dim:
             raise InputError(
@@ -351,9 +351,6 @@ class Subspace:
             and torch.equal(self.basis, other.basis)
             and torch.equal(self.points, other.points)
         )
-
-
-_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
 def _stack_points(points: object, center: torch.Tensor) -> torch.Tensor:

@@ -26,16 +26,8 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
+import genni_ext._C as _C
 from genni_ext.errors import LoweringError
-
-try:
-    import genni_ext._C as _C
-except ImportError as error:  # a source tree without a build
-    raise ImportError(
-        f"genni_ext needs its compiled engine genni_ext._C ({error}), which the source tree "
-        'does not hold: install it with `pip install .` (tests: `pip install ".[test]"`, then '
-        "`pytest`, not `python -m pytest` from the source tree)"
-    ) from error
 
 # The program's layout is the compiled engine's (csrc/genni/program.h), exported by _C:
 # op kinds, the columns of an op row, and the most ops the engine runs (its CUDA kernel takes
