@@ -25,7 +25,7 @@ from genni_ext.store.config import build_problem, converged_center, validate_con
 from genni_ext.store.experiment import Experiment, StoreError, search_id
 
 
-def resolve_eps(config: dict[str, Any], problem: Any) -> float:
+def set_config_eps(config: dict[str, Any], problem: Any) -> float:
     """Set ``subspace.eps`` from ``eps_relative`` (× the constant-function loss) when that
     is given; print the trivial-function warning when ε reaches a baseline; return ε."""
 
@@ -53,7 +53,7 @@ def run_search(
     if built and not replace:
         experiment.refuse_to_replace(name)
     problem = build_problem(config)
-    resolve_eps(config, problem)
+    set_config_eps(config, problem)
     start = time.perf_counter()
     try:
         result = search(
@@ -128,7 +128,7 @@ def _problem_for_search(config: dict[str, Any], experiment: Any) -> tuple[Any, A
     name = config["search"]["name"]
     metadata = experiment.search_metadata(name)
     problem = build_problem(config)
-    resolve_eps(config, problem)
+    set_config_eps(config, problem)
     saved = metadata.get("problem") or {}
     for key, what in (("theta_hash", "θ (model or seed)"), ("probes_hash", "probes")):
         if saved.get(key) is not None and saved[key] != getattr(problem, key):

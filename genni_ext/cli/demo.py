@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from genni_ext.cli.analyse import analyse_experiment, unavailable_analyses
-from genni_ext.cli.compute import resolve_eps, run_search, sweep_grids
+from genni_ext.cli.compute import run_search, set_config_eps, sweep_grids
 from genni_ext.cli.configure import experiments_home, raw_config, set_threads
 from genni_ext.cli.output import format_seconds, format_shape, say
 from genni_ext.cli.presets import demo_preset
@@ -46,7 +46,7 @@ def demo_command(args: argparse.Namespace) -> int:
     search_start = time.perf_counter()
     if reuse:
         problem = build_problem(config)
-        resolve_eps(config, problem)
+        set_config_eps(config, problem)
         result = experiment.load_search(search_name)
         where = experiment.search_dir(search_name)
         say(f"search '{search_name}': reusing the one on disk ({where})")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from genni_ext._validate import device_label, positive_int, resolve_eps
+from genni_ext._validate import INT_DTYPES, device_label, positive_int, resolve_eps
 from genni_ext._version import __version__
 from genni_ext.core.subspace import Subspace
 from genni_ext.errors import InputError
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 _MAX_POINTS = 10**9
 VALUES = "J"
 """The name of J in an xarray view and in the store."""
-_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
 def _is_number(value: object) -> bool:
@@ -60,7 +59,7 @@ def _as_float64(name: str, value: object) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.layout != torch.strided:
             raise InputError(f"{name} is a {value.layout} tensor; pass a dense one")
-        if not (value.is_floating_point() or value.dtype in _INT_DTYPES):
+        if not (value.is_floating_point() or value.dtype in INT_DTYPES):
             raise InputError(f"{name} has dtype {value.dtype}; pass real numbers")
         if value.device.type == "meta":
             raise InputError(f"{name} is on the meta device and has no values")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from genni_ext._validate import (
+    BACKENDS,
     contiguous_finite,
     float_tensor,
     module_argument,
@@ -43,8 +44,6 @@ from genni_ext.engine.torch_func import torch_sweep
 from genni_ext.errors import BackendUnavailableError, InputError, LoweringError
 
 logger = logging.getLogger("genni_ext")
-
-BACKENDS = ("auto", "fused", "torch")
 
 
 @dataclass(frozen=True)

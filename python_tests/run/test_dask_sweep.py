@@ -198,13 +198,17 @@ def test_a_worker_with_another_theta_writes_nothing(tmp_path: Path, client: obje
             source=ConfigSource(tmp_path, "hashes"),
         )  # fmt: skip
     assert zarr_grids.recorded_chunks(experiment.grid_dir("g"), 8) == set()
+    # Tasks of the failed run that were already running go on (Dask cannot stop them): wait
+    # for them, so that the second run does not clear the folder while one writes into it.
+    deadline = time.monotonic() + 120
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     experiment.save_config(config)
     result = run_sweep(experiment,
         problem, subspace, grid, "g", chunk_points=8, progress=False, client=client,
         source=ConfigSource(tmp_path, "hashes"),
     )  # fmt: skip
-    # A task of the failed run that was already running when the first one failed goes on
-    # (Dask cannot stop it) and may write its chunk meanwhile, having passed its hash check.
+    # One of those tasks may have written its chunk, having passed its hash check.
     assert 1 <= experiment.chunks_computed <= 8
     assert experiment.check_grid("g") == []
     assert torch.equal(result.values, sweep_grid(problem, subspace, grid).values)
