@@ -793,9 +793,10 @@ def test_a_file_size_limit_names_the_file_and_the_next_sweep_starts_afresh(
         "sys.exit(cli.main(sys.argv[1:]))\n"
     )
     args = ["sweep", "--config", str(swept.config), "--home", str(home), "--no-progress"]
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run(  # from tmp_path: the repository root would import the source tree
+        [sys.executable, "-c", script, *args],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
     coeffs = experiment.grid_dir("plane") / "coeffs.npy"
     assert done.returncode == 1, done.stderr
     assert f"file-size limit reached (ulimit -f) while writing {coeffs}" in done.stderr
