@@ -34,12 +34,12 @@ from genni_ext.analysis import (
     topology,
 )
 from genni_ext.core.grid import Grid, GridResult
-from genni_ext.errors import InputError
+from genni_ext.errors import InputError, StoreError
 from genni_ext.plot import analysis as figures
 from genni_ext.plot.report import save_figure
 from genni_ext.run.resumable import run_sweep
 from genni_ext.store.config import build_problem, validate_config
-from genni_ext.store.experiment import Experiment, StoreError
+from genni_ext.store.experiment import Experiment
 from genni_ext.store.names import REFINED_SUFFIX, is_refinement
 
 # Above this many parameters the exact Jacobian SVD is left out and the rank is taken in

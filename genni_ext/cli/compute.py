@@ -17,12 +17,12 @@ from genni_ext.cluster import connect
 from genni_ext.core.grid import Grid
 from genni_ext.core.sgd_search import search
 from genni_ext.core.subspace import Subspace
-from genni_ext.errors import InputError
+from genni_ext.errors import InputError, StoreError
 from genni_ext.run.chunk_runs import ConfigSource
 from genni_ext.run.plan import plan_sweep
 from genni_ext.run.resumable import run_planned_sweep
 from genni_ext.store.config import build_problem, converged_center, validate_config
-from genni_ext.store.experiment import Experiment, StoreError, search_id
+from genni_ext.store.experiment import Experiment, search_id
 
 
 def set_config_eps(config: dict[str, Any], problem: Any) -> float:

@@ -12,7 +12,7 @@ import torch
 
 from genni_ext.errors import InputError
 from genni_ext.store.config import load_config_file, parse_assignment, set_key
-from genni_ext.store.experiment import genni_home
+from genni_ext.store.home import genni_home
 
 # flag dest -> dotted config key
 OVERRIDES: dict[str, str] = {

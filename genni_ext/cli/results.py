@@ -13,10 +13,11 @@ from typing import Any
 from genni_ext.cli.analyse import analyse_experiment
 from genni_ext.cli.configure import experiments_home
 from genni_ext.cli.output import format_date, format_shape, format_size, say
-from genni_ext.errors import InputError
+from genni_ext.errors import InputError, StoreError
 from genni_ext.plot.report import draw_experiment
 from genni_ext.store.config import load_config_file
-from genni_ext.store.experiment import Experiment, StoreError, folder_size, list_experiments
+from genni_ext.store.experiment import Experiment, list_experiments
+from genni_ext.store.files import folder_size
 
 
 def _search_line(experiment: Any, name: str, eps: float | None) -> str:
