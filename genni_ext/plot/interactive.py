@@ -16,7 +16,7 @@ from genni_ext.core.grid import GridResult
 from genni_ext.errors import InputError
 from genni_ext.plot import _style
 from genni_ext.plot.sets import empty_eps_set_reason, eps_points, eps_set_summary
-from genni_ext.store.experiment import atomic_write_text
+from genni_ext.store.files import atomic_write_text
 
 INSTALL_HINT = 'pip install "genni_ext[interactive]"'
 

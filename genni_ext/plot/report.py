@@ -25,7 +25,8 @@ from genni_ext.errors import GenniError, StoreError
 from genni_ext.plot.interactive import scatter3d_html
 from genni_ext.plot.planes import contour, search_convergence, slices, surface
 from genni_ext.plot.sets import scatter3d, umap
-from genni_ext.store.experiment import Experiment, atomic_write, atomic_write_text
+from genni_ext.store.experiment import Experiment
+from genni_ext.store.files import atomic_write, atomic_write_text
 from genni_ext.store.names import is_refinement
 
 
