@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
@@ -186,10 +187,25 @@ def contiguous_finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
                 f"{name}.clone()"
             )
     tensor = tensor.contiguous()
-    if not bool(torch.isfinite(tensor).all()):
-        kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
-        raise InputError(f"{name} contains {kind}; every value must be finite")
+    check_finite(name, tensor)
     return tensor
+
+
+def check_finite(name: str, tensor: torch.Tensor, rule: str = "every value must be finite") -> None:
+    """Raise one InputError naming ``name`` and whether it holds NaN or Inf."""
+    if not all_finite(tensor):
+        kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
+        raise InputError(f"{name} contains {kind}; {rule}")
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value of ``tensor`` is finite. A CPU tensor is read by numpy on the
+    calling thread: torch's own reduction runs on its OpenMP team, whose threads wait at a
+    barrier for any one the scheduler has parked, so on a busy machine it can take 100× as
+    long (``benchmarks/test_threads.py``)."""
+    if tensor.device.type == "cpu":
+        return bool(np.isfinite(tensor.detach().numpy()).all())
+    return bool(torch.isfinite(tensor).all())
 
 
 def device_label(device: torch.device) -> str:

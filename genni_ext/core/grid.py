@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from genni_ext._validate import INT_DTYPES, device_label, positive_int, resolve_eps
+from genni_ext._validate import (
+    INT_DTYPES,
+    check_finite,
+    device_label,
+    positive_int,
+    resolve_eps,
+)
 from genni_ext._version import __version__
 from genni_ext.core.subspace import Subspace
 from genni_ext.errors import InputError
@@ -74,9 +80,7 @@ def _as_float64(name: str, value: object) -> torch.Tensor:
             f"{name} must be a tensor or a sequence of numbers, got {type(value).__name__} "
             "(convert an array with torch.as_tensor)"
         )
-    if not bool(torch.isfinite(tensor).all()):
-        kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
-        raise InputError(f"{name} contains {kind}; every coefficient must be finite")
+    check_finite(name, tensor, "every coefficient must be finite")
     return tensor.contiguous().clone()
 
 

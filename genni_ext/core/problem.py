@@ -34,6 +34,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from genni_ext._validate import (
+    all_finite,
     check_room,
     contiguous_finite,
     device_label,
@@ -361,7 +362,7 @@ class Problem:
             for first in range(0, num, chunk):
                 part = self._forward(params, self.inputs[first : first + chunk])
                 targets[first : first + chunk] = part.reshape(-1, outputs)
-        if not bool(torch.isfinite(targets).all()):
+        if not all_finite(targets):
             raise InputError(
                 f"{type(self.model).__name__} outputs NaN or Inf at theta for some probe "
                 "inputs; check theta and the inputs (every target must be finite)"

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from genni_ext._validate import INT_DTYPES, float_tensor, positive_int, resolve_eps
+from genni_ext._validate import (
+    INT_DTYPES,
+    check_finite,
+    float_tensor,
+    positive_int,
+    resolve_eps,
+)
 from genni_ext.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,12 +40,6 @@ if TYPE_CHECKING:
 # Largest max |B Bᵀ − I| accepted for a basis given directly to Subspace(...), per dtype.
 _ORTHONORMAL_TOL = {torch.float32: 1e-4, torch.float64: 1e-8}
 _DEFAULT_TOL = 1e-6
-
-
-def _check_finite(name: str, tensor: torch.Tensor) -> None:
-    if not bool(torch.isfinite(tensor).all()):
-        kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
-        raise InputError(f"{name} contains {kind}; every value must be finite")
 
 
 def _check_tol(tol: object) -> float:
@@ -138,7 +138,7 @@ class Subspace:
                 "pass the m points the m basis rows were built from"
             )
         for name, tensor in (("center", center), ("basis", basis), ("points", points)):
-            _check_finite(name, tensor)
+            check_finite(name, tensor)
         gram = basis.double() @ basis.double().T
         identity = torch.eye(basis.shape[0], dtype=torch.float64, device=basis.device)
         error = float((gram - identity).abs().max())
@@ -184,7 +184,7 @@ class Subspace:
             raise InputError(
                 f"center must be a flat parameter vector [P], got shape {list(center.shape)}"
             )
-        _check_finite("center", center)
+        check_finite("center", center)
         stacked = _stack_points(points, center)
         solver = _GramSchmidt(center, tol)
         for index, point in enumerate(stacked):
@@ -252,7 +252,7 @@ class Subspace:
                     f"center has shape {list(theta0.shape)} but result.params has rows of "
                     f"{params.shape[1]} values; pass a flat parameter vector [P]"
                 )
-            _check_finite("center", theta0)
+            check_finite("center", theta0)
             theta0 = theta0.to(device=params.device)
         elif isinstance(center, int) and not isinstance(center, bool):
             if not -count <= center < count:
@@ -302,7 +302,7 @@ class Subspace:
                 f"{name} has shape {list(theta.shape)}; pass [{self.num_params}] or "
                 f"[K, {self.num_params}] (flat parameter vectors like the centre)"
             )
-        _check_finite(name, theta)
+        check_finite(name, theta)
         return theta.to(self.center.device)
 
     def _offsets(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,7 +331,7 @@ class Subspace:
                 f"(one coefficient per direction, m = {self.dim})"
             )
         coeffs = coeffs.detach().to(dtype=self.center.dtype, device=self.center.device)
-        _check_finite("coeffs", coeffs)
+        check_finite("coeffs", coeffs)
         return self.center + coeffs @ self.basis
 
     def to(self, like: torch.Tensor) -> Subspace:
@@ -393,7 +393,7 @@ def _stack_points(points: object, center: torch.Tensor) -> torch.Tensor:
             f"points is on {stacked.device} but center is on {center.device}; "
             "move them to one device"
         )
-    _check_finite("points", stacked)
+    check_finite("points", stacked)
     return stacked
 
 
@@ -424,7 +424,7 @@ def _search_parts(result: object, eps: object) -> tuple[torch.Tensor, torch.Tens
     params = float_tensor("result.params", result.params)  # type: ignore[attr-defined]
     if params.ndim != 2 or params.shape[0] == 0 or params.shape[1] == 0:
         raise InputError(f"result.params must be [K, P] with K >= 1, got {list(params.shape)}")
-    _check_finite("result.params", params)
+    check_finite("result.params", params)
     losses = torch.as_tensor(result.losses).detach()  # type: ignore[attr-defined]
     converged = torch.as_tensor(result.converged(eps)).detach()  # type: ignore[attr-defined]
     count = params.shape[0]
