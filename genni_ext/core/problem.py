@@ -27,7 +27,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -149,6 +150,9 @@ def _check_probes_fit(
         )
 
 
+_T = TypeVar("_T")
+
+
 def _short_hash(tensor: torch.Tensor) -> str:
     """First 16 hex digits of the sha256 of the tensor's bytes (dtype-specific)."""
     data = tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
@@ -261,6 +265,7 @@ class Problem:
                     f"{shape}; leave input_shape out when passing inputs"
                 )
 
+        self._memo: dict[str, tuple[tuple[int, int], Any]] = {}
         self.model = model
         self.theta = theta
         self.inputs = inputs
@@ -287,12 +292,23 @@ class Problem:
     @property
     def theta_hash(self) -> str:
         """First 16 hex digits of the sha256 of θ's bytes."""
-        return _short_hash(self.theta)
+        return self._remembered("theta_hash", self.theta, lambda: _short_hash(self.theta))
 
     @property
     def probes_hash(self) -> str:
         """First 16 hex digits of the sha256 of the probe inputs' bytes."""
-        return _short_hash(self.inputs)
+        return self._remembered("probes_hash", self.inputs, lambda: _short_hash(self.inputs))
+
+    def _remembered(self, key: str, source: torch.Tensor, compute: Callable[[], _T]) -> _T:
+        """``compute()``, computed again only when ``source`` was replaced or changed in place
+        (its storage or torch's version counter differ): every result's metadata asks for
+        the hashes and baselines, and each is a pass over θ, the probes or the targets."""
+        stamp = (source.data_ptr(), source._version)
+        known = self._memo.get(key)
+        if known is None or known[0] != stamp:
+            known = (stamp, compute())
+            self._memo[key] = known
+        return known[1]
 
     def _target_blocks(self) -> Iterator[torch.Tensor]:
         """The targets as float64 in blocks of rows of about _BLOCK_VALUES values: the
@@ -314,7 +330,9 @@ class Problem:
 
         An ε above it admits any θ̃ whose outputs are all 0 (for example a zero last layer).
         """
-        return self._mean_squared_distance(None)
+        return self._remembered(
+            "zero_loss", self.targets, lambda: self._mean_squared_distance(None)
+        )
 
     @property
     def constant_loss(self) -> float:
@@ -324,6 +342,9 @@ class Problem:
         model whose last layer has a bias can output ȳ everywhere), so ε should stay well
         below it.
         """
+        return self._remembered("constant_loss", self.targets, self._best_constant_loss)
+
+    def _best_constant_loss(self) -> float:
         total = torch.zeros(self.targets.shape[1], dtype=torch.float64, device=self.targets.device)
         for block in self._target_blocks():
             total += block.sum(dim=0)

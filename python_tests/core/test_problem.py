@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import genni_ext
+import genni_ext.core.problem as problem_module
 from genni_ext.core.models import LeNet5, TwoNeuronNet, flatten_params, load_flat_params, mlp
 from genni_ext.core.problem import Problem, infer_input_shape
 from genni_ext.errors import InputError
@@ -145,6 +146,29 @@ def test_describe_and_hashes() -> None:
     other = Problem(model, theta=problem.theta + 1.0, num_probes=100, seed=7)
     assert other.theta_hash != problem.theta_hash and other.probes_hash == problem.probes_hash
     assert "TwoNeuronNet" in repr(problem)
+
+
+def test_hashes_and_baselines_are_computed_once_until_the_tensor_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    problem = Problem(_two_neuron(), num_probes=100, seed=7)
+    hashed: list[int] = []
+    real_hash = problem_module._short_hash
+    monkeypatch.setattr(
+        problem_module, "_short_hash", lambda t: hashed.append(t.numel()) or real_hash(t)
+    )
+    first = problem.describe()
+    assert problem.describe() == first and len(hashed) == 2  # θ and the probes, once each
+    before = problem.theta_hash
+    problem.theta.add_(1.0)  # in place: the version counter moves
+    assert problem.theta_hash == real_hash(problem.theta) != before and len(hashed) == 3
+    zero = problem.zero_loss
+    problem.targets.mul_(2.0)
+    assert problem.zero_loss == pytest.approx(4 * zero, rel=1e-12)
+    assert problem.constant_loss == pytest.approx(
+        float((problem.targets.double() - problem.targets.double().mean(0)).square().sum(1).mean()),
+        rel=1e-12,
+    )
 
 
 def test_with_probes() -> None:
