@@ -5,8 +5,11 @@
 - :func:`identifiability`: the dimension of [θ] at θ (null space of the output Jacobian on
   the probes) against the dimension of the known-symmetry orbit (G_ReLU rescalings, the
   linear group of activation-free layers).
-- :func:`align` and :func:`explain`: which found points are G_ReLU images of θ, exact
-  equivalents of another kind (dead units, zero outgoing weights), approximate or trivial.
+- :func:`align` and :func:`explain`: the closest G_ReLU image of θ to a found point, and
+  what each found point is: a G_ReLU image of θ, another exact equivalent (dead unit, zero
+  outgoing weights, an always-active unit trading bias), near-constant, collapsed (hidden
+  units dead or merged), approximate or not converged; :data:`SYMMETRY_TOL` is the one
+  tolerance both use.
 - :func:`betti` and :func:`topology`: Betti numbers, persistence and components of
   {J < ε} on a swept grid, with a resolution check on a grid twice as fine.
 - :func:`cka`, :func:`procrustes`, :func:`relu_cka` and :func:`compare`: how alike the
@@ -21,7 +24,13 @@ Every result has a ``summary()`` in plain sentences; ``genni analyse`` runs them
 stored experiment (``genni_ext.cli.analyse``).
 """
 
-from genni_ext.analysis.alignment import Alignment, Explanation, align, explain
+from genni_ext.analysis.alignment import (
+    SYMMETRY_TOL,
+    Alignment,
+    Explanation,
+    align,
+    explain,
+)
 from genni_ext.analysis.baselines import Baselines
 from genni_ext.analysis.dynamics import (
     MorseDecomposition,
@@ -38,6 +47,7 @@ from genni_ext.analysis.stitching import Stitch, stitch, stitch_all
 from genni_ext.analysis.structure import HiddenLayer, hidden_layers
 
 __all__ = [
+    "SYMMETRY_TOL",
     "Alignment",
     "Baselines",
     "Comparison",
