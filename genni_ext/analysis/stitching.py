@@ -42,6 +42,22 @@ max(W₀, 0)·diag(s)⁻¹ (a scaled permutation starts exactly). The search is 
 a random start (500 steps, lr 0.03) it found the planted permutation of the 6-unit first
 layer of an mlp 10-6-6-2 in 12 of 12 tries (4 networks × 3 seeds), but that of the 12-unit
 first layer of an mlp 5-12-17-3 (12 ReLU units of 5 inputs) in 1 of 6 tries with 1000 steps.
+
+**What a stitch J says, and what it does not.** A stitched J at round-off says that the
+layers of ``other`` after layer k can compute φ(·, θ) from an affine map of θ's layer k:
+the readout may absorb a difference (a unit it does not use, a direction it projects away),
+so it does not by itself say that the two representations agree. Two computations
+separate the two claims:
+
+- the **representation fit**: every unit of the other point's layer, fitted by least
+  squares from θ's layer (with a bias column; over inputs and positions, float64), with
+  its relative residual ‖h'ᵢ − (W h + b)ᵢ‖ / ‖h'ᵢ − mean(h'ᵢ)‖ (0 for a constant unit,
+  which the bias fits exactly). The representation is called an affine image of θ's only
+  when every unit's residual is at most :data:`AFFINE_FIT_TOL`.
+- a **control**: the same stitch (same options) into a point that is not equivalent to θ:
+  random weights of the same architecture, every parameter tensor drawn from a normal
+  distribution with the root mean square of θ's tensor (``seed``). Its J is the scale of a
+  stitch that fails; the pair's J means something only well below it.
 """
 
 from __future__ import annotations
@@ -82,6 +98,10 @@ SINKHORN_ITERATIONS = 30
 """Rounds of row and column normalisation per projection onto the Birkhoff polytope."""
 BIRKHOFF_FLOOR = 1e-6
 """Added to a starting Birkhoff matrix so that no row or column is zero."""
+AFFINE_FIT_TOL = 1e-3
+"""Largest relative residual of a unit's affine fit still read as an affine image: a G_ReLU
+image fits to round-off (about 1e-7 in float32, 1e-15 in float64), a unit that is not an
+affine function of θ's layer leaves tens of percent."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,12 @@ class Stitch:
     rounded matrix sends to unit i (the convention of ``Alignment.permutations``) and
     ``rounded_penalty`` J after rounding; both None otherwise. ``accuracy`` and
     ``other_accuracy`` (argmax against the labels) are set for loss "cross_entropy".
+
+    ``fit_residuals`` [C]: per unit of the other point's layer, the relative residual of
+    its least-squares affine fit from θ's layer (module docstring); ``represents``: every
+    one is at most ``fit_tol`` (:data:`AFFINE_FIT_TOL`). ``control_penalty``: J of the same
+    stitch into the control point (random weights of the same architecture, ``seed``), or
+    None when no control was run.
     """
 
     layer: str
@@ -124,10 +150,15 @@ class Stitch:
     accuracy: float | None
     other_accuracy: float | None
     notes: tuple[str, ...]
+    fit_residuals: np.ndarray
+    fit_tol: float
+    represents: bool
+    control_penalty: float | None
 
     def summary(self) -> str:
-        """Plain sentences: the stitched network's J against the other point's, what it
-        means, the rounding of a Birkhoff stitch, accuracies, notes."""
+        """Plain sentences: the stitched network's J against the other point's and the
+        control's, what it means given the representation fit, the rounding of a Birkhoff
+        stitch, accuracies, notes."""
         text = (
             f"Stitching θ's hidden layer '{self.layer}' into the other point's network after "
             f"it ({self.kind} stitch, {self.init} init, {self.steps} Adam steps on {self.loss}, "
@@ -136,10 +167,16 @@ class Stitch:
             f"{self.constant_loss:.3g})."
         )
         parts = [text]
-        if self.exact:
+        if self.control_penalty is not None:
             parts.append(
-                "The stitched network computes θ's function to round-off: at this layer the "
-                "other point's representation is an affine image of θ's."
+                f"Control, the same stitch into random weights of the same architecture (seed "
+                f"{self.seed}): J = {self.control_penalty:.3g}."
+            )
+        parts.append(self._fit_text())
+        if self.exact and not self.represents:
+            parts.append(
+                "So the near-zero stitch J means that the other point's layers after this one "
+                "absorb the difference, not that the representations agree."
             )
         if self.permutation is not None:
             shown = ", ".join(str(int(unit)) for unit in self.permutation[:16])
@@ -159,6 +196,40 @@ class Stitch:
                 "training objective), not the last."
             )
         return " ".join([*parts, *self.notes])
+
+    def _fit_text(self) -> str:
+        """The representation fit in words, and the claim it supports."""
+        units = self.fit_residuals.shape[0]
+        worst = int(np.argmax(self.fit_residuals)) if units else 0
+        largest = float(self.fit_residuals[worst]) if units else 0.0
+        if self.represents:
+            claim = "so at this layer the other point's representation is an affine image of θ's"
+            if self.exact:
+                claim += ", and the stitched network computes θ's function to round-off"
+            return (
+                f"Every one of the other point's {units} units at this layer is an affine "
+                f"function of θ's layer (largest relative fit residual {largest:.2g}, at most "
+                f"{self.fit_tol:g}), {claim}."
+            )
+        misfit = np.flatnonzero(self.fit_residuals > self.fit_tol)
+        listed = ", ".join(
+            f"{int(unit)} ({self.fit_residuals[unit]:.0%})" for unit in misfit[:8]
+        ) + (", ..." if misfit.shape[0] > 8 else "")
+        opening = (
+            "The stitched network computes θ's function to round-off, but the other point's "
+            "representation is not an affine image of θ's"
+            if self.exact
+            else "The other point's representation is not an affine image of θ's"
+        )
+        return (
+            f"{opening}: {_counted(misfit.shape[0], 'unit')} of {units} "
+            f"({listed}) {'has' if misfit.shape[0] == 1 else 'have'} a relative affine-fit "
+            f"residual from θ's layer above {self.fit_tol:g}."
+        )
+
+
+def _counted(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 @dataclass(frozen=True)
@@ -289,7 +360,7 @@ def _setting(
         buffers=buffers,
         sites=sites,
         mine=layer_outputs(model, problem.theta, problem.inputs),
-        theirs=layer_outputs(model, point, problem.inputs) if options.init == "ps_inv" else {},
+        theirs=layer_outputs(model, point, problem.inputs),
         labels=labels,
         permutations=permutations,
         perm_note=note,
@@ -301,12 +372,38 @@ def _rows(features: torch.Tensor) -> torch.Tensor:
     return features.movedim(1, -1).reshape(-1, features.shape[1])
 
 
-def _least_squares(mine: torch.Tensor, theirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """W, b minimising ‖W h + b − h'‖² over inputs and positions (pseudo-inverse, float64)."""
+def _least_squares(
+    mine: torch.Tensor, theirs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """W, b minimising ‖W h + b − h'‖² over inputs and positions (pseudo-inverse, float64),
+    and per unit of h' the relative residual of that fit (see the module docstring)."""
     rows = _rows(mine.double())
     design = torch.cat([rows, torch.ones_like(rows[:, :1])], dim=1)
-    solution = torch.linalg.pinv(design) @ _rows(theirs.double())
-    return solution[:-1].T.to(mine.dtype), solution[-1].to(mine.dtype)
+    target = _rows(theirs.double())
+    solution = torch.linalg.pinv(design) @ target
+    residual = (target - design @ solution).norm(dim=0)
+    spread = (target - target.mean(dim=0)).norm(dim=0)
+    relative = torch.where(spread > 0, residual / torch.where(spread > 0, spread, 1.0), 0.0)
+    return (
+        solution[:-1].T.to(mine.dtype),
+        solution[-1].to(mine.dtype),
+        relative.cpu().numpy(),
+    )
+
+
+def _control_point(model: nn.Module, theta: torch.Tensor, seed: int) -> torch.Tensor:
+    """Random weights of ``model``'s architecture: each parameter tensor normal with the
+    root mean square of θ's (float64 draws, seeded), in θ's dtype and on its device."""
+    generator = torch.Generator().manual_seed(seed)
+    parts, start = [], 0
+    for parameter in model.parameters():
+        segment = theta[start : start + parameter.numel()].double().cpu()
+        start += parameter.numel()
+        scale = segment.square().mean().sqrt()
+        parts.append(
+            torch.randn(segment.shape[0], generator=generator, dtype=torch.float64) * scale
+        )
+    return torch.cat(parts).to(dtype=theta.dtype, device=theta.device)
 
 
 def _sinkhorn(matrix: torch.Tensor) -> torch.Tensor:
@@ -326,7 +423,8 @@ def _start(
     units = site.shape[0]
     like = {"dtype": theta.dtype, "device": theta.device}
     if options.init == "ps_inv":
-        return _least_squares(setting.mine[site.name], setting.theirs[site.name])
+        weight, bias, _ = _least_squares(setting.mine[site.name], setting.theirs[site.name])
+        return weight, bias
     if options.init == "random":
         generator = torch.Generator().manual_seed(options.seed)
         bound = 1 / math.sqrt(units)
@@ -399,7 +497,15 @@ def _output(
     return output.reshape(setting.problem.num_probes, -1)
 
 
-def _stitch_layer(model: nn.Module, setting: _Setting, position: int, options: _Options) -> Stitch:
+def _stitch_layer(
+    model: nn.Module,
+    setting: _Setting,
+    position: int,
+    options: _Options,
+    control: _Setting | None,
+) -> Stitch:
+    """Train the stitch at hidden layer ``position``; fit the representation; and train the
+    same stitch into the ``control`` setting's point (None: no control)."""
     site = setting.sites[position]
     weight, bias = _start(setting, position, site, options)
     birkhoff = options.kind == "birkhoff"
@@ -460,6 +566,10 @@ def _stitch_layer(model: nn.Module, setting: _Setting, position: int, options: _
     penalty = _j(setting, output)
     other_loss = float(problem.loss(setting.other))
     notes = (setting.perm_note,) if options.init == "perm" and setting.perm_note else ()
+    _, _, residuals = _least_squares(setting.mine[site.name], setting.theirs[site.name])
+    control_penalty = (
+        None if control is None else _stitch_layer(model, control, position, options, None).penalty
+    )
     return Stitch(
         layer=site.name,
         kind=options.kind,
@@ -484,6 +594,10 @@ def _stitch_layer(model: nn.Module, setting: _Setting, position: int, options: _
         accuracy=_accuracy(setting, output),
         other_accuracy=_accuracy(setting, other_output),
         notes=notes,
+        fit_residuals=residuals,
+        fit_tol=AFFINE_FIT_TOL,
+        represents=bool(np.all(residuals <= AFFINE_FIT_TOL)),
+        control_penalty=control_penalty,
     )
 
 
@@ -503,6 +617,7 @@ def stitch(
     seed: int = 0,
     targets: torch.Tensor | None = None,
     loss: str = "mse",
+    control: bool = True,
 ) -> Stitch:
     """Train a stitching layer from θ's hidden layer ``layer`` (index or name, see
     :func:`~genni_ext.analysis.representations.hidden_layer_names`) into the layers of
@@ -515,12 +630,19 @@ def stitch(
     one of :data:`LOSSES` ("cross_entropy" needs ``targets``, int64 labels [N]); ``l1``
     (>= 0) weighs Σ|W|, ``alpha`` (>= 0) the Birkhoff push −α‖P‖_F; ``steps`` (>= 0, 0
     keeps the initialisation) Adam steps of learning rate ``lr``; ``seed`` drives the random
-    initialisation.
+    initialisation and the control's weights. ``control=False`` skips the control stitch
+    (half the time); the representation fit is always computed.
     """
     options = _options(init, kind, loss, l1, alpha, steps, lr, seed)
     setting = _setting(model, theta, other, inputs, targets, options)
     site = select_layer(setting.sites, layer)
-    return _stitch_layer(model, setting, setting.sites.index(site), options)
+    return _stitch_layer(
+        model,
+        setting,
+        setting.sites.index(site),
+        options,
+        _control_setting(model, setting, inputs, targets, options, control),
+    )
 
 
 def stitch_all(
@@ -538,14 +660,43 @@ def stitch_all(
     seed: int = 0,
     targets: torch.Tensor | None = None,
     loss: str = "mse",
+    control: bool = True,
 ) -> list[Stitch]:
     """:func:`stitch` at every hidden layer, in execution order, with the same options
     (the checks, φ(x, θ) and the representations are computed once)."""
     options = _options(init, kind, loss, l1, alpha, steps, lr, seed)
     setting = _setting(model, theta, other, inputs, targets, options)
+    controlled = _control_setting(model, setting, inputs, targets, options, control)
     return [
-        _stitch_layer(model, setting, position, options) for position in range(len(setting.sites))
+        _stitch_layer(model, setting, position, options, controlled)
+        for position in range(len(setting.sites))
     ]
 
 
-__all__ = ["INITS", "KINDS", "LOSSES", "SINKHORN_ITERATIONS", "Stitch", "stitch", "stitch_all"]
+def _control_setting(
+    model: nn.Module,
+    setting: _Setting,
+    inputs: torch.Tensor,
+    targets: torch.Tensor | None,
+    options: _Options,
+    control: object,
+) -> _Setting | None:
+    """The setting of the control stitch (random weights, ``options.seed``), or None."""
+    if not isinstance(control, bool):
+        raise InputError(f"control must be True or False, got {control!r}")
+    if not control:
+        return None
+    point = _control_point(model, setting.problem.theta, options.seed)
+    return _setting(model, setting.problem.theta, point, inputs, targets, options)
+
+
+__all__ = [
+    "AFFINE_FIT_TOL",
+    "INITS",
+    "KINDS",
+    "LOSSES",
+    "SINKHORN_ITERATIONS",
+    "Stitch",
+    "stitch",
+    "stitch_all",
+]
