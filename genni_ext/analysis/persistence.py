@@ -5,7 +5,9 @@ A sweep samples J on a grid; the ε-set's topology is read off that sample, so a
 grid can break a thin set into pieces or open tunnels that the exact set does not have
 (a 50³ grid showed 24 tunnels where the exact set has 1). :func:`topology` therefore
 reports its numbers together with a resolution check: the caller's own sweep of a grid
-with twice the resolution, and whether the Betti numbers agree there.
+with twice the resolution, and whether the Betti numbers are unchanged there. Unchanged
+at 2× resolution is not the same as correct: a feature smaller than a cell of the finer
+grid (a pinhole, a thread thinner than the step) is invisible at both resolutions.
 
 Adjacency convention, used everywhere in this module: each grid value is a closed
 top-dimensional cell of a cubical complex (gudhi's ``CubicalComplex`` with
@@ -39,6 +41,8 @@ from genni_ext.errors import BackendUnavailableError, InputError
 SUPPORTED_DIMS = (2, 3)
 DEFAULT_CURVE_POINTS = 60
 DEFAULT_MAX_REFINED_POINTS = 2_000_000
+UNSEEN = "a resolution check cannot see features smaller than a cell of the finer grid"
+"""What "unchanged at 2× resolution" does not rule out, said wherever the check is."""
 # (singular, plural) names of the features counted by β0, β1, β2 of a set in ℝ² or ℝ³.
 FEATURE_NAMES = {
     2: (("component", "components"), ("hole", "holes")),
@@ -48,21 +52,22 @@ FEATURE_NAMES = {
 
 @dataclass(frozen=True)
 class ResolutionCheck:
-    """Whether the ε-set's Betti numbers survive a grid with twice the resolution.
+    """Whether the ε-set's Betti numbers are unchanged on a grid with twice the resolution.
 
     ``checked`` is False when no finer sweep was run (``reason`` says why). Otherwise
     ``shape`` is the refined grid's shape, ``betti_coarse`` and ``betti_refined`` the
     Betti numbers of the compared region (the whole grid, or the box ``box`` around the
     largest component: one ``(first, last)`` index pair per axis, inclusive) at the
-    grid's and at the refined resolution, ``stable`` whether they agree, and ``reason``
-    what was compared.
+    grid's and at the refined resolution, ``unchanged`` whether they are equal, and
+    ``reason`` what was compared. Equal numbers do not make them correct: neither grid sees
+    features smaller than its cells (see :data:`UNSEEN`).
     """
 
     checked: bool
     shape: tuple[int, ...] | None
     betti_coarse: tuple[int, ...] | None
     betti_refined: tuple[int, ...] | None
-    stable: bool | None
+    unchanged: bool | None
     box: tuple[tuple[int, int], ...] | None
     reason: str
 
@@ -94,8 +99,8 @@ class Topology:
     resolution: ResolutionCheck
 
     def summary(self) -> str:
-        """One or two plain sentences for a report: the counts, and whether a finer grid
-        confirmed them."""
+        """One or two plain sentences for a report: the counts, and whether they were
+        unchanged on a grid twice as fine (never "correct": see :data:`UNSEEN`)."""
         dims = len(self.shape)
         opening = (
             f"ε-set (J < {self.eps:g}) on the {_shape_text(self.shape)} grid: "
@@ -116,8 +121,8 @@ class Topology:
             f"{region}; refined to {_shape_text(check.shape)}: "
             f"{_counts_text(check.betti_refined, dims)}"
         )
-        if check.stable:
-            return f"{opening}{refined}: stable."
+        if check.unchanged:
+            return f"{opening}{refined}: unchanged at 2× resolution ({UNSEEN})."
         changes = "; ".join(
             f"{_count_text(coarse, names)} at {_shape_text(coarse_shape)}, "
             f"{fine} at {_shape_text(check.shape)}"
@@ -127,8 +132,8 @@ class Topology:
             if coarse != fine
         )
         return (
-            f"{opening}{refined}: unstable. {changes}: grid artefacts, not facts; "
-            "refine further before reporting these numbers."
+            f"{opening}{refined}: changed at 2× resolution: {changes}; these numbers are grid "
+            "artefacts, not facts: refine further before reporting them."
         )
 
 
@@ -423,7 +428,7 @@ def _check_resolution(
             shape=grid.shape,
             betti_coarse=betti_numbers,
             betti_refined=refined,
-            stable=refined == betti_numbers,
+            unchanged=refined == betti_numbers,
             box=None,
             reason=reason,
         )
@@ -463,7 +468,7 @@ def _check_resolution(
         shape=grid.shape,
         betti_coarse=coarse,
         betti_refined=refined,
-        stable=refined == coarse,
+        unchanged=refined == coarse,
         box=box,
         reason=reason,
     )
@@ -475,7 +480,7 @@ def _not_checked(reason: str) -> ResolutionCheck:
         shape=None,
         betti_coarse=None,
         betti_refined=None,
-        stable=None,
+        unchanged=None,
         box=None,
         reason=reason,
     )

@@ -265,11 +265,37 @@ def test_components_sizes_and_markers_of_an_uneven_double_well() -> None:
 
 # --- the resolution check -----------------------------------------------------------------
 
+PINHOLE = (0.0123, 0.0371)  # off every grid point below
+
+
+def pinhole_disc(coeffs: torch.Tensor) -> torch.Tensor:
+    """0 on the unit disc less a pinhole of radius 0.003 at PINHOLE, 1 elsewhere: the
+    exact ε-set (any ε in (0, 1]) has Betti numbers (1, 1)."""
+    inside = (coeffs**2).sum(1) < 1
+    centre = torch.tensor(PINHOLE, dtype=coeffs.dtype)
+    hole = ((coeffs - centre) ** 2).sum(1) < 0.003**2
+    return torch.where(inside & ~hole, 0.0, 1.0).to(coeffs.dtype)
+
+
+@pytest.mark.parametrize("n", [41, 101])
+def test_a_pinhole_is_unchanged_at_twice_the_resolution_not_called_correct(n: int) -> None:
+    found = topo.topology(
+        uniform(pinhole_disc, n, 2, bound=1.5), 0.5, sweep_refined=analytic_sweep(pinhole_disc, [])
+    )
+    check = found.resolution
+    # Neither grid has a point inside the pinhole: both miss the hole of the exact (1, 1).
+    assert found.betti == check.betti_refined == (1, 0)
+    assert check.unchanged is True
+    summary = found.summary()
+    assert "unchanged at 2× resolution" in summary
+    assert "smaller than a cell of the finer grid" in summary
+    assert "correct" not in summary and "stable" not in summary
+
 
 def test_without_sweep_refined_the_resolution_is_not_checked() -> None:
     found = topo.topology(uniform(ring, 21, 2), 0.1)
     assert not found.resolution.checked
-    assert found.resolution.stable is None
+    assert found.resolution.unchanged is None
     assert "pass sweep_refined" in found.resolution.reason
     assert "not checked" in found.summary()
 
@@ -285,19 +311,20 @@ def test_refined_grid_is_the_old_points_and_the_midpoints() -> None:
         torch.testing.assert_close(new[1::2], (old[:-1] + old[1:]) / 2, rtol=0, atol=0)
 
 
-def test_ring_thinner_than_the_grid_step_is_flagged_unstable() -> None:
+def test_ring_thinner_than_the_grid_step_is_flagged_as_changed() -> None:
     # Annulus of width 0.3 on a grid of step 0.4: broken into pieces; at step 0.2 a ring.
     found = topo.topology(
         uniform(thin_ring, 11, 2), 0.15**2, sweep_refined=analytic_sweep(thin_ring, [])
     )
     check = found.resolution
     assert found.betti != (1, 1)
-    assert check.checked and check.stable is False
+    assert check.checked and check.unchanged is False
     assert check.betti_coarse == found.betti
     assert check.betti_refined == (1, 1)
     assert check.box is None
     summary = found.summary()
-    assert "unstable" in summary and "grid artefacts, not facts" in summary
+    assert "changed at 2× resolution" in summary and "grid artefacts, not facts" in summary
+    assert "unchanged" not in summary and "stable" not in summary
     assert "1 hole" in summary and "0 holes at 11×11, 1 at 21×21" in summary
 
 
@@ -305,15 +332,15 @@ def test_ring_thinner_than_the_grid_step_is_flagged_unstable() -> None:
     (ring, 2, 41, 0.1, (1, 1)),
     (ring, 3, 17, 0.3, (1, 0, 1)),
 ])  # fmt: skip
-def test_well_resolved_set_is_stable(
+def test_well_resolved_set_is_unchanged_at_twice_the_resolution(
     field: Field, dim: int, n: int, eps: float, expected: tuple[int, ...]
 ) -> None:
     found = topo.topology(uniform(field, n, dim), eps, sweep_refined=analytic_sweep(field, []))
     check = found.resolution
     assert found.betti == check.betti_coarse == check.betti_refined == expected
-    assert check.checked and check.stable is True
+    assert check.checked and check.unchanged is True
     assert check.shape == (2 * n - 1,) * dim
-    assert found.summary().endswith("stable.")
+    assert found.summary().endswith(f"unchanged at 2× resolution ({topo.UNSEEN}).")
 
 
 def test_large_refinement_checks_the_box_of_the_largest_component() -> None:
@@ -325,7 +352,7 @@ def test_large_refinement_checks_the_box_of_the_largest_component() -> None:
     where = np.nonzero(result.values.numpy() < 0.1)
     box = tuple((max(int(i.min()) - 1, 0), min(int(i.max()) + 1, 40)) for i in where)
     check = found.resolution
-    assert check.checked and check.stable is True
+    assert check.checked and check.unchanged is True
     assert check.box == box
     assert check.shape == asked[0].shape == tuple(2 * (last - first) + 1 for first, last in box)
     torch.testing.assert_close(asked[0].axes[0][0], result.grid.axes[0][box[0][0]])
