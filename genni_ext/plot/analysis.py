@@ -17,6 +17,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from genni_ext.analysis.alignment import KINDS as FOUND_KINDS
 from genni_ext.analysis.alignment import Explanation
 from genni_ext.analysis.dynamics import KINDS, MorseGraph
 from genni_ext.analysis.persistence import FEATURE_NAMES, Topology
@@ -29,13 +30,21 @@ from genni_ext.plot.planes import plane_figure
 
 # Components of the ε-set take matplotlib's ten cycle colours; past ten they repeat.
 COMPONENT_COLOURS = tuple(f"C{i}" for i in range(10))
-# Found-point classes in the order the bar shows them, with their colours.
-KIND_COLOURS = {
-    "symmetry": "tab:green",
-    "exact": "tab:blue",
-    "approximate": "tab:olive",
-    "not converged": "tab:gray",
-    "trivial": "tab:red",
+# Found-point kinds (explain's, in its order) with their colours and what each means.
+KIND_COLOURS = dict(
+    zip(
+        FOUND_KINDS,
+        ("tab:green", "tab:blue", "tab:red", "tab:orange", "tab:olive", "tab:gray"),
+        strict=True,
+    )
+)
+KIND_MEANINGS = {
+    "G_ReLU image": "θ permuted and rescaled (align residual ≤ {tol:.2g})",
+    "other exact": "θ's function (J ≤ {exact_relative:.2g} × mean ‖y‖²), not a G_ReLU image",
+    "near-constant": "within {near_constant_relative:.0%} of the best input-ignoring function",
+    "collapsed": "hidden units dead on every probe or merged",
+    "approximate": "J < ε = {eps:.3g}",
+    "not converged": "J ≥ ε, or not finite",
 }
 
 
@@ -52,12 +61,10 @@ def _resolution_note(topo: Topology) -> str:
     check = topo.resolution
     if not check.checked:
         return "resolution not checked"
-    if check.stable:
-        return f"stable when refined to {'×'.join(map(str, check.shape or ()))}"
-    return (
-        f"NOT stable: {check.betti_coarse} here, {check.betti_refined} at "
-        f"{'×'.join(map(str, check.shape or ()))} (grid artefacts)"
-    )
+    finer = "×".join(map(str, check.shape or ()))
+    if check.unchanged:
+        return f"unchanged at 2× resolution ({finer}); features smaller than a cell unseen"
+    return f"changed: {check.betti_coarse} here, {check.betti_refined} at {finer} (grid artefacts)"
 
 
 def betti_curve(topo: Topology) -> Figure:
@@ -247,7 +254,8 @@ def component_map(topo: Topology, result: GridResult) -> Figure:
 
 
 def found_points(explanation: Explanation) -> Figure:
-    """A bar of the found points by class: symmetry image of θ, exact, approximate, …"""
+    """A bar of the found points by kind (explain's kinds, in its order), with a key below
+    that says what each kind means and the thresholds that decided it."""
     if not isinstance(explanation, Explanation):
         raise InputError(
             "found_points needs a genni_ext.analysis.Explanation (from explain(...)), got "
@@ -260,14 +268,21 @@ def found_points(explanation: Explanation) -> Figure:
     left = 0
     for kind, colour in KIND_COLOURS.items():
         if counts[kind]:
-            ax.barh([0], [counts[kind]], left=left, color=colour, label=f"{kind}: {counts[kind]}")
+            ax.barh([0], [counts[kind]], left=left, color=colour)
             ax.text(left + counts[kind] / 2, 0, str(counts[kind]), ha="center", va="center")
             left += counts[kind]
     ax.set_xlim(0, max(total, 1))
-    ax.set_ylim(-0.5, 1.1)
+    ax.set_ylim(-0.5, 0.5)
     ax.set_yticks([])
     ax.set_xlabel("found points")
-    ax.legend(fontsize=8, ncol=len(KIND_COLOURS), loc="upper center", frameon=False)
+    meanings = {kind: text.format(**explanation.thresholds) for kind, text in KIND_MEANINGS.items()}
+    key = [
+        Patch(
+            facecolor=colour, edgecolor="black", label=f"{kind}: {counts[kind]} ({meanings[kind]})"
+        )
+        for kind, colour in KIND_COLOURS.items()
+    ]
+    _style.key_below(fig, [ax], key, ncol=2)
     shown = ", ".join(f"{counts[kind]} {kind}" for kind in KIND_COLOURS if counts[kind])
     ax.set_title(f"What the {total} found points are: {shown}", fontsize=9)
     _style.fit_titles(fig)

@@ -12,7 +12,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from genni_ext import Problem, search
+from genni_ext import Problem, SearchResult, search
 from genni_ext.analysis import compare, explain, morse_graph, stitch_all, topology
 from genni_ext.core.grid import Grid, GridResult, Marker
 from genni_ext.core.models import TwoNeuronNet, mlp
@@ -118,9 +118,46 @@ def test_found_points_bar_counts_every_kind() -> None:
     for kind, count in explanation.counts.items():
         if count:
             assert f"{count} {kind}" in title
+    legend = figure_checks.legend_texts(bar)
+    assert len(legend) == len(figures.KIND_COLOURS)
+    for kind, count in explanation.counts.items():
+        assert any(text.startswith(f"{kind}: {count} (") for text in legend)
     _png(bar)
     with pytest.raises(InputError, match="Explanation"):
         figures.found_points(object())  # type: ignore[arg-type]
+
+
+def test_found_points_key_says_what_each_kind_is() -> None:
+    theta = torch.tensor([0.66, -0.75, 0.58, 0.45], dtype=torch.float64)
+    problem = Problem(TwoNeuronNet().double(), theta=theta, num_probes=512)
+    points = torch.stack([theta, torch.tensor([0.66, 0.66, 0.29, 0.29], dtype=torch.float64)])
+    losses = problem.loss(points)
+    found = SearchResult(
+        params=points, losses=losses, history=losses[:, None],
+        history_steps=torch.zeros(1, dtype=torch.int64), starts=points, seeds=[0, 1], config={},
+    )  # fmt: skip
+    bar = figures.found_points(explain(found, problem, 0.05 * problem.constant_loss))
+    legend = figure_checks.legend_texts(bar)
+    assert "G_ReLU image: 1 (θ permuted and rescaled (align residual ≤ 0.00035))" in legend
+    assert "collapsed: 1 (hidden units dead on every probe or merged)" in legend
+    assert "trivial" not in " ".join(legend)
+    assert bar.axes[0].get_title() == "What the 2 found points are: 1 G_ReLU image, 1 collapsed"
+    _png(bar)
+
+
+def test_resolution_notes_never_say_stable() -> None:
+    field = _double_well(21)
+    refined = topology(field, 0.5, sweep_refined=lambda grid: _sampled(grid))
+    note = refined.resolution
+    assert note.unchanged is True
+    title = figures.betti_curve(refined).axes[0].get_title()
+    assert "unchanged at 2× resolution (41×41); features smaller than a cell unseen" in title
+    assert "stable" not in title and "correct" not in title
+
+
+def _sampled(grid: Grid) -> GridResult:
+    x, y = grid.coeffs[:, 0], grid.coeffs[:, 1]
+    return GridResult(((x**2 - 1) ** 2 + y**2).reshape(grid.shape), grid, [], {})
 
 
 # --- what a reader sees: keys for colours, markers on the slices they are on, titles ------
