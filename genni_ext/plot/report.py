@@ -20,6 +20,7 @@ from typing import IO
 
 from matplotlib.figure import Figure
 
+from genni_ext.analysis.persistence import UNSEEN
 from genni_ext.core.grid import GridResult
 from genni_ext.errors import GenniError, StoreError
 from genni_ext.plot.interactive import scatter3d_html
@@ -73,17 +74,25 @@ def _analysis_lines(analysis: dict, grids: Sequence[str]) -> list[str]:
             "",
             "![found points](plots/found_points.png)",
         ]
+    checked = False
     for name in grids:
         entry = (analysis.get("topology") or {}).get(name)
         if not entry:
             continue
         lines += ["", f"**Topology of grid '{name}':** {entry['summary']}", ""]
+        checked = checked or bool((entry.get("resolution") or {}).get("checked"))
         if "shape" in entry:
             lines += [
                 f"![{name} components](plots/{name}_components.png)",
                 f"![{name} Betti curve](plots/{name}_betti_curve.png)",
                 f"![{name} persistence](plots/{name}_persistence.png)",
             ]
+    if checked:
+        lines += [
+            "",
+            "A resolution check sweeps the grid again at twice the resolution and compares "
+            f"the Betti numbers; unchanged numbers are not proof: {UNSEEN}.",
+        ]
     representations = analysis.get("representations")
     if representations:
         lines += [
