@@ -22,7 +22,7 @@ from genni_ext._version import __version__
 from genni_ext.core import models
 from genni_ext.core.grid import Grid, GridResult, Marker
 from genni_ext.core.problem import Problem
-from genni_ext.core.sgd_search import SearchResult, search
+from genni_ext.core.sgd_search import SearchResult
 from genni_ext.core.subspace import Subspace
 from genni_ext.engine.front_door import explain_backend, sweep
 from genni_ext.errors import (
@@ -34,6 +34,7 @@ from genni_ext.errors import (
 )
 from genni_ext.run.grid_sweep import sweep_grid
 from genni_ext.run.resumable import run_sweep
+from genni_ext.run.searches import search
 from genni_ext.store.experiment import Experiment, open_grid
 from genni_ext.store.home import genni_home
 

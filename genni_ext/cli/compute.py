@@ -15,12 +15,12 @@ from genni_ext.cli.configure import experiments_home, raw_config, set_threads
 from genni_ext.cli.output import format_seconds, format_shape, say
 from genni_ext.cluster import connect
 from genni_ext.core.grid import Grid
-from genni_ext.core.sgd_search import search
 from genni_ext.core.subspace import Subspace
 from genni_ext.errors import InputError, StoreError
 from genni_ext.run.chunk_runs import ConfigSource
 from genni_ext.run.plan import plan_sweep
 from genni_ext.run.resumable import run_planned_sweep
+from genni_ext.run.searches import search
 from genni_ext.store.config import build_problem, converged_center, validate_config
 from genni_ext.store.experiment import Experiment, search_id
 

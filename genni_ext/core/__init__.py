@@ -1,14 +1,13 @@
 """The core layer: the objects of the GENNI method, computed in one process.
 
 What is here: the models (``models``), the equivalence problem (``problem.Problem``: model,
-θ, probes, targets), the SGD search for equivalent parameters (``sgd_search.search``), the
+θ, probes, targets), the SGD search for equivalent parameters in this process (``sgd_search.search``), the
 subspace through found points (``subspace.Subspace``), grids of coefficients and their
 results (``grid.Grid``, ``grid.GridResult``) and how a grid splits into chunks
 (``chunking.ChunkPlan``).
 
-May import: ``genni_ext.errors``, ``genni_ext._validate``, ``genni_ext.cluster`` (Dask is an
-option of the search), torch and numpy. Nothing from engine, run, store, analysis, plot or
-cli.
+May import: ``genni_ext.errors``, ``genni_ext._validate``, ``genni_ext.cluster``, torch and
+numpy. Nothing from engine, run, store, analysis, plot or cli.
 """
 
 from __future__ import annotations

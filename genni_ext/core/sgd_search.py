@@ -32,22 +32,8 @@ a hand-off per op, and on a shared machine a stall whenever the other thread is 
 scheduled. Measured on 2 cores with another process busy: 6.6 ms instead of 10 µs per such
 matmul, and the paper's search at 55 ms instead of 1.9 ms per step.
 
-On a Dask cluster (``client=``, see :mod:`genni_ext.cluster`) the K starts are cut into
-contiguous groups, one per worker thread and at least two starts each; every group runs
-this module's loop as one task, and the groups are put back together in order, so the
-SearchResult has the local run's fields, order, seeds and config. With ``tol`` a group that
-meets it before the others is run again up to the common stopping point (its trajectory is
-deterministic). A worker's exception is raised on the client (same type and message, as
-long as it pickles), and its NaN warning is logged there, as locally. The values are the
-local run's bitwise where torch's batched kernels compute each start alone: measured on
-CPU for the paper's net and MLPs (float32 and float64; SGD, momentum, Adam; K = 1..8 on 2
-workers), and for LeNet-5 in float32. Float64 conv kernels round differently for another
-number of starts in the batch or another thread count: LeNet-5's J differs by up to 9e-16
-relative and its parameters by up to 6e-17 after 40 steps. A group of one start would
-differ more (a conv's weight gradient under vmap takes another kernel for a batch of one:
-1e-7 in float32 after 60 steps), hence the two-start minimum. The tests
-(``python_tests/core/test_search_dask.py``) assert bitwise equality for the first and the
-measured bound for the second.
+On a Dask cluster the starts run in groups, one task each: :mod:`genni_ext.run.searches`
+(``genni_ext.search(..., client=)``) runs :func:`run_group` on the workers.
 """
 
 from __future__ import annotations
@@ -58,7 +44,6 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -75,13 +60,9 @@ from genni_ext._validate import (
     seed_argument,
     torch_threads,
 )
-from genni_ext.cluster import check_client, require_distributed
 from genni_ext.core.models import flatten_params
 from genni_ext.core.problem import Problem
 from genni_ext.errors import InputError
-
-if TYPE_CHECKING:
-    from distributed import Client
 
 logger = logging.getLogger("genni_ext")
 
@@ -235,7 +216,7 @@ def _validate(
 
 
 @dataclass(frozen=True)
-class _Settings:
+class Settings:
     """A search's checked settings: what a group of starts needs to run, here or on a worker."""
 
     steps: int
@@ -274,7 +255,25 @@ class _Optimizer:
         return params.addcdiv(self.first, denom, value=-self.lr / correction1)
 
 
-def search(
+@dataclass(frozen=True)
+class SearchPlan:
+    """A search's checked arguments: the starts, their seeds, the settings every group of
+    starts runs with, and the ``config`` its result records."""
+
+    problem: Problem
+    initial: torch.Tensor
+    seeds: list[int]
+    settings: Settings
+    config: dict
+
+    def finish(self, result: SearchResult) -> SearchResult:
+        """``result`` of the whole plan with the plan's config (and the steps it ran)."""
+        return dataclasses.replace(
+            result, config={**self.config, "steps_run": result.config["steps_run"]}
+        )
+
+
+def plan_search(
     problem: Problem,
     starts: int | torch.Tensor = 10,
     *,
@@ -287,34 +286,9 @@ def search(
     seed: int = 0,
     record_every: int = 100,
     progress: bool = True,
-    client: Client | None = None,
-) -> SearchResult:
-    """Minimise J from K starts by minibatch SGD or Adam, all starts in one batch.
-
-    ``starts``: the number K of random starts drawn from the model's own initialisation
-    (start k with seed ``seed + 1 + k``; see the module docstring), or a tensor [K, P] of
-    starts (cast to the problem's dtype and device). Each of ``steps`` steps takes
-    ``batch_size`` probes per start (a per-start shuffle of the probe set per epoch,
-    seeded by the start's seed; ``batch_size`` larger than the probe set is clipped to
-    it, which is full-batch descent) and moves every start by ``optimizer``: "sgd"
-    (``lr``, ``momentum`` in [0, 1), as ``torch.optim.SGD``) or "adam" (``lr``, betas
-    (0.9, 0.999), eps 1e-8, as ``torch.optim.Adam``; momentum must stay 0).
-
-    J on the whole probe set is recorded at the start and every ``record_every`` steps
-    (and after the last step) in ``history``; with ``tol`` the search stops at the first
-    record point where every start has J < ``tol`` (``config["steps_run"]``). A start
-    whose J turns NaN or Inf (lr too large) is logged and kept; it is not converged.
-    ``progress`` shows a tqdm bar with the best and worst J at the last record point.
-
-    Memory: one step holds K x ``batch_size`` samples' activations and their gradients.
-
-    ``client``: a ``distributed.Client`` (:mod:`genni_ext.cluster`) to run the starts on
-    its workers, in contiguous groups, one per worker thread; the result is that of the
-    local run (see the module docstring for how exactly) and ``progress`` counts groups.
-    """
+) -> SearchPlan:
+    """Check :func:`search`'s arguments once and draw the starts (same arguments)."""
     _validate(problem, steps, lr, batch_size, optimizer, momentum, tol, record_every, progress)
-    if client is not None:
-        check_client(client)
     checked = _check_starts(problem, starts)
     count = checked if isinstance(checked, int) else checked.shape[0]
     seed_argument(seed, "seed", draws=count + 1)  # start k uses seed + 1 + k
@@ -332,7 +306,7 @@ def search(
         initial = checked
 
     batch = min(batch_size, problem.num_probes)
-    settings = _Settings(
+    settings = Settings(
         steps=steps,
         lr=float(lr),
         batch=batch,
@@ -355,19 +329,66 @@ def search(
         "probes_hash": problem.probes_hash,
         "constant_loss": problem.constant_loss,
     }
-    if client is None:
-        result = _run_group(problem, initial, seeds, settings, progress=progress)
-    else:
-        result = _run_on_cluster(client, problem, initial, seeds, settings, progress=progress)
-    config["steps_run"] = result.config["steps_run"]
-    return dataclasses.replace(result, config=config)
+    return SearchPlan(problem, initial, seeds, settings, config)
 
 
-def _run_group(
+def search(
+    problem: Problem,
+    starts: int | torch.Tensor = 10,
+    *,
+    steps: int = 2000,
+    lr: float = 0.015,
+    batch_size: int = 256,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    tol: float | None = None,
+    seed: int = 0,
+    record_every: int = 100,
+    progress: bool = True,
+) -> SearchResult:
+    """Minimise J from K starts by minibatch SGD or Adam, all starts in one batch, in this
+    process (``genni_ext.search`` adds ``client=`` for a Dask cluster).
+
+    ``starts``: the number K of random starts drawn from the model's own initialisation
+    (start k with seed ``seed + 1 + k``; see the module docstring), or a tensor [K, P] of
+    starts (cast to the problem's dtype and device). Each of ``steps`` steps takes
+    ``batch_size`` probes per start (a per-start shuffle of the probe set per epoch,
+    seeded by the start's seed; ``batch_size`` larger than the probe set is clipped to
+    it, which is full-batch descent) and moves every start by ``optimizer``: "sgd"
+    (``lr``, ``momentum`` in [0, 1), as ``torch.optim.SGD``) or "adam" (``lr``, betas
+    (0.9, 0.999), eps 1e-8, as ``torch.optim.Adam``; momentum must stay 0).
+
+    J on the whole probe set is recorded at the start and every ``record_every`` steps
+    (and after the last step) in ``history``; with ``tol`` the search stops at the first
+    record point where every start has J < ``tol`` (``config["steps_run"]``). A start
+    whose J turns NaN or Inf (lr too large) is logged and kept; it is not converged.
+    ``progress`` shows a tqdm bar with the best and worst J at the last record point.
+
+    Memory: one step holds K x ``batch_size`` samples' activations and their gradients.
+    """
+    plan = plan_search(
+        problem,
+        starts,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        momentum=momentum,
+        tol=tol,
+        seed=seed,
+        record_every=record_every,
+        progress=progress,
+    )
+    return plan.finish(
+        run_group(problem, plan.initial, plan.seeds, plan.settings, progress=progress)
+    )
+
+
+def run_group(
     problem: Problem,
     initial: torch.Tensor,
     seeds: list[int],
-    settings: _Settings,
+    settings: Settings,
     *,
     stop_from: int = 0,
     progress: bool = False,
@@ -397,100 +418,13 @@ def _run_group(
         )
 
 
-def _group_bounds(count: int, slots: int) -> list[tuple[int, int]]:
-    """Contiguous ``[first, last)`` groups of ``count`` starts for ``slots`` worker threads:
-    one per slot, sizes as even as possible (the larger first), and at least two starts per
-    group when ``count`` >= 2 (a conv layer's weight gradient under vmap takes another kernel
-    path for a batch of one; see the module docstring)."""
-    groups = max(1, min(slots, count // 2))
-    size, extra = divmod(count, groups)
-    bounds, first = [], 0
-    for index in range(groups):
-        last = first + size + (1 if index < extra else 0)
-        bounds.append((first, last))
-        first = last
-    return bounds
-
-
-def _run_on_cluster(
-    client: Client,
-    problem: Problem,
-    initial: torch.Tensor,
-    seeds: list[int],
-    settings: _Settings,
-    *,
-    progress: bool,
-) -> SearchResult:
-    """Run the starts in groups on ``client``'s workers and put the groups back together.
-
-    With ``tol``, a group that meets it at an earlier record point than the others is run
-    again (its trajectory is deterministic) with ``stop_from`` at the latest group's point,
-    until every group stops at the same point: the first where every start has J < tol.
-    """
-    distributed = require_distributed()
-    bounds = _group_bounds(initial.shape[0], sum(client.nthreads().values()))
-    shared = client.scatter(problem, broadcast=True, hash=False)
-    results: list[SearchResult] = []
-    pending = dict.fromkeys(range(len(bounds)), 0)  # group -> stop_from
-    with tqdm(total=len(bounds), disable=not progress, unit="group", desc="search") as bar:
-        while pending:
-            futures = {
-                client.submit(
-                    _run_group,
-                    shared,
-                    # A view may carry the whole [K, P] storage when pickled.
-                    initial[bounds[index][0] : bounds[index][1]].clone(),
-                    seeds[bounds[index][0] : bounds[index][1]],
-                    settings,
-                    stop_from=stop_from,
-                    warn=False,
-                    pure=False,
-                ): index
-                for index, stop_from in pending.items()
-            }
-            finished: dict[int, SearchResult] = {}
-            try:
-                for future in distributed.as_completed(futures):
-                    finished[futures[future]] = future.result()  # a worker's error raises here
-                    bar.update(1)
-            except BaseException:
-                client.cancel(list(futures))
-                raise
-            if not results:
-                results = [finished[index] for index in range(len(bounds))]
-            else:
-                for index, result in finished.items():
-                    results[index] = result
-            losses = torch.cat([result.losses for result in results])
-            bar.set_postfix(best=f"{float(losses.min()):.3g}", worst=f"{float(losses.max()):.3g}")
-            stop = max(result.config["steps_run"] for result in results)
-            pending = {
-                index: stop
-                for index, result in enumerate(results)
-                if result.config["steps_run"] != stop
-            }
-            bar.total += len(pending)
-    history = torch.cat([result.history for result in results])
-    history_steps = results[0].history_steps
-    _report_non_finite(history, history_steps)
-    return SearchResult(
-        params=torch.cat([result.params for result in results]),
-        losses=torch.cat([result.losses for result in results]),
-        history=history,
-        history_steps=history_steps,
-        starts=initial,
-        seeds=seeds,
-        config={"steps_run": stop},
-    )
-
-
 def _warn_non_finite(losses: torch.Tensor, step: int) -> None:
     """Log which starts' J (``losses``, [K]) is NaN or Inf after ``step`` steps."""
     bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
     logger.warning("search: J of start(s) %s is NaN or Inf after %d steps; lower lr", bad, step)
 
 
-def _report_non_finite(history: torch.Tensor, history_steps: torch.Tensor) -> None:
+def report_non_finite(history: torch.Tensor, history_steps: torch.Tensor) -> None:
     """The warning of a local run, from the whole history: the first record point after
     the start where some J is NaN or Inf."""
     finite = torch.isfinite(history[:, 1:]).all(dim=0)
@@ -569,4 +503,14 @@ def _descend(
     )
 
 
-__all__ = ["OPTIMIZERS", "SearchResult", "initial_params", "search"]
+__all__ = [
+    "OPTIMIZERS",
+    "SearchPlan",
+    "SearchResult",
+    "Settings",
+    "initial_params",
+    "plan_search",
+    "report_non_finite",
+    "run_group",
+    "search",
+]

@@ -18,8 +18,9 @@ from torch import nn
 from genni_ext.cluster import check_client, connect, require_distributed
 from genni_ext.core.models import LeNet5, TwoNeuronNet, mlp
 from genni_ext.core.problem import Problem
-from genni_ext.core.sgd_search import SearchResult, search
+from genni_ext.core.sgd_search import SearchResult
 from genni_ext.errors import BackendUnavailableError, InputError
+from genni_ext.run.searches import search
 
 distributed = pytest.importorskip("distributed", reason="dask is in the test extra")
 

@@ -1,0 +1,174 @@
+"""The search, in this process or on a Dask cluster: ``genni_ext.search``.
+
+On a Dask cluster (``client=``, see :mod:`genni_ext.cluster`) the K starts of
+:func:`genni_ext.core.sgd_search.search` are cut into contiguous groups, one per worker
+thread and at least two starts each; every group runs the search's loop
+(:func:`~genni_ext.core.sgd_search.run_group`) as one task, and the groups are put back
+together in order, so the SearchResult has the local run's fields, order, seeds and config.
+With ``tol`` a group that meets it before the others is run again up to the common stopping
+point (its trajectory is deterministic). A worker's exception is raised on the client (same
+type and message, as long as it pickles), and its NaN warning is logged there, as locally.
+The values are the local run's bitwise where torch's batched kernels compute each start
+alone: measured on CPU for the paper's net and MLPs (float32 and float64; SGD, momentum,
+Adam; K = 1..8 on 2 workers), and for LeNet-5 in float32. Float64 conv kernels round
+differently for another number of starts in the batch or another thread count: LeNet-5's J
+differs by up to 9e-16 relative and its parameters by up to 6e-17 after 40 steps. A group of
+one start would differ more (a conv's weight gradient under vmap takes another kernel for a
+batch of one: 1e-7 in float32 after 60 steps), hence the two-start minimum. The tests
+(``python_tests/run/test_search_dask.py``) assert bitwise equality for the first and the
+measured bound for the second.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from tqdm.auto import tqdm
+
+from genni_ext.cluster import check_client, require_distributed
+from genni_ext.core.problem import Problem
+from genni_ext.core.sgd_search import (
+    SearchResult,
+    Settings,
+    plan_search,
+    report_non_finite,
+    run_group,
+)
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+
+def search(
+    problem: Problem,
+    starts: int | torch.Tensor = 10,
+    *,
+    steps: int = 2000,
+    lr: float = 0.015,
+    batch_size: int = 256,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    tol: float | None = None,
+    seed: int = 0,
+    record_every: int = 100,
+    progress: bool = True,
+    client: Client | None = None,
+) -> SearchResult:
+    """:func:`genni_ext.core.sgd_search.search` (same arguments and result), here or, with
+    ``client`` (a ``distributed.Client``, :mod:`genni_ext.cluster`), on its workers in
+    contiguous groups of starts, one per worker thread; the result is that of the local run
+    (see the module docstring for how exactly) and ``progress`` counts groups.
+    """
+    if client is not None:
+        check_client(client)
+    plan = plan_search(
+        problem,
+        starts,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        momentum=momentum,
+        tol=tol,
+        seed=seed,
+        record_every=record_every,
+        progress=progress,
+    )
+    if client is None:
+        result = run_group(problem, plan.initial, plan.seeds, plan.settings, progress=progress)
+    else:
+        result = run_on_cluster(
+            client, problem, plan.initial, plan.seeds, plan.settings, progress=progress
+        )
+    return plan.finish(result)
+
+
+def _group_bounds(count: int, slots: int) -> list[tuple[int, int]]:
+    """Contiguous ``[first, last)`` groups of ``count`` starts for ``slots`` worker threads:
+    one per slot, sizes as even as possible (the larger first), and at least two starts per
+    group when ``count`` >= 2 (a conv layer's weight gradient under vmap takes another kernel
+    path for a batch of one; see :mod:`genni_ext.run.searches`)."""
+    groups = max(1, min(slots, count // 2))
+    size, extra = divmod(count, groups)
+    bounds, first = [], 0
+    for index in range(groups):
+        last = first + size + (1 if index < extra else 0)
+        bounds.append((first, last))
+        first = last
+    return bounds
+
+
+def run_on_cluster(
+    client: Client,
+    problem: Problem,
+    initial: torch.Tensor,
+    seeds: list[int],
+    settings: Settings,
+    *,
+    progress: bool,
+) -> SearchResult:
+    """Run the starts in groups on ``client``'s workers and put the groups back together.
+
+    With ``tol``, a group that meets it at an earlier record point than the others is run
+    again (its trajectory is deterministic) with ``stop_from`` at the latest group's point,
+    until every group stops at the same point: the first where every start has J < tol.
+    """
+    distributed = require_distributed()
+    bounds = _group_bounds(initial.shape[0], sum(client.nthreads().values()))
+    shared = client.scatter(problem, broadcast=True, hash=False)
+    results: list[SearchResult] = []
+    pending = dict.fromkeys(range(len(bounds)), 0)  # group -> stop_from
+    with tqdm(total=len(bounds), disable=not progress, unit="group", desc="search") as bar:
+        while pending:
+            futures = {
+                client.submit(
+                    run_group,
+                    shared,
+                    # A view may carry the whole [K, P] storage when pickled.
+                    initial[bounds[index][0] : bounds[index][1]].clone(),
+                    seeds[bounds[index][0] : bounds[index][1]],
+                    settings,
+                    stop_from=stop_from,
+                    warn=False,
+                    pure=False,
+                ): index
+                for index, stop_from in pending.items()
+            }
+            finished: dict[int, SearchResult] = {}
+            try:
+                for future in distributed.as_completed(futures):
+                    finished[futures[future]] = future.result()  # a worker's error raises here
+                    bar.update(1)
+            except BaseException:
+                client.cancel(list(futures))
+                raise
+            if not results:
+                results = [finished[index] for index in range(len(bounds))]
+            else:
+                for index, result in finished.items():
+                    results[index] = result
+            losses = torch.cat([result.losses for result in results])
+            bar.set_postfix(best=f"{float(losses.min()):.3g}", worst=f"{float(losses.max()):.3g}")
+            stop = max(result.config["steps_run"] for result in results)
+            pending = {
+                index: stop
+                for index, result in enumerate(results)
+                if result.config["steps_run"] != stop
+            }
+            bar.total += len(pending)
+    history = torch.cat([result.history for result in results])
+    history_steps = results[0].history_steps
+    report_non_finite(history, history_steps)
+    return SearchResult(
+        params=torch.cat([result.params for result in results]),
+        losses=torch.cat([result.losses for result in results]),
+        history=history,
+        history_steps=history_steps,
+        starts=initial,
+        seeds=seeds,
+        config={"steps_run": stop},
+    )
+
+
+__all__ = ["run_on_cluster", "search"]
