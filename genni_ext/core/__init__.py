@@ -1,10 +1,11 @@
 """The core layer: the objects of the GENNI method, computed in one process.
 
 What is here: the models (``models``), the equivalence problem (``problem.Problem``: model,
-θ, probes, targets), the SGD search for equivalent parameters in this process (``sgd_search.search``), the
-subspace through found points (``subspace.Subspace``), grids of coefficients and their
-results (``grid.Grid``, ``grid.GridResult``) and how a grid splits into chunks
-(``chunking.ChunkPlan``).
+θ, probes, targets), the SGD search for equivalent parameters in this process
+(``sgd_search.search``), the subspace through found points (``subspace.Subspace``), grids
+of coefficients and their results (``grid.Grid``, ``grid.GridResult``), how a grid splits
+into chunks (``chunking.ChunkPlan``), and the user's own model code, trained weights and
+probe data (``factories``, ``weights``, ``probe_data``).
 
 May import: ``genni_ext.errors``, ``genni_ext._validate``, ``genni_ext.cluster``, torch and
 numpy. Nothing from engine, run, store, analysis, plot or cli.
