@@ -1,13 +1,18 @@
 """Is a found point a known-symmetry image of θ? And what is every found point?
 
 :func:`align` looks for the element g of G_ReLU (per hidden layer, a permutation of the
-units and a positive scale per unit) that brings θ closest to another point, layer by
-layer from the input: the units are matched by the Hungarian method
-(``scipy.optimize.linear_sum_assignment``) on the cosine similarity of their incoming
-weights (bias included), then each unit's scale is fitted in closed form. Applying the
-layer's permutation and scales to θ also permutes and rescales the next layer's incoming
-weights, so the next layer is compared with the previous one's permutation and scaling
-already undone. The relative residual ‖other − g·θ‖ / ‖other‖ decides.
+units and a positive scale per unit) that brings θ closest to another point in the
+Euclidean norm: block coordinate descent over the layers, each layer's permutation and
+scales set to their exact optimum given the others'. With the other layers fixed,
+‖other − g·θ‖² is a constant plus a sum over the layer's units of
+‖s·w_in − w̃_in‖² + ‖w_out/s − w̃_out‖² (incoming weights and bias, outgoing weights), whose
+minimum over s > 0 is a root of a quartic (solved exactly per pair of units), and the
+units are assigned by the Hungarian method (``scipy.optimize.linear_sum_assignment``) on
+those minima. The descent starts from the identity and from a cosine matching of incoming
+weights layer by layer; the better result is kept, and the identity itself where it is
+closer, so g·θ is never further from the point than θ is. On a single hidden layer one
+sweep is the exact optimum over G_ReLU. The relative residual ‖other − g·θ‖ / ‖other‖
+decides, against :data:`SYMMETRY_TOL`.
 
 What is searched per layer depends on its ``continuous_group`` (see
 :class:`~genni_ext.analysis.structure.HiddenLayer`): permutations and positive scales for
@@ -51,7 +56,7 @@ EXACT_RELATIVE = FLOAT32_EPS
 """J ≤ this × mean ‖y‖² counts as exact, i.e. J ≤ c·u²·mean ‖y‖² with c = 1/u: the
 relative RMS output error √(J / mean ‖y‖²) is at most √u = SYMMETRY_TOL, the resolution a
 float32 minimiser has (a float32 search stalls there; on the demo the images of θ reach
-J / mean ‖y‖² of 6e-12 to 4e-11, the collapsed points 0.45)."""
+J / mean ‖y‖² of 6e-12 to 4e-11, the collapsed points 0.45 to 0.55)."""
 KINDS = (
     "G_ReLU image",
     "other exact",
@@ -74,10 +79,17 @@ target ȳ otherwise (J of c is then ``Problem.zero_loss`` or ``Problem.constant_
 ZERO_WEIGHT_RELATIVE = 1e-6
 """A unit's outgoing weights count as zero when their norm is at most this × the norm of
 all its layer's outgoing weights."""
-DEGENERACIES = ("dead unit", "zero outgoing weights", "always-active unit trading bias")
+DEGENERACIES = (
+    "dead unit",
+    "zero outgoing weights",
+    "merged units",
+    "always-active unit trading bias",
+)
 """The named kinds of other exact equivalents, in the order they are tested: a ReLU unit
-inactive on every probe; a unit whose outgoing weights are zero; a ReLU unit active on
-every probe (linear there) whose bias the next layer's bias can absorb."""
+inactive on every probe; a unit whose outgoing weights are zero; ReLU units with the same
+activation pattern on every probe (on the probes they act as one unit, so their outgoing
+weights can trade); a ReLU unit active on every probe (linear there) whose bias the next
+layer's bias can absorb."""
 PROBE_CHUNK = 4096
 """Probes per forward pass when looking at the units."""
 MAX_SWEEPS = 50
@@ -548,8 +560,10 @@ def _degeneracy(layers: list[HiddenLayer], point: torch.Tensor, units: _Units) -
         return DEGENERACIES[0]
     if _has_zero_outgoing(layers, point):
         return DEGENERACIES[1]
-    if _trades_bias(layers, units):
+    if any(bool(repeat.any()) for repeat in units.repeats):
         return DEGENERACIES[2]
+    if _trades_bias(layers, units):
+        return DEGENERACIES[3]
     return ""
 
 
@@ -622,8 +636,9 @@ def explain(
     image" of θ has :func:`align` residual ≤ ``tol`` (default :data:`SYMMETRY_TOL`);
     "other exact" has J ≤ EXACT_RELATIVE × mean ‖y‖², ``details`` naming the first of
     DEGENERACIES it has ("dead unit": a ReLU unit with pre-activation ≤ 0 on every probe;
-    "zero outgoing weights": norm at most ZERO_WEIGHT_RELATIVE × its layer's; "always-
-    active unit trading bias": a ReLU unit with pre-activation > 0 on every probe, with a
+    "zero outgoing weights": norm at most ZERO_WEIGHT_RELATIVE × its layer's; "merged
+    units": two ReLU units active on exactly the same probes; "always-active unit trading
+    bias": a ReLU unit with pre-activation > 0 on every probe, with a
     bias the next Linear's bias absorbs); "near-constant" computes within
     NEAR_CONSTANT_RELATIVE of the best input-ignoring function the architecture has (0
     without biases, else ȳ); "collapsed" has more ReLU units dead on every probe or with

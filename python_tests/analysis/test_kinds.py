@@ -95,7 +95,9 @@ def test_exact_is_relative_to_the_size_of_the_targets() -> None:
     assert ratios[0] < 1e-20 and 1e-9 < ratios[1] < EXACT_RELATIVE < ratios[2]
     assert float(result.losses[1]) > 1e-12  # an absolute 1e-12 would call it inexact
     assert result.kinds == ["other exact", "other exact", "approximate"]
-    assert result.details[:2] == ["", ""]
+    # Both units are active on x < 0 only: on the probes they act as one unit.
+    assert result.details[:2] == ["merged units", "merged units"]
+    assert result.thresholds["theta_merged"] == 1
     assert (result.residuals > SYMMETRY_TOL).all()
     assert result.thresholds["exact"] == EXACT_RELATIVE * power
 
