@@ -28,29 +28,47 @@ import torch
 from torch import nn
 
 from genni_ext._validate import BACKENDS, MAX_SEED, PRECISIONS
+from genni_ext.core.factories import SPEC_FORMS, build_from_factory
 from genni_ext.core.models import ACTIVATIONS, POOLS, LeNet5, TwoNeuronNet, mlp
-from genni_ext.core.problem import Problem
+from genni_ext.core.probe_data import DATASETS, digits, load_probes, read_probe_file
+from genni_ext.core.problem import Problem, infer_input_shape
 from genni_ext.core.sgd_search import OPTIMIZERS
+from genni_ext.core.weights import load_weights
 from genni_ext.errors import InputError
 from genni_ext.store.names import check_name
 
 MODEL_NAMES = ("two_neuron", "mlp", "lenet5")
+GAUSSIAN_PROBES = 16384
+"""How many standard-normal probes a config that names no data gets (the paper's number)."""
 MODEL_ALIASES = {"lenet": "lenet5"}
 
 # Every key of a config file with its default and what it means, as YAML; `genni COMMAND
 # --help` prints it, and it is a valid config itself.
 CONFIG_SCHEMA = f"""\
 experiment: two_neuron_run       # required: <home>/experiments/<name>/ (no '/')
-model:                           # required: the network φ(x, θ)
+model:                           # required: the network φ(x, θ), built in or your own
   name: two_neuron               # {" | ".join(MODEL_NAMES)}
+  # or your code: factory: "package.module:function" or "path/to/file.py:function" (a path
+  #   relative to the working directory), kwargs: {{...}} (its keyword arguments); it must
+  #   return an nn.Module, and it is built after torch.manual_seed(seed)
   # mlp:    sizes: [8, 32, 1] (required, input first), activation: relu, bias: true
   # lenet5: in_channels: 1, input_size: 28, num_outputs: 1, activation: relu,
   #         pool: max, padding: 2, output_activation: null
   # activations: {" | ".join(ACTIVATIONS)}; pool: {" | ".join(POOLS)}
 seed: 0                          # θ: torch.manual_seed(seed), then the model is built
+theta:
+  weights: null                  # trained θ: a state dict (.pt/.pth, read without running
+                                 # code, or .safetensors) loaded strictly into the model
 probes:
-  num_probes: 16384              # standard-normal probe inputs x
-  seed: 0                        # their generator's seed
+  num_probes: 16384              # how many; null with data: every sample
+  seed: 0                        # the generator of Gaussian probes, or of the subsample
+  file: null                     # your data instead of standard-normal probes: .npy, .npz,
+                                 # .pt (a tensor) or .safetensors, [N, ...]
+  key: null                      # the array to read from a file holding several
+  dataset: null                  # {" | ".join(DATASETS)}: scikit-learn's 8x8 digit images
+  standardise: false             # per feature: mean 0, standard deviation 1 over the data
+  resize: null                   # [H, W]: resize images (bilinear) for a model taking
+                                 # [C, H, W]; otherwise samples are reshaped to its input
 search:                          # Algorithm 1: SGD from K random starts, batched
   name: search                   # saved as searches/<name>/
   starts: 10                     # K
@@ -248,6 +266,52 @@ def _bool(value: object, key: str) -> object:
     return value
 
 
+def _path(value: object, key: str) -> object:
+    """An existing file, stored as its absolute path (so a saved config reads the same file
+    from any working directory); null for none."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"expected a file path or null, got {_describe(value)}")
+    path = Path(value).expanduser().absolute()
+    if not path.is_file():
+        raise ConfigError(key, f"no file {path}")
+    return str(path)
+
+
+def _text(value: object, key: str) -> object:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(key, f"expected a string or null, got {_describe(value)}")
+    return value
+
+
+def _resize(value: object, key: str) -> object:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ConfigError(key, f"expected [H, W] or null, got {_describe(value)}")
+    return [_int(1)(size, f"{key}[{index}]") for index, size in enumerate(value)]
+
+
+def _probe_source(probes: dict[str, Any]) -> None:
+    """One source of probes; Gaussian probes default to 16384 of them, data to all of it."""
+    if probes["file"] is not None and probes["dataset"] is not None:
+        raise ConfigError(
+            "probes.dataset", "and probes.file are both set; give one source of probes"
+        )
+    data = probes["file"] is not None or probes["dataset"] is not None
+    if not data:
+        for key in ("key", "resize"):
+            if probes[key] is not None:
+                raise ConfigError(f"probes.{key}", "applies to probes.file or probes.dataset only")
+        if probes["standardise"]:
+            raise ConfigError("probes.standardise", "applies to probes.file or probes.dataset only")
+        if probes["num_probes"] is None:
+            probes["num_probes"] = GAUSSIAN_PROBES
+    elif probes["key"] is not None and probes["file"] is None:
+        raise ConfigError("probes.key", "applies to probes.file only")
+
+
 def _name(value: object, key: str) -> object:
 
     if not isinstance(value, str):
@@ -296,8 +360,16 @@ def _sizes(value: object, key: str) -> object:
 # section -> {key: (check, default)}; the default is used when the key is absent.
 _SECTIONS: dict[str, dict[str, tuple[Check, object]]] = {
     "probes": {
-        "num_probes": (_int(1), 16384),
+        "num_probes": (_int(1, optional=True), None),  # filled in by validate_config
         "seed": (_seed(), 0),
+        "file": (_path, None),
+        "key": (_text, None),
+        "dataset": (_choice(DATASETS, optional=True), None),
+        "standardise": (_bool, False),
+        "resize": (_resize, None),
+    },
+    "theta": {
+        "weights": (_path, None),
     },
     "search": {
         "name": (_name, "search"),
@@ -348,6 +420,7 @@ TOP_KEYS = (
     "experiment",
     "model",
     "seed",
+    "theta",
     "probes",
     "search",
     "subspace",
@@ -387,11 +460,22 @@ def _model(value: object) -> dict[str, Any]:
         raise ConfigError(
             "model",
             f"is missing: expected a mapping with name: {' | '.join(MODEL_NAMES)} "
-            "and that model's arguments (e.g. model: {name: two_neuron})",
+            "and that model's arguments (e.g. model: {name: two_neuron}), or factory: "
+            f"{SPEC_FORMS} for your own model",
         )
     given = _mapping(value, "model")
+    if "factory" in given:
+        _unknown(given, ("factory", "kwargs"), "model")
+        factory = given["factory"]
+        if not isinstance(factory, str):
+            raise ConfigError("model.factory", f"expected {SPEC_FORMS}, got {_describe(factory)}")
+        kwargs = _mapping(given.get("kwargs") or {}, "model.kwargs")
+        return {"factory": factory, "kwargs": copy.deepcopy(dict(kwargs))}
     if "name" not in given:
-        raise ConfigError("model.name", f"is missing: expected one of {' | '.join(MODEL_NAMES)}")
+        raise ConfigError(
+            "model.name",
+            f"is missing: expected one of {' | '.join(MODEL_NAMES)} (or model.factory)",
+        )
     # "lenet", as `genni demo --model lenet` spells it, is LeNet-5.
     name = _choice(MODEL_NAMES)(MODEL_ALIASES.get(given["name"], given["name"]), "model.name")
     schema = _MODEL_ARGS[str(name)]
@@ -457,8 +541,9 @@ def validate_config(raw: object, *, require: Sequence[str] = ("experiment", "mod
     )
     config["model"] = _model(raw["model"]) if raw.get("model") is not None else None
     config["seed"] = _TOP["seed"][0](raw["seed"], "seed") if "seed" in raw else 0
-    for section in ("probes", "search", "subspace"):
+    for section in ("theta", "probes", "search", "subspace"):
         config[section] = _section(raw, section)
+    _probe_source(config["probes"])
     config["grids"] = _grids(raw.get("grids"), config["subspace"]["m"])
     for key in ("backend", "device", "precision", "num_threads", "chunk_points"):
         check, default = _TOP[key]
@@ -628,27 +713,66 @@ def converged_center(config: Mapping[str, Any], result: Any) -> int | None:
 
 def build_model(config: Mapping[str, Any]) -> nn.Module:
     """The model of a validated ``config``, initialised with ``torch.manual_seed(seed)``
-    (in a forked RNG state: the caller's global RNG is untouched)."""
+    (in a forked RNG state: the caller's global RNG is untouched), then given the trained
+    weights of ``theta.weights`` if set."""
 
     spec = dict(config["model"])
-    name = spec.pop("name")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(config.get("seed", 0)))
-        if name == "two_neuron":
-            return TwoNeuronNet()
-        if name == "mlp":
-            return mlp(spec["sizes"], spec["activation"], spec["bias"])
-        return LeNet5(**spec)
+        if "factory" in spec:
+            model = build_from_factory(spec["factory"], spec["kwargs"])
+        elif spec["name"] == "two_neuron":
+            model = TwoNeuronNet()
+        elif spec["name"] == "mlp":
+            model = mlp(spec["sizes"], spec["activation"], spec["bias"])
+        else:
+            model = LeNet5(**{key: value for key, value in spec.items() if key != "name"})
+    weights = (config.get("theta") or {}).get("weights")
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def _data_probes(model: nn.Module, probes: Mapping[str, Any]) -> torch.Tensor:
+    """The probes of a config that names data: read, fitted to the model's input, subsampled."""
+    if probes["file"] is not None:
+        samples = read_probe_file(probes["file"], probes["key"])
+    else:
+        samples = digits()
+    shape = infer_input_shape(model)
+    if shape is None:
+        if probes["resize"] is not None:
+            raise ConfigError(
+                "probes.resize",
+                f"needs the model's input shape, and {type(model).__name__} has no input_shape "
+                "attribute; give the model one (input_shape = (C, H, W))",
+            )
+        shape = tuple(samples.shape[1:]) if samples.ndim > 1 else (1,)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return load_probes(
+        samples,
+        shape,
+        dtype,
+        standardised=probes["standardise"],
+        resize=probes["resize"],
+        num_probes=probes["num_probes"],
+        seed=probes["seed"],
+    )
 
 
 def build_problem(config: Mapping[str, Any]):  # -> Problem
     """The :class:`genni_ext.Problem` of a validated ``config``: its model on the config's
-    device, θ the model's initial parameters, ``probes.num_probes`` standard-normal probes
-    drawn with ``probes.seed`` (the same values on every device)."""
+    device, θ the model's parameters (initial, or the trained ``theta.weights``), and either
+    ``probes.num_probes`` standard-normal probes drawn with ``probes.seed`` (the same values
+    on every device) or the data that ``probes`` names, fitted to the model's input."""
 
-    model = build_model(config).to(config.get("device") or "cpu")
+    model = build_model(config)
     probes = config["probes"]
-    return Problem(model, num_probes=probes["num_probes"], seed=probes["seed"])
+    device = config.get("device") or "cpu"
+    if probes.get("file") is None and probes.get("dataset") is None:
+        return Problem(model.to(device), num_probes=probes["num_probes"], seed=probes["seed"])
+    inputs = _data_probes(model, probes)
+    return Problem(model.to(device), inputs=inputs.to(device))
 
 
 __all__ = [
