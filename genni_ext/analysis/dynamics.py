@@ -65,6 +65,23 @@ reach exactly one (the lowest Morse sets a box can reach are always attracting);
 its orbits reach several (the box straddles a basin boundary at this resolution), or, for a
 map of :func:`morse_decomposition` that leaves the domain, none.
 
+**Consistency with the ε-set** (:func:`morse_graph` with ``topology``, the
+:class:`~genni_ext.analysis.persistence.Topology` of the same grid). Every component of the
+ε-set {J < ε} is a component of a sublevel set of J: the gradient flow cannot leave it, so
+it holds at least one attractor of the flow (and the grid minimum of J on it). The box
+map can merge what the flow keeps apart: a padded image one box wider on every side joins
+minima a few boxes apart. So the Morse sets are compared with the components: a set
+"meets" a component when a grid point of that component lies in one of its closed boxes
+(or, for a box holding no grid point, is the grid point nearest its centre). The result
+is inconsistent when a Morse set meets several components (the box map merged them at
+this resolution) or a component meets no attracting set. Then the computation is run
+again with every axis split once more (``subdivisions`` + m: boxes half as wide, a padding
+half as wide, 2^m times the boxes), and again, until a run is consistent, the next run's
+estimated time (4^m × the last run's, :data:`REFINE_COST_FACTOR`) would exceed what is left
+of ``refine_seconds``, or the subdivision limit is reached; the summary reports the last
+run, and how to run the next. The descent field is the same (the grid's values): only the
+boxes are finer.
+
 Costs: the box graph has 3^m to 4^m edges per box (more where descent turns within a box);
 one breadth-first search of it per Morse set gives the retraction and the kinds. CMGDB and
 networkx are optional (``pip install "genni_ext[dynamics]"``) and imported only when needed.
@@ -80,11 +97,12 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import sparse
+from scipy import ndimage, sparse
 from scipy.optimize import linprog
 from scipy.sparse import csgraph
 
 from genni_ext._validate import positive_number
+from genni_ext.analysis.persistence import Topology
 from genni_ext.core.grid import GridResult, Marker
 from genni_ext.errors import BackendUnavailableError, InputError
 
@@ -108,6 +126,14 @@ COVER_SLACK = 1e-9
 HULL_SUBSET = 2000
 # Edges built per chunk of boxes, to bound the memory of the box graph's construction.
 EDGE_CHUNK = 1_000_000
+# Seconds the consistency check may spend on finer box maps (see the module docstring).
+DEFAULT_REFINE_SECONDS = 60.0
+# A box map with every axis split once more is estimated at this ^ m times the last one's
+# time: CMGDB's time grows faster than the 2^m times as many boxes (on the demo's plane,
+# 5.6× from 256² to 512² boxes and 31× from 512² to 1024²).
+REFINE_COST_FACTOR = 4
+# Components without a marker whose lowest grid point a summary sentence names.
+LISTED_COMPONENTS = 3
 
 PointMap = Callable[[np.ndarray], np.ndarray]
 
@@ -138,6 +164,42 @@ class MorseSet:
 
 
 @dataclass(frozen=True, eq=False)
+class MorseConsistency:
+    """The Morse sets against the components of the ε-set of the same grid.
+
+    ``eps`` and ``components`` (their number; labels 1.. as in ``Topology.labels``);
+    ``attracting`` the number of attracting sets. ``set_components``: Morse set index → the
+    component labels it meets; ``component_attractors``: component label → the attracting
+    sets that meet it. ``merged``: Morse sets meeting several components; ``unattracted``:
+    components meeting no attracting set; ``merged_markers``: the markers in the
+    components of either (or in the merged sets); ``marker_components`` the topology's
+    marker → component label (0: outside the ε-set); ``component_minima`` label → (the
+    coordinates of its lowest grid point, J there); ``components_confirmed`` whether the
+    topology's resolution check found as many components at 2× resolution (None: not
+    checked). ``consistent``: no merge and no component without an attracting set.
+    ``refined``: the last of the finer Morse graphs computed (every axis split once more
+    per run, until one is consistent or the budget or the subdivision limit stops it; its
+    own ``consistency`` is not refined again), or None; ``refine_note``: why refining
+    stopped short of a consistent box map, and how to run the next one ("" when it did not).
+    """
+
+    eps: float
+    components: int
+    attracting: int
+    set_components: dict[int, tuple[int, ...]]
+    component_attractors: dict[int, tuple[int, ...]]
+    merged: tuple[int, ...]
+    unattracted: tuple[int, ...]
+    merged_markers: tuple[str, ...]
+    marker_components: dict[str, int]
+    component_minima: dict[int, tuple[tuple[float, ...], float]]
+    components_confirmed: bool | None
+    consistent: bool
+    refined: MorseGraph | None
+    refine_note: str
+
+
+@dataclass(frozen=True, eq=False)
 class MorseGraph:
     """The Morse graph of descent on a swept grid (see the module docstring for the method).
 
@@ -155,7 +217,10 @@ class MorseGraph:
       ``num_boxes`` their count. ``step`` (h), ``max_move`` (L) and ``log``: the dynamics.
     - ``dropped``: Morse sets of the box map dropped as holding no invariant set.
     - ``timings``: seconds per stage ("box_map", "cmgdb", "artefacts" (the tests that drop
-      sets, and the order of the rest), "box_graph", "retraction", "total").
+      sets, and the order of the rest), "box_graph", "retraction", "total" (this box map),
+      "refined" (the consistency check's finer box map, when run)).
+    - ``consistency``: the :class:`MorseConsistency` with the ε-set, or None without
+      ``topology``.
     """
 
     morse_sets: tuple[MorseSet, ...]
@@ -173,6 +238,7 @@ class MorseGraph:
     log: bool
     dropped: int
     timings: dict[str, float]
+    consistency: MorseConsistency | None
 
     @property
     def conley_indices(self) -> tuple[tuple[str, ...], ...] | None:
@@ -241,13 +307,18 @@ def morse_graph(
     step: float | None = None,
     log: bool = True,
     conley: bool = False,
+    topology: Topology | None = None,
+    refine_seconds: float = DEFAULT_REFINE_SECONDS,
 ) -> MorseGraph:
     """The Morse graph of gradient descent on J (``log=False``) or log J swept on a 2-D or
     3-D grid with evenly spaced axes.
 
     ``subdivisions``: bisections of the domain (default: until a box is at most a grid
     cell; at most 20). ``step``: the learning rate h (default from the gradient's scale).
-    ``conley``: also compute Conley indices (CMGDB). The module docstring says what is
+    ``conley``: also compute Conley indices (CMGDB). ``topology``: the
+    :class:`~genni_ext.analysis.persistence.Topology` of the same grid, to check the Morse
+    sets against the ε-set's components; when they disagree, a finer box map is computed
+    if it fits in ``refine_seconds`` (>= 0; 0: never). The module docstring says what is
     computed and why. Needs CMGDB and networkx (``pip install "genni_ext[dynamics]"``).
     """
     started = time.perf_counter()
@@ -259,6 +330,23 @@ def morse_graph(
     _flag(conley, "conley")
     if step is not None:
         step = positive_number(step, "step")
+    given_step = step
+    if topology is not None and (
+        not isinstance(topology, Topology) or topology.labels.shape != values.shape
+    ):
+        raise InputError(
+            "topology must be the Topology of the same grid (genni_ext.analysis.topology("
+            f"result, eps)), shaped {list(values.shape)}; got "
+            + (
+                f"one shaped {list(topology.labels.shape)}"
+                if isinstance(topology, Topology)
+                else type(topology).__name__
+            )
+        )
+    if isinstance(refine_seconds, bool) or not isinstance(refine_seconds, Real):
+        raise InputError(f"refine_seconds must be a number >= 0, got {refine_seconds!r}")
+    if not math.isfinite(refine_seconds) or refine_seconds < 0:
+        raise InputError(f"refine_seconds must be a finite number >= 0, got {refine_seconds!r}")
     if log and values.min() < 0:
         raise InputError(
             f"result.values has negative entries (down to {values.min():.3g}), so log J is "
@@ -319,6 +407,19 @@ def morse_graph(
     _annotate(graph, morse_sets)
     timings = dict(pieces.timings)
     timings["total"] = time.perf_counter() - started
+    consistency = None
+    if topology is not None:
+        met = _components_met(morse_sets, lattice, axes, topology.labels)
+        refine = (
+            _Refine(result, given_step, log, conley, topology, float(refine_seconds))
+            if refine_seconds > 0
+            else None
+        )
+        consistency = _consistency(
+            morse_sets, met, topology, lattice, (axes, values), timings["total"], refine
+        )
+        if consistency.refined is not None:
+            timings["refined"] = time.perf_counter() - started - timings["total"]
     return MorseGraph(
         morse_sets=morse_sets,
         graph=graph,
@@ -338,7 +439,159 @@ def morse_graph(
         log=log,
         dropped=pieces.dropped,
         timings=timings,
+        consistency=consistency,
     )
+
+
+@dataclass(frozen=True)
+class _Refine:
+    """The arguments of :func:`morse_graph` for its finer run (``run(subdivisions)``);
+    ``step`` the caller's (None: the default, recomputed for the finer boxes)."""
+
+    result: GridResult
+    step: float | None
+    log: bool
+    conley: bool
+    topology: Topology
+    seconds: float
+
+    def run(self, subdivisions: int) -> MorseGraph:
+        return morse_graph(
+            self.result,
+            subdivisions=subdivisions,
+            step=self.step,
+            log=self.log,
+            conley=self.conley,
+            topology=self.topology,
+            refine_seconds=0.0,
+        )
+
+
+def _components_met(
+    morse_sets: Sequence[MorseSet],
+    lattice: _BoxLattice,
+    axes: tuple[np.ndarray, ...],
+    labels: np.ndarray,
+) -> dict[int, tuple[int, ...]]:
+    """Per Morse set, the ε-set components (labels > 0) of the grid points in its closed
+    boxes, or of the grid point nearest the centre of a box holding none."""
+    lower = np.array([axis[0] for axis in axes])
+    spacing = np.array([(axis[-1] - axis[0]) / (axis.shape[0] - 1) for axis in axes])
+    last = np.array(labels.shape) - 1
+    met = {}
+    for morse_set in morse_sets:
+        dim = lattice.dim
+        low = (morse_set.boxes[:, :dim] - lower) / spacing
+        high = (morse_set.boxes[:, dim:] - lower) / spacing
+        first = np.clip(np.ceil(low - COVER_SLACK).astype(np.int64), 0, last)
+        stop = np.clip(np.floor(high + COVER_SLACK).astype(np.int64), 0, last)
+        nearest = np.clip(np.rint((low + high) / 2).astype(np.int64), 0, last)
+        empty = np.any(stop < first, axis=1)
+        first[empty] = nearest[empty]
+        stop[empty] = nearest[empty]
+        found: set[int] = set()
+        for offset in np.ndindex(*(stop - first).max(axis=0) + 1):
+            index = first + np.array(offset)
+            inside = np.all(index <= stop, axis=1)
+            found.update(int(label) for label in labels[tuple(index[inside].T)] if label > 0)
+        met[morse_set.index] = tuple(sorted(found))
+    return met
+
+
+def _consistency(
+    morse_sets: Sequence[MorseSet],
+    met: dict[int, tuple[int, ...]],
+    topology: Topology,
+    lattice: _BoxLattice,
+    grid: tuple[tuple[np.ndarray, ...], np.ndarray],
+    seconds: float,
+    refine: _Refine | None,
+) -> MorseConsistency:
+    """Compare ``met`` with the components; refine when they disagree (module docstring).
+    ``grid``: the axes and J, for each component's lowest grid point."""
+    count = len(topology.component_sizes)
+    attracting = [s.index for s in morse_sets if s.kind == "attracting"]
+    attractors = {
+        label: tuple(index for index in attracting if label in met[index])
+        for label in range(1, count + 1)
+    }
+    merged = tuple(index for index, labels in met.items() if len(labels) > 1)
+    unattracted = tuple(label for label, held in attractors.items() if not held)
+    involved = {label for index in merged for label in met[index]} | set(unattracted)
+    in_merged = {name for index in merged for name in morse_sets[index].markers}
+    markers = tuple(
+        name
+        for name, label in topology.marker_components.items()
+        if label in involved or name in in_merged
+    )
+    axes, values = grid
+    lowest = ndimage.minimum_position(values, topology.labels, list(range(1, count + 1)))
+    minima = {
+        label: (
+            tuple(float(axis[i]) for axis, i in zip(axes, position, strict=True)),
+            float(values[position]),
+        )
+        for label, position in enumerate(lowest, start=1)
+    }
+    consistent = not merged and not unattracted
+    refined, note = (None, "") if consistent else _refined(lattice, seconds, refine)
+    check = topology.resolution
+    confirmed = None
+    if check.checked and check.betti_coarse and check.betti_refined:
+        confirmed = check.betti_coarse[0] == check.betti_refined[0]
+    return MorseConsistency(
+        eps=topology.eps,
+        components=count,
+        attracting=len(attracting),
+        set_components=met,
+        component_attractors=attractors,
+        merged=merged,
+        unattracted=unattracted,
+        merged_markers=markers,
+        marker_components=dict(topology.marker_components),
+        component_minima=minima,
+        components_confirmed=confirmed,
+        consistent=consistent,
+        refined=refined,
+        refine_note=note,
+    )
+
+
+def _refined(
+    lattice: _BoxLattice, seconds: float, refine: _Refine | None
+) -> tuple[MorseGraph | None, str]:
+    """Finer box maps, every axis split once more each time, until one is consistent, the
+    next would not fit in the budget, or the subdivision limit is reached: the last one
+    run (None: none), and why it stopped ("" when consistent)."""
+    subdivisions, last, spent, done = lattice.subdivisions, seconds, 0.0, None
+    while True:
+        finer = subdivisions + lattice.dim
+        estimate = REFINE_COST_FACTOR**lattice.dim * last
+        call = f"morse_graph(result, subdivisions={finer}, topology=topology(result, eps))"
+        if finer > MAX_SUBDIVISIONS:
+            return done, (
+                f"a finer box map needs subdivisions={finer}, above the limit of "
+                f"{MAX_SUBDIVISIONS} (2^{MAX_SUBDIVISIONS} boxes); sweep a smaller region "
+                "around the merged points instead"
+            )
+        if refine is None:
+            return (
+                done,
+                f"refine_seconds=0; to refine, run {call} (about {estimate:.0f} s)",
+            )
+        if spent + estimate > refine.seconds:
+            return done, (
+                f"subdivisions={finer} would take about {estimate:.0f} s "
+                f"({REFINE_COST_FACTOR}^{lattice.dim} × the last run's {last:.1f} s), more than "
+                f"the {refine.seconds - spent:.0f} s left of the budget of {refine.seconds:g} s; "
+                f"to run it: {call}"
+            )
+        done = refine.run(finer)
+        last = done.timings["total"]
+        spent += last
+        subdivisions = finer
+        if done.consistency is not None and done.consistency.consistent:
+            return done, ""
 
 
 def morse_decomposition(
@@ -990,7 +1243,12 @@ def _summary_text(result: MorseGraph) -> str:
             continue
         described = []
         for member in members:
-            text = f"set {member.index} at J = {member.min_loss:.3g}"
+            boxes = member.boxes.shape[0]
+            text = (
+                f"set {member.index} at J = {member.min_loss:.3g}, "
+                f"{boxes} {'box' if boxes == 1 else 'boxes'} "
+                f"({_percent(boxes / result.num_boxes)} of the {plane})"
+            )
             if member.markers:
                 text += f" holding {_joined(list(member.markers))}"
             below = sorted(networkx.descendants(result.graph, member.index))
@@ -1030,4 +1288,110 @@ def _summary_text(result: MorseGraph) -> str:
             f" {_plural(result.dropped, 'Morse set')} of the box map holding no invariant set "
             "of descent (bands where a step moves one to two boxes) dropped."
         )
+    if result.consistency is not None:
+        text += " " + _consistency_text(result, result.consistency)
     return text
+
+
+def _times(count: int) -> str:
+    return {1: "once", 2: "twice"}.get(count, f"{count} times")
+
+
+def _percent(fraction: float) -> str:
+    """A share as a percentage: whole percents from 1 %, else two significant digits
+    (0.0038% rather than 0%)."""
+    percent = 100 * fraction
+    return f"{percent:.0f}%" if percent >= 1 else f"{percent:.2g}%"
+
+
+def _consistency_text(result: MorseGraph, check: MorseConsistency) -> str:
+    """The comparison with the ε-set's components, and the finer runs' outcome."""
+    widths = (np.array(result.upper_bounds) - np.array(result.lower_bounds)) / np.array(
+        result.box_shape
+    )
+    text = (
+        f"Against the ε-set (J < {check.eps:.3g}) of the same grid: "
+        f"{_plural(check.components, 'component')}, each a component of a sublevel set of J "
+        "and so holding an attractor of the gradient flow"
+    )
+    if check.components_confirmed is False:
+        text += (
+            " (a count that the topology's check at 2× resolution did not confirm, so some "
+            "components may be grid artefacts)"
+        )
+    text += f"; {_plural(check.attracting, 'attracting set')} of the box map"
+    if check.consistent:
+        return (
+            text + ", every component meeting one and no Morse set meeting two: consistent at "
+            "this resolution."
+        )
+    text += "."
+    for index in check.merged:
+        labels = check.set_components[index]
+        text += (
+            f" Set {index} ({result.morse_sets[index].kind}) meets components "
+            f"{_components_text(check, labels, result.morse_sets[index].markers)}: the box "
+            f"map merged them at this resolution (boxes {'×'.join(f'{w:.2g}' for w in widths)} "
+            "wide)."
+        )
+    if check.unattracted:
+        labels = check.unattracted
+        text += (
+            f" {'Component' if len(labels) == 1 else 'Components'} "
+            f"{_components_text(check, labels, ())} "
+            f"{'meets' if len(labels) == 1 else 'meet'} no attracting set of the box map."
+        )
+    refined = check.refined
+    if refined is None or refined.consistency is None:
+        return f"{text} Not refined: {check.refine_note}."
+    finer = refined.consistency
+    attracting = [s for s in refined.morse_sets if s.kind == "attracting"]
+    holding = "; ".join(
+        f"set {s.index} holding {_joined(list(s.markers))}" for s in attracting if s.markers
+    )
+    splits = (refined.subdivisions - result.subdivisions) // len(result.box_shape)
+    text += (
+        f" With every axis split {_times(splits)} more "
+        f"({'×'.join(map(str, refined.box_shape))} boxes, "
+        f"{result.timings.get('refined', refined.timings['total']):.1f} s): "
+        f"{_plural(len(attracting), 'attracting set')}" + (f" ({holding})" if holding else "")
+    )
+    if finer.consistent:
+        return text + ", consistent with the ε-set's components."
+    problems = [
+        f"set {index} meets components {_joined([str(c) for c in finer.set_components[index]])}"
+        for index in finer.merged
+    ] + [f"component {label} meets no attracting set" for label in finer.unattracted]
+    return (
+        f"{text}; still inconsistent ({'; '.join(problems)}). Not refined further: "
+        f"{check.refine_note}."
+    )
+
+
+def _components_text(check: MorseConsistency, labels: Sequence[int], extra: Sequence[str]) -> str:
+    """The components ``labels`` in words: the markers in them (or in ``extra``), and the
+    lowest grid point of each one that holds no marker."""
+    names = _markers_of(check, labels, extra)
+    marked = {check.marker_components.get(name, 0) for name in names}
+    unmarked = [
+        f"component {label}'s lowest grid point "
+        f"({', '.join(f'{x:.3g}' for x in check.component_minima[label][0])}), "
+        f"J = {check.component_minima[label][1]:.2g}"
+        for label in labels
+        if label not in marked
+    ]
+    if len(unmarked) > LISTED_COMPONENTS:
+        more = len(unmarked) - LISTED_COMPONENTS
+        unmarked = [*unmarked[:LISTED_COMPONENTS], f"{more} more without a marker"]
+    details = ([f"holding {_joined(names)}"] if names else []) + unmarked
+    listed = _joined([str(label) for label in labels])
+    return f"{listed} ({'; '.join(details)})" if details else listed
+
+
+def _markers_of(check: MorseConsistency, labels: Sequence[int], extra: Sequence[str]) -> list[str]:
+    """The markers in components ``labels`` or in ``extra``."""
+    return [
+        name
+        for name in check.merged_markers
+        if check.marker_components.get(name, 0) in labels or name in extra
+    ]
