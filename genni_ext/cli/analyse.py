@@ -211,10 +211,51 @@ def _morse_entry(morse: MorseGraph) -> dict[str, Any]:
         "seconds": morse.timings.get("total"),
         "summary": morse.summary(),
     }
+        "consistency": _consistency_entry(morse),
 
 
 def _explanation_entry(result: Explanation) -> dict[str, Any]:
     return {
+def _consistency_entry(morse: MorseGraph) -> dict[str, Any] | None:
+    """The Morse sets against the ε-set's components, and the finer run (None: unchecked)."""
+    check = morse.consistency
+    if check is None:
+        return None
+    refined = check.refined
+    return {
+        "eps": check.eps,
+        "components": check.components,
+        "attracting": check.attracting,
+        "set_components": {
+            str(index): list(labels) for index, labels in check.set_components.items()
+        },
+        "merged": list(check.merged),
+        "unattracted": list(check.unattracted),
+        "merged_markers": list(check.merged_markers),
+        "component_minima": {
+            str(label): {"coords": list(coords), "loss": loss}
+            for label, (coords, loss) in check.component_minima.items()
+        },
+        "components_confirmed": check.components_confirmed,
+        "consistent": check.consistent,
+        "refine_note": check.refine_note,
+        "refined": None
+        if refined is None or refined.consistency is None
+        else {
+            "subdivisions": refined.subdivisions,
+            "box_shape": list(refined.box_shape),
+            "attracting": refined.consistency.attracting,
+            "attracting_markers": [
+                list(s.markers) for s in refined.morse_sets if s.kind == "attracting"
+            ],
+            "merged": list(refined.consistency.merged),
+            "unattracted": list(refined.consistency.unattracted),
+            "consistent": refined.consistency.consistent,
+            "seconds": refined.timings.get("total"),
+        },
+    }
+
+
         "kinds": result.kinds,
         "details": result.details,
         "counts": result.counts,
@@ -280,6 +321,10 @@ def _representations(
             for item in stitches
         ]
         for item in stitches:
+                "control_penalty": item.control_penalty,
+                "fit_residuals": [float(value) for value in item.fit_residuals],
+                "fit_tol": item.fit_tol,
+                "represents": item.represents,
             say(item.summary())
         plots.append(save_figure(figures.stitching_penalties(stitches), experiment, "stitching"))
     analysis["representations"] = entry
@@ -312,10 +357,13 @@ def analyse_experiment(
     analysis as written. ε is the config's unless ``eps`` or ``eps_relative`` is given.
     ``refine=False`` skips the resolution checks (their entries then say "not checked");
     ``topology_of_grids=False`` skips the topology (and so the resolution sweeps);
-    ``morse=True`` adds the Morse graph of descent on each 2-D and 3-D grid (CMGDB);
+    ``morse=True`` adds the Morse graph of descent on each 2-D and 3-D grid (CMGDB), checked
+    against the components of the grid's ε-set when the topology is computed (where they
+    disagree, recomputed on finer boxes if that fits in dynamics.DEFAULT_REFINE_SECONDS);
     ``similarity=True`` and ``stitching=True`` compare θ with the found point of lowest J
     on the probes (CKA, G_ReLU-Procrustes and G_ReLU-CKA per layer; a ps_inv-initialised
-    linear stitch after every hidden layer). ``skipped`` (analysis → reason) is recorded
+    linear stitch after every hidden layer, with its representation fit and the same stitch
+    into random weights as a control). ``skipped`` (analysis → reason) is recorded
     in ``analysis.json`` under "skipped" so that the report says what was not computed.
     """
 
@@ -380,7 +428,7 @@ def analyse_experiment(
                 plots.append(save_figure(figure, experiment, f"{name}_{stem}"))
         if morse:
             start = time.perf_counter()
-            graph = morse_graph(result)
+            graph = morse_graph(result, topology=topo if topology_of_grids else None)
             timings[f"morse {name}"] = time.perf_counter() - start
             analysis.setdefault("morse", {})[name] = _morse_entry(graph)
             say(f"grid '{name}' dynamics: {graph.summary()}")
