@@ -209,13 +209,11 @@ def _morse_entry(morse: MorseGraph) -> dict[str, Any]:
         "marker_basins": morse.marker_basins,
         "dropped": morse.dropped,
         "seconds": morse.timings.get("total"),
+        "consistency": _consistency_entry(morse),
         "summary": morse.summary(),
     }
-        "consistency": _consistency_entry(morse),
 
 
-def _explanation_entry(result: Explanation) -> dict[str, Any]:
-    return {
 def _consistency_entry(morse: MorseGraph) -> dict[str, Any] | None:
     """The Morse sets against the ε-set's components, and the finer run (None: unchecked)."""
     check = morse.consistency
@@ -256,6 +254,8 @@ def _consistency_entry(morse: MorseGraph) -> dict[str, Any] | None:
     }
 
 
+def _explanation_entry(result: Explanation) -> dict[str, Any]:
+    return {
         "kinds": result.kinds,
         "details": result.details,
         "counts": result.counts,
@@ -316,15 +316,15 @@ def _representations(
                 "other_loss": item.other_loss,
                 "ratio": _finite(item.ratio),
                 "exact": item.exact,
+                "control_penalty": item.control_penalty,
+                "fit_residuals": [float(value) for value in item.fit_residuals],
+                "fit_tol": item.fit_tol,
+                "represents": item.represents,
                 "summary": item.summary(),
             }
             for item in stitches
         ]
         for item in stitches:
-                "control_penalty": item.control_penalty,
-                "fit_residuals": [float(value) for value in item.fit_residuals],
-                "fit_tol": item.fit_tol,
-                "represents": item.represents,
             say(item.summary())
         plots.append(save_figure(figures.stitching_penalties(stitches), experiment, "stitching"))
     analysis["representations"] = entry
