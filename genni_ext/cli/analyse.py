@@ -33,6 +33,7 @@ from genni_ext.analysis import (
     stitch_all,
     topology,
 )
+from genni_ext.analysis.persistence import UNSEEN
 from genni_ext.core.grid import Grid, GridResult
 from genni_ext.errors import InputError, StoreError
 from genni_ext.plot import analysis as figures
@@ -159,8 +160,9 @@ def _topology_entry(topo: Topology) -> dict[str, Any]:
             "refined_shape": list(check.shape) if check.shape else None,
             "betti_coarse": list(check.betti_coarse) if check.betti_coarse else None,
             "betti_refined": list(check.betti_refined) if check.betti_refined else None,
-            "stable": check.stable,
+            "unchanged": check.unchanged,
             "reason": check.reason,
+            "unseen": UNSEEN,
         },
         "summary": topo.summary(),
     }
@@ -259,8 +261,11 @@ def _explanation_entry(result: Explanation) -> dict[str, Any]:
         "kinds": result.kinds,
         "details": result.details,
         "counts": result.counts,
-        "losses": [float(value) for value in result.losses],
-        "residuals": [float(value) for value in result.residuals],
+        "losses": [_finite(value) for value in result.losses],
+        "residuals": [_finite(value) for value in result.residuals],
+        "dead": result.dead,
+        "merged": result.merged,
+        "differing": [_finite(value) for value in result.differing],
         "thresholds": result.thresholds,
         "summary": result.summary(),
     }
