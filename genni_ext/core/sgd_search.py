@@ -32,6 +32,13 @@ a hand-off per op, and on a shared machine a stall whenever the other thread is 
 scheduled. Measured on 2 cores with another process busy: 6.6 ms instead of 10 µs per such
 matmul, and the paper's search at 55 ms instead of 1.9 ms per step.
 
+Restarts (``search(..., restart_collapsed=True)``; default off, which is Algorithm 1 as
+above): a start whose hidden ReLU units collapsed (more dead or merged units than θ has, on
+the probes) is re-initialised at a record point with the seed ``seed + 1 + k + K (r + 1)``
+for its restart r, which serves its start and minibatches as above; see :func:`search`.
+Its trajectory then depends on K only through that seed, so a group of starts on a Dask
+worker restarts them as the whole search does.
+
 On a Dask cluster the starts run in groups, one task each: :mod:`genni_ext.run.searches`
 (``genni_ext.search(..., client=)``) runs :func:`run_group` on the workers.
 """
@@ -47,7 +54,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import grad, vmap
+from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from genni_ext._validate import (
@@ -60,6 +67,7 @@ from genni_ext._validate import (
     seed_argument,
     torch_threads,
 )
+from genni_ext.core.functional import DEFAULT_MEMORY_BUDGET, every_path
 from genni_ext.core.models import flatten_params
 from genni_ext.core.problem import Problem
 from genni_ext.errors import InputError
@@ -86,6 +94,12 @@ class SearchResult:
     ``steps`` when ``tol`` stopped it early), and the problem's ``theta_hash`` and
     ``probes_hash`` (so that :meth:`Subspace.from_search` can tell which problem the points
     solve; a result saved before they were recorded lacks them).
+
+    ``restarts`` (int64 [K]) counts how often ``restart_collapsed`` re-initialised each start
+    (zeros without it, and for a result saved before restarts existed). ``seeds[k]`` and
+    ``starts[k]`` are those of start k's last trajectory, the one that ended at
+    ``params[k]``: its first seed and start unless it was restarted; ``history[k]`` holds
+    all of start k's record points, before and after its restarts.
     """
 
     params: torch.Tensor
@@ -95,6 +109,13 @@ class SearchResult:
     starts: torch.Tensor
     seeds: list[int]
     config: dict
+    restarts: torch.Tensor = dataclasses.field(
+        default_factory=lambda: torch.empty(0, dtype=torch.int64)
+    )
+
+    def __post_init__(self) -> None:
+        if self.restarts.numel() == 0 and self.losses.numel() > 0:
+            self.restarts = torch.zeros(self.losses.shape[0], dtype=torch.int64)
 
     def converged(
         self, eps: float | None = None, *, eps_relative: float | None = None
@@ -144,6 +165,103 @@ def initial_params(problem: Problem, seeds: list[int]) -> torch.Tensor:
     return torch.stack(rows).to(dtype=problem.theta.dtype, device=problem.theta.device)
 
 
+COLLAPSE_PROBES = 2048
+"""Collapse is judged on at most this many probes: a fixed subset, the same for θ and every
+start (see :class:`CollapseDetector`)."""
+MERGE_TOLERANCE = 1e-6
+"""Two live units are merged when their normalised output vectors are this close (2-norm)."""
+
+
+def relu_modules(model: nn.Module) -> list[nn.Module]:
+    """The model's ``nn.ReLU`` modules: the units whose collapse a search can detect."""
+    return [module for module in model.modules() if isinstance(module, nn.ReLU)]
+
+
+def collapse_probes(problem: Problem) -> torch.Tensor:
+    """The probes collapse is judged on: all of them up to ``COLLAPSE_PROBES``, else a
+    subset of that size drawn with seed 0 (in probe order), fixed for the problem."""
+    count = problem.num_probes
+    if count <= COLLAPSE_PROBES:
+        return problem.inputs
+    index = torch.randperm(count, generator=torch.Generator().manual_seed(0))
+    return problem.inputs[index[:COLLAPSE_PROBES].sort().values.to(problem.inputs.device)]
+
+
+def collapsed_units(activations: torch.Tensor) -> torch.Tensor:
+    """Per row of ``activations`` ([R, N, C, ...]: a ReLU's output for R parameter vectors
+    on N probes), how many of its C units (features, or conv channels over all positions)
+    are dead or merged, as int64 [R] on the CPU.
+
+    Dead: 0 on every probe. Merged: not dead, and its output vector over the probes
+    (normalised to norm 1) within ``MERGE_TOLERANCE`` of an earlier live unit's, i.e. a
+    positive multiple of it. Computed in float64 from the Gram matrix of the normalised
+    vectors.
+    """
+    rows, num = activations.shape[:2]
+    units = activations.shape[2] if activations.ndim > 2 else 1
+    vectors = activations.reshape(rows, num, units, -1).transpose(1, 2).reshape(rows, units, -1)
+    vectors = vectors.double()
+    dead = ~(vectors != 0).any(dim=2)
+    unit = vectors / vectors.norm(dim=2, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    gram = unit @ unit.transpose(1, 2)
+    # |u - v|² = 2 - 2 u·v for unit vectors
+    close = gram >= 1 - MERGE_TOLERANCE**2 / 2
+    live = ~dead
+    earlier = torch.ones(units, units, dtype=torch.bool, device=gram.device).triu(diagonal=1)
+    merged = (close & live[:, :, None] & live[:, None, :] & earlier).any(dim=1)
+    return (dead | merged).sum(dim=1).cpu()
+
+
+class CollapseDetector:
+    """Counts the collapsed hidden units of K parameter vectors in one ``vmap`` batch.
+
+    Every ``nn.ReLU`` module's output on :func:`collapse_probes` is read with a forward hook
+    (a module called twice counts as two layers) and each layer's dead and merged units
+    are counted (:func:`collapsed_units`). The hooks sit on a private copy of the model:
+    the threads of a Dask worker share the problem's model. ``reference`` is θ's count; a
+    start is collapsed when it has more. The probe subset keeps the cost of a check to one
+    forward pass over at most ``COLLAPSE_PROBES`` probes per start, whatever the probe
+    set's size; θ is judged on the same probes, so a unit dead only on the subset is dead
+    for θ's count as well.
+    """
+
+    def __init__(self, problem: Problem) -> None:
+        self.model = copy.deepcopy(problem.model)
+        self.inputs = collapse_probes(problem)
+        self._captured: list[torch.Tensor] = []
+        for module in relu_modules(self.model):
+            module.register_forward_hook(self._capture)
+        per_row = 3 * 8 * problem.activations_per_sample * self.inputs.shape[0]
+        self.rows = max(1, DEFAULT_MEMORY_BUDGET // per_row)
+        self._batched = vmap(self._activations, in_dims=(0, None))
+        self.reference = int(self.counts(problem.theta[None])[0])
+
+    def _capture(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        self._captured.append(output)
+
+    def _activations(
+        self, named: dict[str, torch.Tensor], inputs: torch.Tensor
+    ) -> list[torch.Tensor]:
+        self._captured.clear()
+        functional_call(self.model, named, (inputs,), tie_weights=False)
+        captured, self._captured = self._captured, []
+        return captured
+
+    def counts(self, params: torch.Tensor) -> torch.Tensor:
+        """Collapsed units of every row of ``params`` ([K, P]) as int64 [K] on the CPU."""
+        total = torch.zeros(params.shape[0], dtype=torch.int64)
+        with torch.no_grad():
+            for first in range(0, params.shape[0], self.rows):
+                chunk = params[first : first + self.rows]
+                for layer in self._batched(every_path(self.model, chunk), self.inputs):
+                    total[first : first + chunk.shape[0]] += collapsed_units(layer)
+        return total
+
+    def collapsed(self, params: torch.Tensor) -> torch.Tensor:
+        """Bool [K] on the CPU: which rows have more collapsed units than θ."""
+        return self.counts(params) > self.reference
+
+
 def _check_starts(problem: Problem, starts: object) -> torch.Tensor | int:
     if isinstance(starts, torch.Tensor):
         tensor = float_tensor("starts", starts)
@@ -181,6 +299,8 @@ def _validate(
     tol: object,
     record_every: object,
     progress: object,
+    restart_collapsed: object,
+    max_restarts: object,
 ) -> None:
     if not isinstance(problem, Problem):
         raise InputError(
@@ -213,6 +333,24 @@ def _validate(
     positive_int(record_every, "record_every")
     if not isinstance(progress, bool):
         raise InputError(f"progress must be True or False, got {progress!r}")
+    if not isinstance(restart_collapsed, bool):
+        raise InputError(f"restart_collapsed must be True or False, got {restart_collapsed!r}")
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        raise InputError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
+    if restart_collapsed:
+        if not relu_modules(problem.model):
+            raise InputError(
+                f"restart_collapsed=True needs nn.ReLU modules, and {type(problem.model).__name__} "
+                "has none: collapse (dead or merged hidden units) is defined for ReLU units "
+                "only; search with restart_collapsed=False"
+            )
+        missing = _reset_owners(problem.model)
+        if missing:
+            raise InputError(
+                f"restart_collapsed=True draws new starts from {type(problem.model).__name__}'s "
+                f"initialisation, but parameters {', '.join(missing[:5])} belong to modules "
+                "without reset_parameters(); search with restart_collapsed=False"
+            )
 
 
 @dataclass(frozen=True)
@@ -226,16 +364,33 @@ class Settings:
     momentum: float
     tol: float | None
     record_every: int
+    restart_collapsed: bool = False
+    max_restarts: int = 0
+    restart_stride: int = 0
+    """K, the whole search's number of starts: restart r of the start seeded s is seeded
+    ``s + restart_stride * (r + 1)`` (the same in every group of a Dask run)."""
 
 
 class _Optimizer:
-    """SGD (with momentum) or Adam on a [K, P] batch, as torch.optim computes them."""
+    """SGD (with momentum) or Adam on a [K, P] batch, as torch.optim computes them.
+
+    Adam's step count is per start (``step_count``, [K]) so that a restarted start (see
+    :meth:`reset`) gets the bias correction of a fresh run; rows with the same count are
+    updated together, with the count as a Python scalar, as torch.optim.Adam computes it.
+    """
 
     def __init__(self, name: str, lr: float, momentum: float, params: torch.Tensor) -> None:
         self.name, self.lr, self.momentum = name, lr, momentum
-        self.step_count = 0
+        self.step_count = torch.zeros(params.shape[0], dtype=torch.int64)
         self.first = torch.zeros_like(params)
         self.second = torch.zeros_like(params) if name == "adam" else None
+
+    def reset(self, rows: torch.Tensor) -> None:
+        """Forget the state of starts ``rows`` (a restart): momentum, moments, step count."""
+        self.step_count[rows] = 0
+        self.first[rows.to(self.first.device)] = 0
+        if self.second is not None:
+            self.second[rows.to(self.second.device)] = 0
 
     def update(self, params: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
         self.step_count += 1
@@ -249,10 +404,23 @@ class _Optimizer:
         beta1, beta2 = ADAM_BETAS
         self.first.lerp_(gradient, 1 - beta1)
         self.second.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
-        correction1 = 1 - beta1**self.step_count
-        correction2 = 1 - beta2**self.step_count
-        denom = (self.second.sqrt() / math.sqrt(correction2)).add_(ADAM_EPS)
-        return params.addcdiv(self.first, denom, value=-self.lr / correction1)
+        counts = self.step_count.unique().tolist()
+        if len(counts) == 1:
+            return self._adam_step(params, self.first, self.second, counts[0])
+        result = torch.empty_like(params)
+        for count in counts:
+            rows = (self.step_count == count).nonzero().flatten().to(params.device)
+            result[rows] = self._adam_step(params[rows], self.first[rows], self.second[rows], count)
+        return result
+
+    def _adam_step(
+        self, params: torch.Tensor, first: torch.Tensor, second: torch.Tensor, count: int
+    ) -> torch.Tensor:
+        beta1, beta2 = ADAM_BETAS
+        correction1 = 1 - beta1**count
+        correction2 = 1 - beta2**count
+        denom = (second.sqrt() / math.sqrt(correction2)).add_(ADAM_EPS)
+        return params.addcdiv(first, denom, value=-self.lr / correction1)
 
 
 @dataclass(frozen=True)
@@ -286,12 +454,28 @@ def plan_search(
     seed: int = 0,
     record_every: int = 100,
     progress: bool = True,
+    restart_collapsed: bool = False,
+    max_restarts: int = 3,
 ) -> SearchPlan:
     """Check :func:`search`'s arguments once and draw the starts (same arguments)."""
-    _validate(problem, steps, lr, batch_size, optimizer, momentum, tol, record_every, progress)
+    _validate(
+        problem,
+        steps,
+        lr,
+        batch_size,
+        optimizer,
+        momentum,
+        tol,
+        record_every,
+        progress,
+        restart_collapsed,
+        max_restarts,
+    )
     checked = _check_starts(problem, starts)
     count = checked if isinstance(checked, int) else checked.shape[0]
-    seed_argument(seed, "seed", draws=count + 1)  # start k uses seed + 1 + k
+    # start k uses seed + 1 + k, its restart r seed + 1 + k + K (r + 1)
+    trajectories = 1 + (max_restarts if restart_collapsed else 0)
+    seed_argument(seed, "seed", draws=count * trajectories + 1)
     seeds = [seed + 1 + k for k in range(count)]
     if isinstance(checked, int):
         initial = initial_params(problem, seeds)
@@ -314,6 +498,9 @@ def plan_search(
         momentum=float(momentum),
         tol=None if tol is None else float(tol),
         record_every=record_every,
+        restart_collapsed=restart_collapsed,
+        max_restarts=max_restarts,
+        restart_stride=count,
     )
     config = {
         "steps": steps,
@@ -324,6 +511,8 @@ def plan_search(
         "tol": None if tol is None else float(tol),
         "seed": seed,
         "record_every": record_every,
+        "restart_collapsed": restart_collapsed,
+        "max_restarts": max_restarts,
         "steps_run": steps,
         "theta_hash": problem.theta_hash,
         "probes_hash": problem.probes_hash,
@@ -345,6 +534,8 @@ def search(
     seed: int = 0,
     record_every: int = 100,
     progress: bool = True,
+    restart_collapsed: bool = False,
+    max_restarts: int = 3,
 ) -> SearchResult:
     """Minimise J from K starts by minibatch SGD or Adam, all starts in one batch, in this
     process (``genni_ext.search`` adds ``client=`` for a Dask cluster).
@@ -364,6 +555,18 @@ def search(
     whose J turns NaN or Inf (lr too large) is logged and kept; it is not converged.
     ``progress`` shows a tqdm bar with the best and worst J at the last record point.
 
+    ``restart_collapsed`` (default False: the paper's Algorithm 1, unchanged) re-initialises
+    a start that has collapsed, up to ``max_restarts`` times per start: at every record
+    point before the last step, a start whose hidden ReLU units include more dead or merged
+    ones than θ's (:class:`CollapseDetector`) and, with ``tol``, whose J is at least
+    ``tol``, gets new parameters from the model's own initialisation with seed
+    ``seed + 1 + k + K (r + 1)`` for restart r (0, 1, ...) of start k (no other start or
+    restart uses it), a fresh optimizer state (momentum, Adam's moments and step count)
+    and a minibatch shuffle from that seed, and continues for the steps left: ``steps`` is
+    the budget of the whole search, restarts included. ``SearchResult.restarts`` counts
+    them; ``seeds`` and ``starts`` are those of each start's last trajectory. It needs a
+    model with ``nn.ReLU`` modules whose parameters ``reset_parameters()`` redraws.
+
     Memory: one step holds K x ``batch_size`` samples' activations and their gradients.
     """
     plan = plan_search(
@@ -378,6 +581,8 @@ def search(
         seed=seed,
         record_every=record_every,
         progress=progress,
+        restart_collapsed=restart_collapsed,
+        max_restarts=max_restarts,
     )
     return plan.finish(
         run_group(problem, plan.initial, plan.seeds, plan.settings, progress=progress)
@@ -401,12 +606,18 @@ def run_group(
     update = _Optimizer(settings.optimizer, settings.lr, settings.momentum, initial)
     small = initial.shape[0] * settings.batch * problem.activations_per_sample < SMALL_STEP
     with torch_threads(1 if small else None, problem.theta.device):
+        restarter = (
+            _Restarter(problem, seeds, settings)
+            if settings.restart_collapsed and settings.max_restarts > 0
+            else None
+        )
         return _descend(
             problem,
             initial,
             seeds,
             gradients,
             update,
+            restarter=restarter,
             steps=settings.steps,
             batch=settings.batch,
             tol=settings.tol,
@@ -416,6 +627,65 @@ def run_group(
             stop_from=stop_from,
             warn=warn,
         )
+
+
+class _Restarter:
+    """The restart rule of ``search(restart_collapsed=True)`` for one group of starts."""
+
+    def __init__(self, problem: Problem, seeds: list[int], settings: Settings) -> None:
+        self.problem = problem
+        self.detector = CollapseDetector(problem)
+        self.first_seeds = list(seeds)
+        self.stride = settings.restart_stride
+        self.max_restarts = settings.max_restarts
+        self.tol = settings.tol
+        self.counts = torch.zeros(len(seeds), dtype=torch.int64)
+
+    def restart(
+        self,
+        params: torch.Tensor,
+        losses: torch.Tensor,
+        state: _Trajectories,
+        update: _Optimizer,
+        *,
+        new_epoch: bool,
+    ) -> None:
+        """Re-initialise, in ``params`` and ``state``, the collapsed starts that may be
+        restarted; ``new_epoch``: the next step draws every start's shuffle anyway."""
+        eligible = self.counts < self.max_restarts
+        if self.tol is not None:
+            eligible &= (losses >= self.tol).cpu()
+        rows = eligible.nonzero().flatten()
+        if rows.numel() == 0:
+            return
+        rows = rows[self.detector.collapsed(params[rows.to(params.device)])]
+        if rows.numel() == 0:
+            return
+        seeds = [
+            self.first_seeds[k] + self.stride * (int(self.counts[k]) + 1) for k in rows.tolist()
+        ]
+        fresh = initial_params(self.problem, seeds)
+        on_device = rows.to(params.device)
+        params[on_device] = fresh
+        state.starts[on_device] = fresh
+        update.reset(rows)
+        self.counts[rows] += 1
+        for k, seed in zip(rows.tolist(), seeds, strict=True):
+            state.seeds[k] = seed
+            state.generators[k] = torch.Generator().manual_seed(seed)
+            if not new_epoch:
+                shuffle = torch.randperm(self.problem.num_probes, generator=state.generators[k])
+                state.order[k] = shuffle.to(state.order.device)
+
+
+@dataclass
+class _Trajectories:
+    """Where each start's current trajectory began: its start, seed and minibatch shuffle."""
+
+    starts: torch.Tensor
+    seeds: list[int]
+    generators: list[torch.Generator]
+    order: torch.Tensor
 
 
 def _warn_non_finite(losses: torch.Tensor, step: int) -> None:
@@ -441,6 +711,7 @@ def _descend(
     gradients: Callable[..., torch.Tensor],
     update: _Optimizer,
     *,
+    restarter: _Restarter | None = None,
     steps: int,
     batch: int,
     tol: float | None,
@@ -454,25 +725,30 @@ def _descend(
 
     With ``tol``, stop at the first record point at or after step ``stop_from`` where every
     start has J < tol. ``warn``: log the first record point with a NaN or Inf J.
+    ``restarter``: restart collapsed starts at the record points before the last step.
     """
     num_probes = problem.num_probes
     per_epoch = math.ceil(num_probes / batch)
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
     device = problem.theta.device
+    state = _Trajectories(
+        starts=initial.clone(),
+        seeds=list(seeds),
+        generators=[torch.Generator().manual_seed(s) for s in seeds],
+        order=torch.empty(0, dtype=torch.int64),
+    )
     params = initial.clone()
     losses = problem.unchecked_loss(params)
     history, recorded = [losses], [0]
     at_start = tol is not None and stop_from == 0 and bool((losses < tol).all())
     steps_run = 0 if at_start else steps
-    order = torch.empty(0, dtype=torch.int64)
     warned = False
     with tqdm(total=steps_run, disable=not progress, unit="step", desc="search") as bar:
         for step in range(1, steps_run + 1):
             position = (step - 1) % per_epoch
             if position == 0:
-                order = torch.stack([torch.randperm(num_probes, generator=g) for g in generators])
-                order = order.to(device)
-            index = order[:, position * batch : (position + 1) * batch]
+                order = [torch.randperm(num_probes, generator=g) for g in state.generators]
+                state.order = torch.stack(order).to(device)
+            index = state.order[:, position * batch : (position + 1) * batch]
             # grad ignores the outer no_grad; the update itself needs no graph.
             with torch.no_grad():
                 step_grads = gradients(params, problem.inputs[index], problem.targets[index])
@@ -490,6 +766,8 @@ def _descend(
             if tol is not None and step >= stop_from and bool((losses < tol).all()):
                 steps_run = step
                 break
+            if restarter is not None and step < steps:
+                restarter.restart(params, losses, state, update, new_epoch=step % per_epoch == 0)
 
     config["steps_run"] = steps_run
     return SearchResult(
@@ -497,19 +775,30 @@ def _descend(
         losses=history[-1],
         history=torch.stack(history, dim=1),
         history_steps=torch.tensor(recorded, dtype=torch.int64),
-        starts=initial,
-        seeds=seeds,
+        starts=state.starts if restarter is not None else initial,
+        seeds=state.seeds,
         config=config,
+        restarts=(
+            restarter.counts
+            if restarter is not None
+            else torch.zeros(len(seeds), dtype=torch.int64)
+        ),
     )
 
 
 __all__ = [
+    "COLLAPSE_PROBES",
+    "MERGE_TOLERANCE",
     "OPTIMIZERS",
+    "CollapseDetector",
     "SearchPlan",
     "SearchResult",
     "Settings",
+    "collapse_probes",
+    "collapsed_units",
     "initial_params",
     "plan_search",
+    "relu_modules",
     "report_non_finite",
     "run_group",
     "search",

@@ -53,12 +53,16 @@ def search(
     seed: int = 0,
     record_every: int = 100,
     progress: bool = True,
+    restart_collapsed: bool = False,
+    max_restarts: int = 3,
     client: Client | None = None,
 ) -> SearchResult:
     """:func:`genni_ext.core.sgd_search.search` (same arguments and result), here or, with
     ``client`` (a ``distributed.Client``, :mod:`genni_ext.cluster`), on its workers in
     contiguous groups of starts, one per worker thread; the result is that of the local run
-    (see the module docstring for how exactly) and ``progress`` counts groups.
+    (see the module docstring for how exactly) and ``progress`` counts groups. With
+    ``restart_collapsed`` each group restarts its own starts: a start's restarts, seeds and
+    trajectory depend only on its own seed, so they are those of the local run.
     """
     if client is not None:
         check_client(client)
@@ -74,6 +78,8 @@ def search(
         seed=seed,
         record_every=record_every,
         progress=progress,
+        restart_collapsed=restart_collapsed,
+        max_restarts=max_restarts,
     )
     if client is None:
         result = run_group(problem, plan.initial, plan.seeds, plan.settings, progress=progress)
@@ -165,9 +171,10 @@ def run_on_cluster(
         losses=torch.cat([result.losses for result in results]),
         history=history,
         history_steps=history_steps,
-        starts=initial,
-        seeds=seeds,
+        starts=torch.cat([result.starts for result in results]),
+        seeds=[seed for result in results for seed in result.seeds],
         config={"steps_run": stop},
+        restarts=torch.cat([result.restarts for result in results]),
     )
 
 

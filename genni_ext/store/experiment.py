@@ -7,7 +7,8 @@ Layout under the home (see :func:`genni_home`)::
         analysis.json                    what `genni analyse` found
         checksums.json                   SHA-256 of config.yml and analysis.json
         searches/<search>/               one SearchResult
-            search.zarr/                 params, starts, losses, history, history_steps
+            search.zarr/                 params, starts, losses, history, history_steps,
+                                         restarts (absent in a search saved before them)
                                          (genni_ext.store.zarr_searches)
             metadata.json                seeds, config, the problem's description, the id
             checksums.json               SHA-256 of every file of the search
@@ -1132,13 +1133,16 @@ class Experiment:
 
 
 def search_id(result: SearchResult) -> str:
-    """The id of a search: a hash of its tensors (found points, J, histories, starts), the
-    same for a search computed again bit for bit."""
+    """The id of a search: a hash of its tensors (found points, J, histories, starts, and
+    the restarts where any start was restarted), the same for a search computed again bit
+    for bit. Restarts all 0 are left out, so a search without restarts keeps the id it had
+    before restarts were recorded."""
     return tensor_hash(
         *(
             value
             for field in dataclasses.fields(result)
             if isinstance(value := getattr(result, field.name), torch.Tensor)
+            and not (field.name == "restarts" and not bool(value.any()))
         )
     )
 

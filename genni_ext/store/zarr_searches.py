@@ -2,7 +2,8 @@
 
 ``searches/<search>/search.zarr`` holds one array per tensor field of the SearchResult
 (found points ``params`` and ``starts`` [start, parameter], ``losses`` [start], the J
-``history`` [start, record] at ``history_steps`` [record]), with those dimension names, so
+``history`` [start, record] at ``history_steps`` [record], and ``restarts`` [start]: how
+often each start was restarted), with those dimension names, so
 ``xarray.open_zarr`` reads the search as one Dataset. The search's other fields stay in
 ``metadata.json`` beside it.
 """
@@ -26,6 +27,7 @@ DIMS = {
     "losses": ("start",),
     "history": ("start", "record"),
     "history_steps": ("record",),
+    "restarts": ("start",),
 }
 
 

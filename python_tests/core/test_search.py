@@ -307,8 +307,10 @@ def test_history_and_result() -> None:
     assert json.loads(json.dumps(config)) == config
     assert set(config) == {
         "steps", "lr", "batch_size", "optimizer", "momentum", "tol", "seed", "record_every",
-        "steps_run", "theta_hash", "probes_hash", "constant_loss",
+        "restart_collapsed", "max_restarts", "steps_run", "theta_hash", "probes_hash",
+        "constant_loss",
     }  # fmt: skip
+    assert config["restart_collapsed"] is False and result.restarts.tolist() == [0, 0, 0]
     assert config["theta_hash"] == problem.theta_hash
     assert config["probes_hash"] == problem.probes_hash
     assert config["constant_loss"] == problem.constant_loss

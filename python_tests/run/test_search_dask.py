@@ -24,7 +24,7 @@ from genni_ext.run.searches import search
 
 distributed = pytest.importorskip("distributed", reason="dask is in the test extra")
 
-FIELDS = ("params", "losses", "history", "history_steps", "starts")
+FIELDS = ("params", "losses", "history", "history_steps", "starts", "restarts")
 
 
 def _paper_problem(num_probes: int, dtype: torch.dtype = torch.float32) -> Problem:
@@ -104,6 +104,31 @@ def test_mlp_equals_local(dask_client: object, dtype: torch.dtype) -> None:
     remote = search(problem, 7, record_every=25, progress=False, client=dask_client, **settings)
     _assert_identical(remote, local)
     assert bool((local.losses < local.history[:, 0]).all())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", OPTIMIZERS)
+def test_restarts_equal_local(dask_client: object, options: dict[str, Any]) -> None:
+    """restart_collapsed on 9 starts of the demo's θ (groups of 5 and 4): each group restarts
+    its own collapsed starts with the whole search's seeds (seed + 1 + k + 9 (r + 1)), so
+    restarts, seeds, starts and trajectories are the local run's, bitwise."""
+    torch.manual_seed(5)
+    problem = Problem(TwoNeuronNet(), num_probes=512, seed=5)
+    settings: dict[str, Any] = {
+        "steps": 200,
+        "batch_size": 64,
+        "record_every": 25,
+        "seed": 30,
+        "restart_collapsed": True,
+        "max_restarts": 2,
+        "progress": False,
+    }
+    settings.update(options)
+    local = search(problem, 9, **settings)
+    remote = search(problem, 9, client=dask_client, **settings)
+    _assert_identical(remote, local)
+    assert int(local.restarts.sum()) > 0, "nothing was restarted"
+    assert any(seed > 30 + 9 for seed in local.seeds)
 
 
 @pytest.mark.slow
