@@ -15,13 +15,14 @@ from genni_ext.cli.configure import experiments_home, raw_config, set_threads
 from genni_ext.cli.output import format_seconds, format_shape, say
 from genni_ext.cluster import connect
 from genni_ext.core.grid import Grid
+from genni_ext.core.sgd_search import SearchResult
 from genni_ext.core.subspace import Subspace
 from genni_ext.errors import InputError, StoreError
 from genni_ext.run.chunk_runs import ConfigSource
 from genni_ext.run.plan import plan_sweep
 from genni_ext.run.resumable import run_planned_sweep
 from genni_ext.run.searches import search
-from genni_ext.store.config import build_problem, converged_center, validate_config
+from genni_ext.store.config import build_problem, converged_center, set_key, validate_config
 from genni_ext.store.experiment import Experiment, search_id
 
 
@@ -68,6 +69,8 @@ def run_search(
             seed=spec["seed"],
             record_every=spec["record_every"],
             progress=progress,
+            restart_collapsed=spec["restart_collapsed"],
+            max_restarts=spec["max_restarts"],
         )
     except KeyboardInterrupt:
         kept = (
@@ -92,9 +95,22 @@ def run_search(
         f"{losses.shape[0]} converged (J < {eps:g}); final J from {float(losses.min()):.3g} "
         f"to {float(losses.max()):.3g}"
     )
+    if spec["restart_collapsed"]:
+        say(f"  {restarts_line(result)}")
     say(f"  saved to {path}")
     _say_replaced(built, search_id(result))
     return problem, result
+
+
+def restarts_line(result: SearchResult) -> str:
+    """How many collapsed starts a search restarted, for its summary."""
+    restarts = result.restarts
+    total, starts = int(restarts.sum()), int((restarts > 0).sum())
+    limit = result.config.get("max_restarts")
+    return (
+        f"restarts of collapsed starts: {total} ({starts} of {restarts.shape[0]} starts "
+        f"restarted, at most {limit} each)"
+    )
 
 
 def _say_replaced(built: Mapping[str, str | None], new_id: str) -> None:
@@ -116,7 +132,12 @@ def _say_replaced(built: Mapping[str, str | None], new_id: str) -> None:
 
 def search_command(args: argparse.Namespace) -> int:
     """``genni search``: build the problem, search, save both in the experiment."""
-    config = validate_config(raw_config(args))
+    raw = raw_config(args)
+    # The search command's own flags (configure.OVERRIDES holds those every command takes).
+    for key in ("restart_collapsed", "max_restarts"):
+        if getattr(args, key, None) is not None:
+            set_key(raw, f"search.{key}", getattr(args, key))
+    config = validate_config(raw)
     experiment = Experiment(config["experiment"], experiments_home(args))
     set_threads(config)
     run_search(config, experiment, progress=not args.no_progress, replace=args.replace)

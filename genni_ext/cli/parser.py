@@ -157,6 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace the search even if grids were built from it (the command names those "
         "that no longer lie on its plane)",
     )
+    search.add_argument(
+        "--restart-collapsed",
+        action="store_true",
+        default=None,
+        help="search.restart_collapsed: true: re-initialise a start whose hidden ReLU units "
+        "collapsed (more dead or merged than θ's) with a fresh seed, within the same steps",
+    )
+    search.add_argument(
+        "--max-restarts",
+        type=_whole_number,
+        metavar="N",
+        help="search.max_restarts: restarts per start at most (default 3)",
+    )
 
     sweep = commands.add_parser(
         "sweep",

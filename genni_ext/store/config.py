@@ -50,7 +50,7 @@ model:                           # required: the network φ(x, θ), built in or 
   name: two_neuron               # {" | ".join(MODEL_NAMES)}
   # or your code: factory: "package.module:function" or "path/to/file.py:function" (a path
   #   relative to the working directory), kwargs: {{...}} (its keyword arguments); it must
-  #   return an nn.Module, and it is built after torch.manual_seed(seed)
+  #   return an nn.Module; it is built after torch.manual_seed(seed) and put in eval mode
   # mlp:    sizes: [8, 32, 1] (required, input first), activation: relu, bias: true
   # lenet5: in_channels: 1, input_size: 28, num_outputs: 1, activation: relu,
   #         pool: max, padding: 2, output_activation: null
@@ -81,6 +81,10 @@ search:                          # Algorithm 1: SGD from K random starts, batche
   seed: null                     # start k: seed + 1 + k (its init and minibatches); null:
                                  # θ's seed. θ's seed must be outside [seed+1, seed+starts]
   record_every: 100              # J on all probes every this many steps (history)
+  restart_collapsed: false       # re-initialise a start whose hidden ReLU units collapsed
+                                 # (more dead or merged than θ's) at a record point: seed
+                                 # seed + 1 + k + starts (r + 1) for restart r of start k
+  max_restarts: 3                # restarts per start at most (with restart_collapsed)
 subspace:
   eps: 0.0025                    # ε: a start has converged when its J < ε
   eps_relative: null             # ε as a fraction of J of the best constant function
@@ -382,6 +386,8 @@ _SECTIONS: dict[str, dict[str, tuple[Check, object]]] = {
         "tol": (_float(positive=True, optional=True), None),
         "seed": (_seed(optional=True), None),
         "record_every": (_int(1), 100),
+        "restart_collapsed": (_bool, False),
+        "max_restarts": (_int(0), 3),
     },
     "subspace": {
         "eps": (_float(positive=True), 0.0025),
@@ -562,11 +568,14 @@ def validate_config(raw: object, *, require: Sequence[str] = ("experiment", "mod
         )
     if search["seed"] is None:
         search["seed"] = config["seed"]
-    if search["seed"] + search["starts"] > MAX_SEED:
+    # start k: search.seed + 1 + k; its restart r: search.seed + 1 + k + starts (r + 1)
+    seeds = search["starts"] * (1 + (search["max_restarts"] if search["restart_collapsed"] else 0))
+    if search["seed"] + seeds > MAX_SEED:
+        restarts = " and each of its restarts one more" if seeds > search["starts"] else ""
         raise ConfigError(
             "search.seed",
-            f"start k is seeded with search.seed + 1 + k, so with {search['starts']} starts "
-            f"search.seed must be at most 2**64 - 1 - {search['starts']}, got {search['seed']}",
+            f"start k is seeded with search.seed + 1 + k{restarts}, so with {seeds} seeds "
+            f"search.seed must be at most 2**64 - 1 - {seeds}, got {search['seed']}",
         )
     center = config["subspace"]["center"]
     if center is not None and center >= search["starts"]:
@@ -575,11 +584,12 @@ def validate_config(raw: object, *, require: Sequence[str] = ("experiment", "mod
             f"is {center} but the search has {search['starts']} starts (indices 0.."
             f"{search['starts'] - 1}); pick one of them or null (the best converged start)",
         )
-    if search["seed"] < config["seed"] <= search["seed"] + search["starts"]:
+    if search["seed"] < config["seed"] <= search["seed"] + seeds:
+        what = "starts and their restarts" if seeds > search["starts"] else "starts"
         raise ConfigError(
             "search.seed",
-            f"the starts are initialised with seeds {search['seed'] + 1}..."
-            f"{search['seed'] + search['starts']}, which include θ's seed {config['seed']}, "
+            f"the {what} are initialised with seeds {search['seed'] + 1}..."
+            f"{search['seed'] + seeds}, which include θ's seed {config['seed']}, "
             "so one start would be θ itself; pick a search.seed outside that range "
             f"(e.g. {config['seed']})",
         )
@@ -720,7 +730,9 @@ def build_model(config: Mapping[str, Any]) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(config.get("seed", 0)))
         if "factory" in spec:
-            model = build_from_factory(spec["factory"], spec["kwargs"])
+            # The function the network computes when used: BatchNorm's running statistics,
+            # no dropout (a model in training mode makes J random).
+            model = build_from_factory(spec["factory"], spec["kwargs"]).eval()
         elif spec["name"] == "two_neuron":
             model = TwoNeuronNet()
         elif spec["name"] == "mlp":

@@ -276,6 +276,63 @@ def test_the_schema_is_a_valid_config() -> None:
     validate_config(yaml.safe_load(CONFIG_SCHEMA))
 
 
+# --- restart_collapsed ----------------------------------------------------------------------
+
+
+def test_restart_keys_are_checked_and_the_demo_uses_them() -> None:
+    search = validate_config(TINY)["search"]
+    assert search["restart_collapsed"] is False and search["max_restarts"] == 3
+    on = validate_config({**TINY, "search": {"restart_collapsed": True, "max_restarts": 0}})
+    assert on["search"]["restart_collapsed"] is True and on["search"]["max_restarts"] == 0
+    with pytest.raises(InputError, match=r"config key 'search\.restart_collapsed': expected"):
+        validate_config({**TINY, "search": {"restart_collapsed": "yes"}})
+    with pytest.raises(InputError, match=r"config key 'search\.max_restarts'"):
+        validate_config({**TINY, "search": {"max_restarts": -1}})
+    # The restarts' seeds (seed + 1 + k + starts (r + 1)) must not include θ's.
+    clash = {**TINY, "seed": 20, "search": {"starts": 4, "seed": 11, "restart_collapsed": True}}
+    with pytest.raises(InputError, match="starts and their restarts are initialised with seeds"):
+        validate_config(clash)
+    validate_config({**clash, "search": {**clash["search"], "restart_collapsed": False}})
+    demo, _title = demo_preset(None, paper=False, quick=False)
+    paper, _title = demo_preset(None, paper=True, quick=False)
+    assert validate_config(demo)["search"]["restart_collapsed"] is True
+    assert validate_config(paper)["search"]["restart_collapsed"] is False
+
+
+@pytest.mark.slow
+def test_restart_flags_act_in_search(tmp_path: Path) -> None:
+    """--restart-collapsed --max-restarts 2: in the saved config and search, and the summary
+    says how many restarts were made; without the flags, none."""
+    _config(tmp_path, seed=5, search={**TINY["search"], "steps": 120, "record_every": 20})
+    done = _genni(
+        tmp_path, "search", "--config", "run.yml", "--home", "home", "--no-progress",
+        "--restart-collapsed", "--max-restarts", "2",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    saved = yaml.safe_load((tmp_path / "home/experiments/flags/config.yml").read_text())
+    assert saved["search"]["restart_collapsed"] is True and saved["search"]["max_restarts"] == 2
+    result = Experiment("flags", tmp_path / "home").load_search()
+    assert result.config["restart_collapsed"] is True and int(result.restarts.max()) <= 2
+    total = int(result.restarts.sum())
+    assert total > 0, "no start was restarted: pick a case with collapsed starts"
+    assert f"restarts of collapsed starts: {total} (" in done.stdout
+    done = _genni(
+        tmp_path, "search", "--config", "run.yml", "--home", "home", "--no-progress",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "restarts of collapsed starts" not in done.stdout
+    assert Experiment("flags", tmp_path / "home").load_search().restarts.sum() == 0
+
+
+@pytest.mark.slow
+def test_max_restarts_must_be_a_whole_number(tmp_path: Path) -> None:
+    done = _genni(
+        tmp_path, "search", "--experiment", "x", "--model", "two_neuron", "--max-restarts", "1.5"
+    )
+    assert done.returncode == 2
+    assert "argument --max-restarts: expected an int (a whole number)" in done.stderr
+
+
 # --- one clear line -------------------------------------------------------------------------
 
 
