@@ -77,10 +77,10 @@ is inconsistent when a Morse set meets several components (the box map merged th
 this resolution) or a component meets no attracting set. Then the computation is run
 again with every axis split once more (``subdivisions`` + m: boxes half as wide, a padding
 half as wide, 2^m times the boxes), and again, until a run is consistent, the next run's
-estimated time (4^m × the last run's, :data:`REFINE_COST_FACTOR`) would exceed what is left
-of ``refine_seconds``, or the subdivision limit is reached; the summary reports the last
-run, and how to run the next. The descent field is the same (the grid's values): only the
-boxes are finer.
+estimated time (4^m × the last run's box-map stages, :data:`REFINE_COST_FACTOR`) would
+exceed what is left of ``refine_seconds``, or the subdivision limit is reached; the
+summary reports the last run, and how to run the next. The descent field is the same (the
+grid's values): only the boxes are finer.
 
 Costs: the box graph has 3^m to 4^m edges per box (more where descent turns within a box);
 one breadth-first search of it per Morse set gives the retraction and the kinds. CMGDB and
@@ -416,7 +416,7 @@ def morse_graph(
             else None
         )
         consistency = _consistency(
-            morse_sets, met, topology, lattice, (axes, values), timings["total"], refine
+            morse_sets, met, topology, lattice, (axes, values), _stage_seconds(timings), refine
         )
         if consistency.refined is not None:
             timings["refined"] = time.perf_counter() - started - timings["total"]
@@ -557,6 +557,12 @@ def _consistency(
     )
 
 
+def _stage_seconds(timings: dict[str, float]) -> float:
+    """Seconds of a run's box-map stages: its "total" without the libraries' import and
+    the set-up, which a finer run does not repeat at a larger scale."""
+    return sum(value for key, value in timings.items() if key not in ("total", "refined"))
+
+
 def _refined(
     lattice: _BoxLattice, seconds: float, refine: _Refine | None
 ) -> tuple[MorseGraph | None, str]:
@@ -580,14 +586,14 @@ def _refined(
                 f"refine_seconds=0; to refine, run {call} (about {estimate:.0f} s)",
             )
         if spent + estimate > refine.seconds:
+            left = f"the {refine.seconds - spent:.0f} s left of " if spent else ""
             return done, (
                 f"subdivisions={finer} would take about {estimate:.0f} s "
                 f"({REFINE_COST_FACTOR}^{lattice.dim} × the last run's {last:.1f} s), more than "
-                f"the {refine.seconds - spent:.0f} s left of the budget of {refine.seconds:g} s; "
-                f"to run it: {call}"
+                f"{left}the budget of {refine.seconds:g} s; to run it: {call}"
             )
         done = refine.run(finer)
-        last = done.timings["total"]
+        last = _stage_seconds(done.timings)
         spent += last
         subdivisions = finer
         if done.consistency is not None and done.consistency.consistent:
@@ -1311,18 +1317,18 @@ def _consistency_text(result: MorseGraph, check: MorseConsistency) -> str:
     )
     text = (
         f"Against the ε-set (J < {check.eps:.3g}) of the same grid: "
-        f"{_plural(check.components, 'component')}, each a component of a sublevel set of J "
-        "and so holding an attractor of the gradient flow"
+        f"{_plural(check.components, 'component')}; descent cannot leave a component of a "
+        "sublevel set of J, so each should hold an attracting set"
     )
     if check.components_confirmed is False:
         text += (
-            " (a count that the topology's check at 2× resolution did not confirm, so some "
+            " (the topology's check at 2× resolution did not confirm this count: some "
             "components may be grid artefacts)"
         )
-    text += f"; {_plural(check.attracting, 'attracting set')} of the box map"
+    text += f". The box map has {_plural(check.attracting, 'attracting set')}"
     if check.consistent:
         return (
-            text + ", every component meeting one and no Morse set meeting two: consistent at "
+            text + ", every component meets one and no Morse set meets two: consistent at "
             "this resolution."
         )
     text += "."
