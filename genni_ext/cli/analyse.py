@@ -35,7 +35,7 @@ from genni_ext.analysis import (
 )
 from genni_ext.analysis.persistence import UNSEEN
 from genni_ext.core.grid import Grid, GridResult
-from genni_ext.errors import InputError, StoreError
+from genni_ext.errors import InputError, LoweringError, StoreError
 from genni_ext.plot import analysis as figures
 from genni_ext.plot.report import save_figure
 from genni_ext.run.resumable import run_sweep
@@ -398,9 +398,18 @@ def analyse_experiment(
 
     search_name = config["search"]["name"]
     plots: list[str] = []
+    found = None
     if search_name in experiment.searches():
         start = time.perf_counter()
-        found = explain(experiment.load_search(search_name), problem, eps)
+        try:
+            found = explain(experiment.load_search(search_name), problem, eps)
+        except InputError as error:
+            if not isinstance(error.__cause__, LoweringError):
+                raise
+            # A model whose hidden units the analysis cannot read (it does not lower).
+            analysis.setdefault("skipped", {})["found points"] = str(error)
+            say(f"found points: not computed: {error}")
+    if found is not None:
         timings["found_points"] = time.perf_counter() - start
         analysis["found_points"] = _explanation_entry(found)
         say(f"found points: {found.summary()}")
