@@ -571,7 +571,7 @@ def validate_config(raw: object, *, require: Sequence[str] = ("experiment", "mod
     # start k: search.seed + 1 + k; its restart r: search.seed + 1 + k + starts (r + 1)
     seeds = search["starts"] * (1 + (search["max_restarts"] if search["restart_collapsed"] else 0))
     if search["seed"] + seeds > MAX_SEED:
-        restarts = " and each of its restarts one more" if seeds > search["starts"] else ""
+        restarts = ", its restart r with that + starts (r + 1)" if seeds > search["starts"] else ""
         raise ConfigError(
             "search.seed",
             f"start k is seeded with search.seed + 1 + k{restarts}, so with {seeds} seeds "

@@ -293,6 +293,11 @@ def test_restart_keys_are_checked_and_the_demo_uses_them() -> None:
     with pytest.raises(InputError, match="starts and their restarts are initialised with seeds"):
         validate_config(clash)
     validate_config({**clash, "search": {**clash["search"], "restart_collapsed": False}})
+    # ... nor pass torch's largest seed: 8 starts with 3 restarts each take 32 seeds.
+    high = {"starts": 8, "seed": 2**64 - 20, "restart_collapsed": True}
+    with pytest.raises(InputError, match=r"with 32 seeds search\.seed must be at most"):
+        validate_config({**TINY, "seed": 0, "search": high})
+    validate_config({**TINY, "seed": 0, "search": {**high, "restart_collapsed": False}})
     demo, _title = demo_preset(None, paper=False, quick=False)
     paper, _title = demo_preset(None, paper=True, quick=False)
     assert validate_config(demo)["search"]["restart_collapsed"] is True
