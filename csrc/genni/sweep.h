@@ -1,27 +1,14 @@
-// The fused sweep: J(center + coeffs[g] . directions) for every grid point g, with no torch
-// types. Pointers are raw host (CPU) or device (CUDA) memory, all tensors C-contiguous.
+// The fused sweep's entry points: J(center + coeffs[g] . directions) for every grid point g
+// (SweepArgs, genni/params.h), with no torch types.
 #pragma once
 
 #include <cstdint>
 
+#include "params.h"
 #include "program.h"
 #include "tile.h"
 
 namespace genni {
-
-template <typename S>
-struct SweepArgs {
-  const S* center;      // [P]
-  const S* directions;  // [m, P]
-  const S* coeffs;      // [G, m]
-  const S* inputs;      // [N, input size]
-  const S* targets;     // [N, output size]
-  int64_t num_params;   // P
-  int m;
-  int64_t num_points;   // G
-  int64_t num_samples;  // N
-  bool affine_first;    // combine precomputed first-layer responses instead of running it
-};
 
 // CPU: writes J (mean over samples, accumulated in double) to loss[G]. The result does not
 // depend on num_threads: partial sums are reduced in a fixed order.

@@ -132,6 +132,15 @@ GENNI_HD int64_t tile_param_source(const Program& p, const TilePlan& plan, int64
   return -1;
 }
 
+// Entry j of grid point g's parameters in the plan's layout: grid_param (params.h) of the
+// parameter it holds, 0 for padding.
+template <typename S>
+GENNI_HD S tile_param(const Program& p, const TilePlan& plan, const SweepArgs<S>& a, int64_t g,
+                      int64_t j) {
+  const int64_t k = tile_param_source(p, plan, j);
+  return k >= 0 ? grid_param(a, g, k) : S(0);
+}
+
 // One step of the tiled schedule, starting at op i.
 struct TileStep {
   int op;         // the op this step runs
@@ -447,63 +456,43 @@ GENNI_HD_CALLED void mma_items(const Program& p, const TileStep s, const float* 
     const int l0 = item.low * (kMmaRows * MT);
     const int pixel = item.high % pixels, oc = item.high / pixels * (8 * NB);
     // The window of convolution outputs that make this output: one position but for pooling.
-    int oy0 = 0, ox0 = 0, win_h = 1, win_w = 1;
+    Window win{0, 0, 1, 1, 1, 1};
     if constexpr (Kind != kTileLinear) {
-      oy0 = pixel / shape.out_w;
-      ox0 = pixel - oy0 * shape.out_w;
-      if (pooled) {
-        oy0 = oy0 * shape.stride_h - shape.pad_h;
-        ox0 = ox0 * shape.stride_w - shape.pad_w;
-        win_h = shape.kernel_h;
-        win_w = shape.kernel_w;
-      }
+      const int py = pixel / shape.out_w, px = pixel - py * shape.out_w;
+      win = pooled ? pool_window(shape, py, px, op.out_h, op.out_w)
+                   : Window{py, px, 1, 1, op.out_h, op.out_w};
     }
-    float res[kLanes][MT][NB][4];
-    int count = 0;
-    for (int wy = 0; wy < win_h; ++wy) {
-      const int oy = oy0 + wy;
-      if (Kind != kTileLinear && (oy < 0 || oy >= op.out_h)) continue;
-      for (int wx = 0; wx < win_w; ++wx) {
-        const int ox = ox0 + wx;
-        if (Kind != kTileLinear && (ox < 0 || ox >= op.out_w)) continue;
-        const int iy0 = oy * op.stride_h - op.pad_h, ix0 = ox * op.stride_w - op.pad_w;
-        float acc[kLanes][MT][NB][4] = {};
-        for (int k0 = 0; k0 < fan_in; k0 += 8) {
-          MmaFragments<MT, NB> f[kLanes];
-          for (int i = 0; i < kLanes; ++i)
-            mma_load<MT, NB, Kind, KW>(op, fan_in, k0, iy0, ix0, weight, wt, oc, in + l0, T,
-                                       first_lane + i, f[i]);
-          for (int mt = 0; mt < MT; ++mt)
-            for (int nb = 0; nb < NB; ++nb) {
+    float res[kLanes][MT][NB][4] = {};
+    const int count = for_window(win, [&](int oy, int ox, bool first) {
+      const int iy0 = oy * op.stride_h - op.pad_h, ix0 = ox * op.stride_w - op.pad_w;
+      float acc[kLanes][MT][NB][4] = {};
+      for (int k0 = 0; k0 < fan_in; k0 += 8) {
+        MmaFragments<MT, NB> f[kLanes];
+        for (int i = 0; i < kLanes; ++i)
+          mma_load<MT, NB, Kind, KW>(op, fan_in, k0, iy0, ix0, weight, wt, oc, in + l0, T,
+                                     first_lane + i, f[i]);
+        for (int mt = 0; mt < MT; ++mt)
+          for (int nb = 0; nb < NB; ++nb) {
 #if defined(__CUDA_ARCH__)
-              mma_tf32(acc[0][mt][nb], f[0].a[mt], f[0].b[nb]);
+            mma_tf32(acc[0][mt][nb], f[0].a[mt], f[0].b[nb]);
 #else
-              mma_tf32_emulated<MT, NB>(acc, f, mt, nb);
+            mma_tf32_emulated<MT, NB>(acc, f, mt, nb);
 #endif
-            }
-        }
-        for (int i = 0; i < kLanes; ++i) {
-          const int t = (first_lane + i) & 3;
-          for (int mt = 0; mt < MT; ++mt)
-            for (int nb = 0; nb < NB; ++nb)
-              for (int r = 0; r < 4; ++r) {
-                const int ch = oc + 8 * nb + 2 * t + (r & 1);
-                float v = acc[i][mt][nb][r] + (bias != nullptr && ch < op.out_c ? bias[ch] : 0.0f);
-                if (act >= 0) v = activate(act, v, slope);
-                float& kept = res[i][mt][nb][r];
-                if (count == 0)
-                  kept = v;
-                else
-                  kept = is_max ? (v > kept ? v : kept) : kept + v;
-              }
-        }
-        ++count;
+          }
       }
-    }
-    const float scale =
-        pooled && !is_max
-            ? 1.0f / static_cast<float>(shape.flag ? shape.kernel_h * shape.kernel_w : count)
-            : 1.0f;
+      for (int i = 0; i < kLanes; ++i) {
+        const int t = (first_lane + i) & 3;
+        for (int mt = 0; mt < MT; ++mt)
+          for (int nb = 0; nb < NB; ++nb)
+            for (int r = 0; r < 4; ++r) {
+              const int ch = oc + 8 * nb + 2 * t + (r & 1);
+              float v = acc[i][mt][nb][r] + (bias != nullptr && ch < op.out_c ? bias[ch] : 0.0f);
+              if (act >= 0) v = activate(act, v, slope);
+              res[i][mt][nb][r] = pool_fold(is_max, first, res[i][mt][nb][r], v);
+            }
+      }
+    });
+    const float scale = pooled ? pool_scale<float>(shape, count) : 1.0f;
     for (int i = 0; i < kLanes; ++i) {
       const int g = (first_lane + i) >> 2, t = (first_lane + i) & 3;
       for (int mt = 0; mt < MT; ++mt)
@@ -730,10 +719,8 @@ struct TileBlock {
     for (int l = thread; l < T; l += threads) {
       const int64_t n = n0 + l;
       if (n >= data.num_samples) break;
-      for (int o = 0; o < out_size; ++o) {
-        const double d = double(y[int64_t(o) * T + l]) - double(data.targets[n * out_size + o]);
-        sum += d * d;
-      }
+      for (int o = 0; o < out_size; ++o)
+        add_squared_error(sum, y[int64_t(o) * T + l], data.targets[n * out_size + o]);
     }
     return sum;
   }
