@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "genni/program_build.h"
 #include "genni/sweep.h"
 #include "genni/tile_plan.h"
 
