@@ -6,7 +6,7 @@
 
 #include "params.h"
 #include "program.h"
-#include "tile.h"
+#include "tile_steps.h"
 
 namespace genni {
 
@@ -32,9 +32,10 @@ template <typename S>
 void sweep_cuda(const Program& program, const SweepArgs<S>& args, const CudaPlan& plan,
                 double* partial, void* scratch, void* affine, void* stream);
 
-// Tiled CUDA sweep (genni/tile.h). The caller allocates `params` for `points` grid points
-// ([points, P]) and `partial` ([points, plan.tiles], double) and sums partial's rows.
-// The kernel keeps no state between calls, so chunks of a grid can go to separate calls.
+// Tiled CUDA sweep (genni/tile.h, planned by genni/tile_plan.h). The caller allocates
+// `params` for `points` grid points ([points, plan.param_elems]) and `partial` ([points,
+// plan.tiles], double) and sums partial's rows. The kernel keeps no state between calls, so
+// chunks of a grid can go to separate calls.
 template <typename S>
 void sweep_cuda_tiled(const Program& program, const SweepArgs<S>& args, const TilePlan& plan,
                       S* params, double* partial, void* stream);
