@@ -291,12 +291,12 @@ GENNI_HD void pool_item(const Op& op, int c, int oy, int ox, const S* in, int in
                         int out_stride) {
   const bool is_max = op.kind == kMaxPool2d;
   S acc[L] = {};
-  const int count = for_window(pool_window(op, oy, ox, op.in_h, op.in_w), [&](int iy, int ix,
-                                                                               bool first) {
-    const S* x = in + ((static_cast<long>(c) * op.in_h + iy) * op.in_w + ix) * in_stride;
-    GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] = pool_fold(is_max, first, acc[l], x[l]);
-  });
-  const S scale = pool_scale<S>(op, count);
+  WindowWalk at(pool_window(op, oy, ox, op.in_h, op.in_w));
+  for (; at.valid(); at.next()) {
+    const S* x = in + ((static_cast<long>(c) * op.in_h + at.y) * op.in_w + at.x) * in_stride;
+    GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] = pool_fold(is_max, at.first(), acc[l], x[l]);
+  }
+  const S scale = pool_scale<S>(op, at.count);
   S* y = out + ((static_cast<long>(c) * op.out_h + oy) * op.out_w + ox) * out_stride;
   for (int l = 0; l < L; ++l) y[l] = acc[l] * scale;
 }
@@ -318,19 +318,19 @@ GENNI_HD void conv_pool_block(const Op& conv, int act_kind, S slope, const Op& p
                               S* out, int out_stride, long wt = 0) {
   const bool is_max = pool.kind == kMaxPool2d;
   S res[OB][L] = {};  // every window holds at least one position (torch: padding <= kernel / 2)
-  const Window win = pool_window(pool, py, px, conv.out_h, conv.out_w);
-  const int count = for_window(win, [&](int oy, int ox, bool first) {
+  WindowWalk at(pool_window(pool, py, px, conv.out_h, conv.out_w));
+  for (; at.valid(); at.next()) {
     S acc[OB][L];
     init_block<S, L, OB>(acc, bias ? bias + oc : nullptr);
-    conv_accumulate<S, L, OB, KW, Tr>(conv, oc, oy, ox, weight, in, in_stride, acc, wt);
+    conv_accumulate<S, L, OB, KW, Tr>(conv, oc, at.y, at.x, weight, in, in_stride, acc, wt);
     for (int k = 0; k < OB; ++k) {
       for (int l = 0; l < L; ++l) {
         const S v = act_kind >= 0 ? activate(act_kind, acc[k][l], slope) : acc[k][l];
-        res[k][l] = pool_fold(is_max, first, res[k][l], v);
+        res[k][l] = pool_fold(is_max, at.first(), res[k][l], v);
       }
     }
-  });
-  const S scale = pool_scale<S>(pool, count);
+  }
+  const S scale = pool_scale<S>(pool, at.count);
   const long plane = static_cast<long>(pool.out_h) * pool.out_w;
   const long pixel = static_cast<long>(py) * pool.out_w + px;
   for (int k = 0; k < OB; ++k)

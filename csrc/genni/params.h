@@ -54,24 +54,36 @@ GENNI_HD Window pool_window(const Op& pool, int py, int px, int h, int w) {
                 pool.kernel_h, pool.kernel_w, h, w};
 }
 
-// Calls visit(y, x, first) at each position of `win` inside the input, row by row (`first`
-// for the first of them), and returns how many there were. Positions in the padding are
-// skipped: padding never wins a max, and it enters an average only through pool_scale.
-template <typename Visit>
-GENNI_HD int for_window(const Window& win, Visit&& visit) {
-  int count = 0;
-  for (int ky = 0; ky < win.kernel_h; ++ky) {
-    const int y = win.y0 + ky;
-    if (y < 0 || y >= win.h) continue;
-    for (int kx = 0; kx < win.kernel_w; ++kx) {
-      const int x = win.x0 + kx;
-      if (x < 0 || x >= win.w) continue;
-      visit(y, x, count == 0);
-      ++count;
+// The positions of `win` inside the input, row by row:
+//   for (WindowWalk at(win); at.valid(); at.next()) use(at.y, at.x, at.first());
+// after which at.count is how many there were. Positions in the padding are skipped:
+// padding never wins a max, and it enters an average only through pool_scale. A walk, not a
+// function that takes a callback: nvcc 13's front end fails (an internal error) on a lambda
+// in the TF32 step (tile_mma.h).
+struct WindowWalk {
+  Window win;
+  int ky, kx;  // the position in the window
+  int y, x;    // the position in the input
+  int count;   // positions inside the input before this one
+
+  GENNI_HD explicit WindowWalk(const Window& w) : win(w), ky(0), kx(-1), y(0), x(0), count(-1) {
+    next();
+  }
+  GENNI_HD bool valid() const { return ky < win.kernel_h; }
+  GENNI_HD bool first() const { return count == 0; }
+  GENNI_HD void next() {
+    ++count;
+    for (;;) {
+      if (++kx == win.kernel_w) {
+        kx = 0;
+        if (++ky == win.kernel_h) return;
+      }
+      y = win.y0 + ky;
+      x = win.x0 + kx;
+      if (y >= 0 && y < win.h && x >= 0 && x < win.w) return;
     }
   }
-  return count;
-}
+};
 
 // What a window holds after `v` joins the values folded into `kept` so far (`first`: none).
 template <typename S>

@@ -165,8 +165,9 @@ GENNI_HD_CALLED void mma_items(const Program& p, const TileStep s, const float* 
                    : Window{py, px, 1, 1, op.out_h, op.out_w};
     }
     float res[kLanes][MT][NB][4] = {};
-    const int count = for_window(win, [&](int oy, int ox, bool first) {
-      const int iy0 = oy * op.stride_h - op.pad_h, ix0 = ox * op.stride_w - op.pad_w;
+    WindowWalk at(win);
+    for (; at.valid(); at.next()) {
+      const int iy0 = at.y * op.stride_h - op.pad_h, ix0 = at.x * op.stride_w - op.pad_w;
       float acc[kLanes][MT][NB][4] = {};
       for (int k0 = 0; k0 < fan_in; k0 += 8) {
         MmaFragments<MT, NB> f[kLanes];
@@ -190,11 +191,11 @@ GENNI_HD_CALLED void mma_items(const Program& p, const TileStep s, const float* 
               const int ch = oc + 8 * nb + 2 * t + (r & 1);
               float v = acc[i][mt][nb][r] + (bias != nullptr && ch < op.out_c ? bias[ch] : 0.0f);
               if (act >= 0) v = activate(act, v, slope);
-              res[i][mt][nb][r] = pool_fold(is_max, first, res[i][mt][nb][r], v);
+              res[i][mt][nb][r] = pool_fold(is_max, at.first(), res[i][mt][nb][r], v);
             }
       }
-    });
-    const float scale = pooled ? pool_scale<float>(shape, count) : 1.0f;
+    }
+    const float scale = pooled ? pool_scale<float>(shape, at.count) : 1.0f;
     for (int i = 0; i < kLanes; ++i) {
       const int g = (first_lane + i) >> 2, t = (first_lane + i) & 3;
       for (int mt = 0; mt < MT; ++mt)
