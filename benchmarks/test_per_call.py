@@ -1,7 +1,9 @@
 """The fixed cost of one call: ``sweep`` and ``sweep_grid`` on a 4-point (2×2) grid.
 
 Group ``per call: <model>``: the engine alone (``fused_sweep`` on a program lowered once,
-the tensors already checked), ``genni_ext.sweep`` on the same tensors, and
+the tensors already checked; ``engine``: as a direct call, which checks the tensors and plans
+the kernel each time; ``engine-planned``: with an ``EnginePlan`` made once, as the front
+door's Decision passes it), ``genni_ext.sweep`` on the same tensors, and
 ``genni_ext.sweep_grid`` on a ``Problem``/``Subspace``/``Grid`` holding them. At 4 points
 the engine's work is small, so the difference is what the front door adds (checks, the
 model run on the probes, planning). ``extra_info["over_engine"]`` = call time / engine
@@ -21,7 +23,7 @@ from torch import nn
 import genni_ext
 from genni_ext import Grid, Problem, Subspace
 from genni_ext.core.models import LeNet5, TwoNeuronNet
-from genni_ext.engine.fused import fused_sweep
+from genni_ext.engine.fused import fused_sweep, plan_fused_sweep
 from genni_ext.engine.lowering import lower
 
 PROBES = 1024
@@ -51,12 +53,18 @@ def _call(name: str, method: str) -> Callable[[], torch.Tensor]:
         return lambda: fused_sweep(
             program, *tensors, num_threads=None, chunk_size=None, progress=False
         )
+    if method == "engine-planned":
+        program = lower(problem.model, problem.inputs.shape[1:])
+        plan = plan_fused_sweep(program, *tensors)
+        return lambda: fused_sweep(
+            program, *tensors, num_threads=None, chunk_size=None, progress=False, plan=plan
+        )
     if method == "sweep":
         return lambda: genni_ext.sweep(problem.model, *tensors, backend="fused")
     return lambda: genni_ext.sweep_grid(problem, subspace, grid, backend="fused").values
 
 
-@pytest.mark.parametrize("method", ["engine", "sweep", "sweep_grid"])
+@pytest.mark.parametrize("method", ["engine", "engine-planned", "sweep", "sweep_grid"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_per_call(benchmark: BenchmarkFixture, name: str, method: str) -> None:
     call = _call(name, method)

@@ -335,7 +335,7 @@ def test_cuda_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
             "seconds_per_point": fastest / points,
             "seconds_per_point_median": median / points,
             "gflops": flops / fastest / 1e9,
-            "plan": plan,
+            "plan": None if plan is None else plan.as_dict(),
         }
     )
     if points < workload.grid_points:

@@ -1,22 +1,39 @@
 // Python bindings of the fused sweep. Tensors cross as integer addresses (tensor.data_ptr())
-// so that the extension needs no torch headers; genni_ext/_fused.py validates them first.
+// so that the extension needs no torch headers; genni_ext/engine/front_door.py validates them
+// first. The op program and the tiled kernel's plan are bound objects (Program, TilePlan):
+// built and checked once per sweep, then passed to every chunk's call as they are.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "genni/program_build.h"
 #include "genni/sweep.h"
 #include "genni/tile_plan.h"
 
 namespace py = pybind11;
-using genni::Program;
 using genni::SweepArgs;
+using genni::TilePlan;
 
 namespace {
 
 using Rows = std::vector<std::vector<int64_t>>;
+
+// A Program as Python holds it: checked once when built from the rows of
+// lowering.Program.ops, and kept with them (they are what it pickles to).
+struct BoundProgram {
+  genni::Program program;
+  Rows rows;
+  std::vector<double> slopes;
+  int64_t num_params;
+
+  BoundProgram(Rows r, std::vector<double> s, int64_t p)
+      : program(genni::make_program(r, s, p)), rows(std::move(r)), slopes(std::move(s)),
+        num_params(p) {}
+};
 
 template <typename S>
 SweepArgs<S> make_args(uintptr_t center, uintptr_t directions, uintptr_t coeffs, uintptr_t inputs,
@@ -43,34 +60,40 @@ auto with_scalar(const std::string& dtype, F&& f) {
   throw std::invalid_argument("genni: dtype must be float32 or float64, not " + dtype);
 }
 
-void check_sizes(int64_t num_params, int m, int64_t num_points, int64_t num_samples) {
+// The sizes of a call, against the program it runs (whose offsets were checked against
+// its own parameter count).
+void check_sizes(const BoundProgram& program, int64_t num_params, int m, int64_t num_points,
+                 int64_t num_samples) {
   if (num_params <= 0 || m <= 0 || num_points <= 0 || num_samples <= 0)
     throw std::invalid_argument("genni: P, m, G and N must all be positive");
+  if (num_params != program.num_params)
+    throw std::invalid_argument("genni: the program was built for " +
+                                std::to_string(program.num_params) + " parameters, not " +
+                                std::to_string(num_params));
 }
 
-void sweep_cpu(const Rows& ops, const std::vector<double>& slopes, const std::string& dtype,
-               uintptr_t center, uintptr_t directions, uintptr_t coeffs, uintptr_t inputs,
-               uintptr_t targets, int64_t num_params, int m, int64_t num_points,
-               int64_t num_samples, bool affine_first, uintptr_t loss, int num_threads) {
-  check_sizes(num_params, m, num_points, num_samples);
-  const Program program = genni::make_program(ops, slopes, num_params);
+void sweep_cpu(const BoundProgram& program, const std::string& dtype, uintptr_t center,
+               uintptr_t directions, uintptr_t coeffs, uintptr_t inputs, uintptr_t targets,
+               int64_t num_params, int m, int64_t num_points, int64_t num_samples,
+               bool affine_first, uintptr_t loss, int num_threads) {
+  check_sizes(program, num_params, m, num_points, num_samples);
   auto* out = reinterpret_cast<double*>(loss);
   py::gil_scoped_release release;
   with_scalar(dtype, [&](auto zero) {
     using S = decltype(zero);
-    genni::sweep_cpu(program,
+    genni::sweep_cpu(program.program,
                      make_args<S>(center, directions, coeffs, inputs, targets, num_params, m,
                                   num_points, num_samples, affine_first),
                      out, num_threads);
   });
 }
 
-py::dict cuda_plan(const Rows& ops, const std::vector<double>& slopes, int64_t num_params, int m,
-                   int64_t num_points, int64_t num_samples, int scalar_bytes, bool affine_first) {
-  check_sizes(num_params, m, num_points, num_samples);
-  const Program program = genni::make_program(ops, slopes, num_params);
-  const genni::CudaPlan plan =
-      genni::cuda_plan(program, num_params, m, num_points, num_samples, scalar_bytes, affine_first);
+py::dict cuda_plan(const BoundProgram& program, int m, int64_t num_points, int64_t num_samples,
+                   int scalar_bytes, bool affine_first) {
+  check_sizes(program, program.num_params, m, num_points, num_samples);
+  const genni::CudaPlan plan = genni::cuda_plan(program.program, program.num_params, m,
+                                                num_points, num_samples, scalar_bytes,
+                                                affine_first);
   py::dict out;
   out["blocks"] = plan.blocks;
   out["sample_blocks"] = plan.sample_blocks;
@@ -79,13 +102,12 @@ py::dict cuda_plan(const Rows& ops, const std::vector<double>& slopes, int64_t n
   return out;
 }
 
-void sweep_cuda(const Rows& ops, const std::vector<double>& slopes, const std::string& dtype,
-                uintptr_t center, uintptr_t directions, uintptr_t coeffs, uintptr_t inputs,
-                uintptr_t targets, int64_t num_params, int m, int64_t num_points,
-                int64_t num_samples, const py::dict& plan_dict, uintptr_t partial,
-                uintptr_t scratch, uintptr_t affine, uintptr_t stream) {
-  check_sizes(num_params, m, num_points, num_samples);
-  const Program program = genni::make_program(ops, slopes, num_params);
+void sweep_cuda(const BoundProgram& program, const std::string& dtype, uintptr_t center,
+                uintptr_t directions, uintptr_t coeffs, uintptr_t inputs, uintptr_t targets,
+                int64_t num_params, int m, int64_t num_points, int64_t num_samples,
+                const py::dict& plan_dict, uintptr_t partial, uintptr_t scratch, uintptr_t affine,
+                uintptr_t stream) {
+  check_sizes(program, num_params, m, num_points, num_samples);
   genni::CudaPlan plan{};
   plan.blocks = plan_dict["blocks"].cast<int64_t>();
   plan.sample_blocks = plan_dict["sample_blocks"].cast<int64_t>();
@@ -99,15 +121,39 @@ void sweep_cuda(const Rows& ops, const std::vector<double>& slopes, const std::s
   py::gil_scoped_release release;
   with_scalar(dtype, [&](auto zero) {
     using S = decltype(zero);
-    genni::sweep_cuda(program,
+    genni::sweep_cuda(program.program,
                       make_args<S>(center, directions, coeffs, inputs, targets, num_params, m,
                                    num_points, num_samples, use_affine),
                       plan, out, scratch_ptr, affine_ptr, stream_ptr);
   });
 }
 
-genni::TilePlan plan_from_dict(const py::dict& d) {
-  genni::TilePlan plan{};
+// Entries of a per-op table of a TilePlan, which holds kMaxOps of them.
+template <typename T>
+std::vector<int> per_op(const T (&values)[genni::kMaxOps]) {
+  return std::vector<int>(values, values + genni::kMaxOps);
+}
+
+py::dict plan_to_dict(const TilePlan& plan) {
+  py::dict out;
+  out["samples"] = plan.samples;
+  out["threads"] = plan.threads;
+  out["max_lanes"] = plan.max_lanes;
+  out["tiles"] = plan.tiles;
+  out["params_in_shared"] = plan.params_in_shared;
+  out["stage_elems"] = plan.stage_elems;
+  out["arena_elems"] = plan.arena_elems;
+  out["smem_bytes"] = plan.smem_bytes;
+  out["lanes"] = per_op(plan.lanes);
+  out["transposed"] = plan.transposed;
+  out["tf32"] = plan.tf32;
+  out["param_elems"] = plan.param_elems;
+  out["weights_at"] = per_op(plan.weights_at);
+  return out;
+}
+
+TilePlan plan_from_dict(const py::dict& d) {
+  TilePlan plan{};
   plan.samples = d["samples"].cast<int>();
   plan.threads = d["threads"].cast<int>();
   plan.max_lanes = d["max_lanes"].cast<int>();
@@ -136,11 +182,10 @@ genni::TilePlan plan_from_dict(const py::dict& d) {
 
 // samples, threads, max_lanes and layout of 0 take the defaults; smem_limit and
 // smem_per_sm are the shared memory of a block and of a multiprocessor (cuda_limits()).
-py::dict tile_plan(const Rows& ops, const std::vector<double>& slopes, int64_t num_params,
-                   int64_t num_samples, int scalar_bytes, int samples, int threads, int max_lanes,
-                   int layout, bool tf32, int64_t smem_limit, int64_t smem_per_sm) {
-  if (num_params <= 0 || num_samples <= 0)
-    throw std::invalid_argument("genni: P and N must be positive");
+TilePlan tile_plan(const BoundProgram& program, int64_t num_samples, int scalar_bytes, int samples,
+                   int threads, int max_lanes, int layout, bool tf32, int64_t smem_limit,
+                   int64_t smem_per_sm) {
+  if (num_samples <= 0) throw std::invalid_argument("genni: N must be positive");
   if (samples < 0 || samples % genni::kTileAlign != 0)
     throw std::invalid_argument("genni: tile samples must be a multiple of " +
                                 std::to_string(genni::kTileAlign));
@@ -151,31 +196,15 @@ py::dict tile_plan(const Rows& ops, const std::vector<double>& slopes, int64_t n
     throw std::invalid_argument("genni: max_lanes must be 1, 2, 4 or 8");
   if (layout < 0 || layout > 2)
     throw std::invalid_argument("genni: layout must be 1 (torch's) or 2 (transposed)");
-  const Program program = genni::make_program(ops, slopes, num_params);
-  const genni::TilePlan plan = genni::tile_plan(
-      program, num_params, num_samples, scalar_bytes,
-      genni::TileOptions{samples, threads, max_lanes, layout, tf32}, smem_limit, smem_per_sm);
-  py::dict out;
-  out["samples"] = plan.samples;
-  out["threads"] = plan.threads;
-  out["max_lanes"] = plan.max_lanes;
-  out["tiles"] = plan.tiles;
-  out["params_in_shared"] = plan.params_in_shared;
-  out["stage_elems"] = plan.stage_elems;
-  out["arena_elems"] = plan.arena_elems;
-  out["smem_bytes"] = plan.smem_bytes;
-  out["lanes"] = std::vector<int>(plan.lanes, plan.lanes + genni::kMaxOps);
-  out["transposed"] = plan.transposed;
-  out["tf32"] = plan.tf32;
-  out["param_elems"] = plan.param_elems;
-  out["weights_at"] = std::vector<int>(plan.weights_at, plan.weights_at + genni::kMaxOps);
-  return out;
+  return genni::tile_plan(program.program, program.num_params, num_samples, scalar_bytes,
+                          genni::TileOptions{samples, threads, max_lanes, layout, tf32},
+                          smem_limit, smem_per_sm);
 }
 
-void check_plan(const Program& program, const genni::TilePlan& plan, int scalar_bytes) {
+void check_plan(const BoundProgram& program, const TilePlan& plan, int scalar_bytes) {
   if (plan.samples <= 0)
     throw std::invalid_argument("genni: the tile plan has no tile (it did not fit)");
-  genni::check_tile_plan(program, plan, scalar_bytes);
+  genni::check_tile_plan(program.program, plan, scalar_bytes);
 }
 
 int scalar_bytes_of(const std::string& dtype) {
@@ -183,11 +212,9 @@ int scalar_bytes_of(const std::string& dtype) {
 }
 
 // The steps of a tiled sweep as the kernel runs them: fused ops, lanes per item, items.
-py::list tile_schedule(const Rows& ops, const std::vector<double>& slopes, int64_t num_params,
-                       const py::dict& plan_dict, const std::string& dtype) {
-  const Program program = genni::make_program(ops, slopes, num_params);
-  const genni::TilePlan plan = plan_from_dict(plan_dict);
-  check_plan(program, plan, scalar_bytes_of(dtype));
+py::list tile_schedule(const BoundProgram& bound, const TilePlan& plan, const std::string& dtype) {
+  const genni::Program& program = bound.program;
+  check_plan(bound, plan, scalar_bytes_of(dtype));
   py::list steps;
   for (int i = 0; i < program.n_ops;) {
     const genni::TileStep s = genni::tile_step(program, i);
@@ -220,41 +247,37 @@ py::dict cuda_limits() {
   return out;
 }
 
-void sweep_cuda_tiled(const Rows& ops, const std::vector<double>& slopes, const std::string& dtype,
-                      uintptr_t center, uintptr_t directions, uintptr_t coeffs, uintptr_t inputs,
-                      uintptr_t targets, int64_t num_params, int m, int64_t num_points,
-                      int64_t num_samples, const py::dict& plan_dict, uintptr_t params,
-                      uintptr_t partial, uintptr_t stream) {
-  check_sizes(num_params, m, num_points, num_samples);
-  const Program program = genni::make_program(ops, slopes, num_params);
-  const genni::TilePlan plan = plan_from_dict(plan_dict);
+void sweep_cuda_tiled(const BoundProgram& program, const std::string& dtype, uintptr_t center,
+                      uintptr_t directions, uintptr_t coeffs, uintptr_t inputs, uintptr_t targets,
+                      int64_t num_params, int m, int64_t num_points, int64_t num_samples,
+                      const TilePlan& plan, uintptr_t params, uintptr_t partial,
+                      uintptr_t stream) {
+  check_sizes(program, num_params, m, num_points, num_samples);
   check_plan(program, plan, scalar_bytes_of(dtype));
   auto* out = reinterpret_cast<double*>(partial);
   auto* stream_ptr = reinterpret_cast<void*>(stream);
   py::gil_scoped_release release;
   with_scalar(dtype, [&](auto zero) {
     using S = decltype(zero);
-    genni::sweep_cuda_tiled(program,
+    genni::sweep_cuda_tiled(program.program,
                             make_args<S>(center, directions, coeffs, inputs, targets, num_params, m,
                                          num_points, num_samples, false),
                             plan, reinterpret_cast<S*>(params), out, stream_ptr);
   });
 }
 
-void sweep_tile_emulated(const Rows& ops, const std::vector<double>& slopes,
-                         const std::string& dtype, uintptr_t center, uintptr_t directions,
-                         uintptr_t coeffs, uintptr_t inputs, uintptr_t targets, int64_t num_params,
-                         int m, int64_t num_points, int64_t num_samples, const py::dict& plan_dict,
-                         uintptr_t partial, bool reverse) {
-  check_sizes(num_params, m, num_points, num_samples);
-  const Program program = genni::make_program(ops, slopes, num_params);
-  const genni::TilePlan plan = plan_from_dict(plan_dict);
+void sweep_tile_emulated(const BoundProgram& program, const std::string& dtype, uintptr_t center,
+                         uintptr_t directions, uintptr_t coeffs, uintptr_t inputs,
+                         uintptr_t targets, int64_t num_params, int m, int64_t num_points,
+                         int64_t num_samples, const TilePlan& plan, uintptr_t partial,
+                         bool reverse) {
+  check_sizes(program, num_params, m, num_points, num_samples);
   check_plan(program, plan, scalar_bytes_of(dtype));
   auto* out = reinterpret_cast<double*>(partial);
   py::gil_scoped_release release;
   with_scalar(dtype, [&](auto zero) {
     using S = decltype(zero);
-    genni::sweep_tile_emulated(program,
+    genni::sweep_tile_emulated(program.program,
                                make_args<S>(center, directions, coeffs, inputs, targets, num_params,
                                             m, num_points, num_samples, false),
                                plan, out, reverse);
@@ -299,6 +322,45 @@ PYBIND11_MODULE(_C, m) {
   m.attr("OP_FIELD_INDEX") = names_to_values(genni::kOpFieldNames);
   m.attr("OP_FIELDS") = static_cast<int>(genni::kOpFields);
   m.attr("MAX_OPS") = genni::kMaxOps;
+
+  py::class_<BoundProgram>(m, "Program",
+                           "An op program, checked once: Program(rows, slopes, num_params) from "
+                           "the rows of lowering.Program.ops; raises ValueError for rows the "
+                           "engine cannot run.")
+      .def(py::init<Rows, std::vector<double>, int64_t>(), py::arg("rows"), py::arg("slopes"),
+           py::arg("num_params"))
+      .def_property_readonly("n_ops", [](const BoundProgram& p) { return p.program.n_ops; })
+      .def_readonly("num_params", &BoundProgram::num_params)
+      .def_readonly("rows", &BoundProgram::rows)
+      .def_readonly("slopes", &BoundProgram::slopes)
+      .def(py::pickle(
+          [](const BoundProgram& p) { return py::make_tuple(p.rows, p.slopes, p.num_params); },
+          [](const py::tuple& t) {
+            return BoundProgram(t[0].cast<Rows>(), t[1].cast<std::vector<double>>(),
+                                t[2].cast<int64_t>());
+          }));
+
+  py::class_<TilePlan>(m, "TilePlan",
+                       "The tiled CUDA kernel's plan (tile_plan()); samples == 0 where the "
+                       "smallest tile does not fit. as_dict() and TilePlan.from_dict() give "
+                       "and take its fields.")
+      .def_readonly("samples", &TilePlan::samples)
+      .def_readonly("threads", &TilePlan::threads)
+      .def_readonly("max_lanes", &TilePlan::max_lanes)
+      .def_readonly("tiles", &TilePlan::tiles)
+      .def_readonly("params_in_shared", &TilePlan::params_in_shared)
+      .def_readonly("stage_elems", &TilePlan::stage_elems)
+      .def_readonly("arena_elems", &TilePlan::arena_elems)
+      .def_readonly("smem_bytes", &TilePlan::smem_bytes)
+      .def_readonly("transposed", &TilePlan::transposed)
+      .def_readonly("tf32", &TilePlan::tf32)
+      .def_readonly("param_elems", &TilePlan::param_elems)
+      .def_property_readonly("lanes", [](const TilePlan& p) { return per_op(p.lanes); })
+      .def_property_readonly("weights_at", [](const TilePlan& p) { return per_op(p.weights_at); })
+      .def("as_dict", &plan_to_dict)
+      .def_static("from_dict", &plan_from_dict, py::arg("fields"))
+      .def(py::pickle(&plan_to_dict, [](const py::dict& d) { return plan_from_dict(d); }));
+
   m.def("build_info", &build_info, "What this build contains and what it sees now.");
   m.def("sweep_cpu", &sweep_cpu, "Fused sweep on the CPU; writes J to loss[G].");
   m.def("cuda_plan", &cuda_plan, "Launch plan and scratch sizes of a CUDA sweep.");

@@ -33,16 +33,11 @@ constexpr int64_t kChunkBytes = int64_t(512) << 10;
 constexpr int64_t kSplitBelowPoints = 64;
 constexpr int64_t kMaxGroups = 64;
 
+// Grid point g's parameters (genni/params.h), vectorised across parameters.
 template <typename S>
 void build_params(const SweepArgs<S>& a, int64_t g, S* params) {
-  const S* c = a.coeffs + g * a.m;
-  std::copy(a.center, a.center + a.num_params, params);
-  for (int i = 0; i < a.m; ++i) {
-    const S ci = c[i];
-    const S* d = a.directions + i * a.num_params;
 #pragma omp simd
-    for (int64_t k = 0; k < a.num_params; ++k) params[k] += ci * d[k];
-  }
+  for (int64_t k = 0; k < a.num_params; ++k) params[k] = grid_param(a, g, k);
 }
 
 // One thread's parameters and activations, reused while its items share a grid point.

@@ -26,17 +26,8 @@ void emulate(const Program& program, const SweepArgs<S>& a, const TilePlan& plan
     for (int i = 0; i < threads; ++i) step(reverse ? threads - 1 - i : i);
   };
   for (int64_t g = 0; g < a.num_points; ++g) {
-    // As the build kernel does: centre, then each direction in turn, in the plan's layout.
-    for (int64_t j = 0; j < plan.param_elems; ++j) {
-      const int64_t k = tile_param_source(program, plan, j);
-      S v = S(0);
-      if (k >= 0) {
-        v = a.center[k];
-        for (int i = 0; i < a.m; ++i)
-          v += a.coeffs[g * a.m + i] * a.directions[i * a.num_params + k];
-      }
-      params[j] = v;
-    }
+    // As the build kernel does.
+    for (int64_t j = 0; j < plan.param_elems; ++j) params[j] = tile_param(program, plan, a, g, j);
     for (int64_t tile = 0; tile < plan.tiles; ++tile) {
       // Poisoned shared memory: a read of anything no step of this tile wrote shows up as
       // NaN in J.

@@ -63,11 +63,7 @@ __global__ void sweep_kernel(Program program, SweepArgs<S> a, int64_t sample_blo
     const S* c = a.coeffs + g * a.m;
     if (g != built) {
       __syncthreads();  // the previous item is done with the parameters
-      for (int64_t k = lane; k < a.num_params; k += kCudaLanes) {
-        S v = a.center[k];
-        for (int i = 0; i < a.m; ++i) v += c[i] * a.directions[i * a.num_params + k];
-        params[k] = v;
-      }
+      for (int64_t k = lane; k < a.num_params; k += kCudaLanes) params[k] = grid_param(a, g, k);
       __syncthreads();
       built = g;
     }
@@ -97,8 +93,7 @@ __global__ void sweep_kernel(Program program, SweepArgs<S> a, int64_t sample_blo
   }
 }
 
-// params[g, j] = center[k] + sum_i coeffs[g, i] * directions[i, k], in that order, where
-// k is the parameter that entry j of the plan's layout holds (0 for padding).
+// params[g, j]: entry j of grid point g's parameters in the plan's layout (tile_param).
 template <typename S>
 __global__ void build_params_kernel(const __grid_constant__ Program program,
                                     const __grid_constant__ TilePlan plan, SweepArgs<S> a,
@@ -107,13 +102,7 @@ __global__ void build_params_kernel(const __grid_constant__ Program program,
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t g = idx / plan.param_elems, j = idx % plan.param_elems;
-    const int64_t k = tile_param_source(program, plan, j);
-    S v = S(0);
-    if (k >= 0) {
-      v = a.center[k];
-      for (int i = 0; i < a.m; ++i) v += a.coeffs[g * a.m + i] * a.directions[i * a.num_params + k];
-    }
-    params[idx] = v;
+    params[idx] = tile_param(program, plan, a, g, j);
   }
 }
 

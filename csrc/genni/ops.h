@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "params.h"
 #include "program.h"
 
 #if defined(__CUDA_ARCH__)
@@ -284,35 +285,18 @@ GENNI_HD void conv_op(const Op& op, const S* params, const S* in, int in_stride,
   }
 }
 
-// One output pixel (c, oy, ox) of MaxPool2d (padding never wins the max) or AvgPool2d
-// (padding counts as zeros when count_include_pad, as in torch).
+// One output pixel (c, oy, ox) of MaxPool2d or AvgPool2d (the window: params.h).
 template <typename S, int L>
 GENNI_HD void pool_item(const Op& op, int c, int oy, int ox, const S* in, int in_stride, S* out,
                         int out_stride) {
   const bool is_max = op.kind == kMaxPool2d;
-  const int iy0 = oy * op.stride_h - op.pad_h, ix0 = ox * op.stride_w - op.pad_w;
-  S acc[L];
-  bool first = true;
-  int count = 0;
-  for (int ky = 0; ky < op.kernel_h; ++ky) {
-    const int iy = iy0 + ky;
-    if (iy < 0 || iy >= op.in_h) continue;
-    for (int kx = 0; kx < op.kernel_w; ++kx) {
-      const int ix = ix0 + kx;
-      if (ix < 0 || ix >= op.in_w) continue;
-      const S* x = in + ((static_cast<long>(c) * op.in_h + iy) * op.in_w + ix) * in_stride;
-      if (first) {
-        for (int l = 0; l < L; ++l) acc[l] = x[l];
-        first = false;
-      } else if (is_max) {
-        GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] = x[l] > acc[l] ? x[l] : acc[l];
-      } else {
-        GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] += x[l];
-      }
-      ++count;
-    }
+  S acc[L] = {};
+  WindowWalk at(pool_window(op, oy, ox, op.in_h, op.in_w));
+  for (; at.valid(); at.next()) {
+    const S* x = in + ((static_cast<long>(c) * op.in_h + at.y) * op.in_w + at.x) * in_stride;
+    GENNI_SIMD for (int l = 0; l < L; ++l) acc[l] = pool_fold(is_max, at.first(), acc[l], x[l]);
   }
-  const S scale = is_max ? S(1) : S(1) / S(op.flag ? op.kernel_h * op.kernel_w : count);
+  const S scale = pool_scale<S>(op, at.count);
   S* y = out + ((static_cast<long>(c) * op.out_h + oy) * op.out_w + ox) * out_stride;
   for (int l = 0; l < L; ++l) y[l] = acc[l] * scale;
 }
@@ -333,35 +317,20 @@ GENNI_HD void conv_pool_block(const Op& conv, int act_kind, S slope, const Op& p
                               int px, const S* weight, const S* bias, const S* in, int in_stride,
                               S* out, int out_stride, long wt = 0) {
   const bool is_max = pool.kind == kMaxPool2d;
-  const int oy0 = py * pool.stride_h - pool.pad_h, ox0 = px * pool.stride_w - pool.pad_w;
   S res[OB][L] = {};  // every window holds at least one position (torch: padding <= kernel / 2)
-  bool first = true;
-  int count = 0;
-  for (int ky = 0; ky < pool.kernel_h; ++ky) {
-    const int oy = oy0 + ky;
-    if (oy < 0 || oy >= conv.out_h) continue;
-    for (int kx = 0; kx < pool.kernel_w; ++kx) {
-      const int ox = ox0 + kx;
-      if (ox < 0 || ox >= conv.out_w) continue;
-      S acc[OB][L];
-      init_block<S, L, OB>(acc, bias ? bias + oc : nullptr);
-      conv_accumulate<S, L, OB, KW, Tr>(conv, oc, oy, ox, weight, in, in_stride, acc, wt);
-      for (int k = 0; k < OB; ++k) {
-        for (int l = 0; l < L; ++l) {
-          const S v = act_kind >= 0 ? activate(act_kind, acc[k][l], slope) : acc[k][l];
-          if (first)
-            res[k][l] = v;
-          else if (is_max)
-            res[k][l] = v > res[k][l] ? v : res[k][l];
-          else
-            res[k][l] += v;
-        }
+  WindowWalk at(pool_window(pool, py, px, conv.out_h, conv.out_w));
+  for (; at.valid(); at.next()) {
+    S acc[OB][L];
+    init_block<S, L, OB>(acc, bias ? bias + oc : nullptr);
+    conv_accumulate<S, L, OB, KW, Tr>(conv, oc, at.y, at.x, weight, in, in_stride, acc, wt);
+    for (int k = 0; k < OB; ++k) {
+      for (int l = 0; l < L; ++l) {
+        const S v = act_kind >= 0 ? activate(act_kind, acc[k][l], slope) : acc[k][l];
+        res[k][l] = pool_fold(is_max, at.first(), res[k][l], v);
       }
-      first = false;
-      ++count;
     }
   }
-  const S scale = is_max ? S(1) : S(1) / S(pool.flag ? pool.kernel_h * pool.kernel_w : count);
+  const S scale = pool_scale<S>(pool, at.count);
   const long plane = static_cast<long>(pool.out_h) * pool.out_w;
   const long pixel = static_cast<long>(py) * pool.out_w + px;
   for (int k = 0; k < OB; ++k)
@@ -436,15 +405,9 @@ GENNI_HD double squared_error(const S* y, int y_stride, const S* target, int tar
     const S* yo = y + static_cast<long>(o) * y_stride;
     const S* to = target + static_cast<long>(o) * target_stride;
     if (valid == L) {
-      GENNI_SIMD_SUM(sum) for (int l = 0; l < L; ++l) {
-        const double d = double(yo[l]) - double(to[l]);
-        sum += d * d;
-      }
+      GENNI_SIMD_SUM(sum) for (int l = 0; l < L; ++l) add_squared_error(sum, yo[l], to[l]);
     } else {
-      for (int l = 0; l < valid; ++l) {
-        const double d = double(yo[l]) - double(to[l]);
-        sum += d * d;
-      }
+      for (int l = 0; l < valid; ++l) add_squared_error(sum, yo[l], to[l]);
     }
   }
   return sum;

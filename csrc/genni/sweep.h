@@ -1,27 +1,14 @@
-// The fused sweep: J(center + coeffs[g] . directions) for every grid point g, with no torch
-// types. Pointers are raw host (CPU) or device (CUDA) memory, all tensors C-contiguous.
+// The fused sweep's entry points: J(center + coeffs[g] . directions) for every grid point g
+// (SweepArgs, genni/params.h), with no torch types.
 #pragma once
 
 #include <cstdint>
 
+#include "params.h"
 #include "program.h"
-#include "tile.h"
+#include "tile_steps.h"
 
 namespace genni {
-
-template <typename S>
-struct SweepArgs {
-  const S* center;      // [P]
-  const S* directions;  // [m, P]
-  const S* coeffs;      // [G, m]
-  const S* inputs;      // [N, input size]
-  const S* targets;     // [N, output size]
-  int64_t num_params;   // P
-  int m;
-  int64_t num_points;   // G
-  int64_t num_samples;  // N
-  bool affine_first;    // combine precomputed first-layer responses instead of running it
-};
 
 // CPU: writes J (mean over samples, accumulated in double) to loss[G]. The result does not
 // depend on num_threads: partial sums are reduced in a fixed order.
@@ -45,9 +32,10 @@ template <typename S>
 void sweep_cuda(const Program& program, const SweepArgs<S>& args, const CudaPlan& plan,
                 double* partial, void* scratch, void* affine, void* stream);
 
-// Tiled CUDA sweep (genni/tile.h). The caller allocates `params` for `points` grid points
-// ([points, P]) and `partial` ([points, plan.tiles], double) and sums partial's rows.
-// The kernel keeps no state between calls, so chunks of a grid can go to separate calls.
+// Tiled CUDA sweep (genni/tile.h, planned by genni/tile_plan.h). The caller allocates
+// `params` for `points` grid points ([points, plan.param_elems]) and `partial` ([points,
+// plan.tiles], double) and sums partial's rows. The kernel keeps no state between calls, so
+// chunks of a grid can go to separate calls.
 template <typename S>
 void sweep_cuda_tiled(const Program& program, const SweepArgs<S>& args, const TilePlan& plan,
                       S* params, double* partial, void* stream);

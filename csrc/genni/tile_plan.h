@@ -7,7 +7,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "tile.h"
+#include "tile_mma.h"
+#include "tile_steps.h"
 
 namespace genni {
 

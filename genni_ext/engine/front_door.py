@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+import genni_ext._C as _C
 from genni_ext._validate import (
     BACKENDS,
     contiguous_finite,
@@ -55,7 +56,9 @@ class Decision:
     or "tf32"; ``first_layer`` the fused engine's first-layer form ("affine" or "direct"
     for the grid's number of directions, "auto" where that was not known); ``cuda_kernel``
     "tiled" or "reference" on CUDA (None elsewhere) and ``tile_plan`` the tiled kernel's
-    plan (None elsewhere); ``reason`` the one line ``backend="auto"`` logs.
+    plan (None elsewhere); ``reason`` the one line ``backend="auto"`` logs. The program's
+    engine copy (:attr:`Program.native`) and the tile plan are bound C++ objects, made once
+    here (the program's on first use) and passed as they are to every chunk's call.
     """
 
     backend: str
@@ -64,7 +67,12 @@ class Decision:
     reason: str
     first_layer: FirstLayer = "auto"
     cuda_kernel: CudaKernel | None = None
-    tile_plan: dict[str, int] | None = None
+    tile_plan: _C.TilePlan | None = None
+
+    @property
+    def engine_plan(self) -> fused.EnginePlan:
+        """What the fused engine runs every chunk with, as decided here."""
+        return fused.EnginePlan(self.first_layer, self.tile_plan, self.precision)
 
 
 @dataclass(frozen=True)
@@ -165,11 +173,7 @@ def decide(
     tile_plan = fused.cuda_tile_plan(
         program, inputs.shape[0], dtype, "auto", None, device, precision
     )
-    if tile_plan is None and precision == "tf32":
-        raise BackendUnavailableError(
-            "precision='tf32' runs on the tiled CUDA kernel, and this model's smallest tile "
-            "does not fit in shared memory; use backend='torch' (cuBLAS/cuDNN in TF32)"
-        )
+    fused.check_tf32_plan(tile_plan, precision)
     kernel: CudaKernel = "reference" if tile_plan is None else "tiled"
     return Decision("fused-cuda", program, precision, reason, first_layer, kernel, tile_plan)
 
@@ -462,7 +466,5 @@ def run_decided(
         num_threads=num_threads,
         chunk_size=chunk_size,
         progress=progress,
-        first_layer=decision.first_layer,
-        cuda_kernel=decision.cuda_kernel or "auto",
-        precision=decision.precision,
+        plan=decision.engine_plan,
     )

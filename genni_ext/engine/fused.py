@@ -54,6 +54,19 @@ class TileOptions:
     layout: int = 0
 
 
+@dataclass(frozen=True)
+class EnginePlan:
+    """How the fused engine runs a sweep, decided once for all its chunks: the first-layer
+    form ("affine", "direct", or "auto" to choose for the grid's number of directions), the
+    tiled CUDA kernel's plan (None on the CPU, and on CUDA for the reference kernel) and the
+    precision. The front door's Decision carries one; :func:`plan_fused_sweep` makes one for
+    direct callers of :func:`fused_sweep`."""
+
+    first_layer: FirstLayer
+    tile_plan: _C.TilePlan | None
+    precision: Precision
+
+
 # Work per call into the engine when progress is shown: enough to amortise the call,
 # small enough that the bar moves and Ctrl-C is honoured between chunks.
 _FLOPS_PER_CHUNK = 2e9
@@ -134,6 +147,7 @@ def fused_sweep(
     cuda_kernel: CudaKernel = "auto",
     tile: TileOptions | None = None,
     precision: Precision = "full",
+    plan: EnginePlan | None = None,
 ) -> torch.Tensor:
     """J for every row of ``coeffs`` (float64 [G], on the inputs' device) on the fused engine.
 
@@ -143,7 +157,68 @@ def fused_sweep(
     the reference CUDA kernel; ``cuda_kernel`` and ``tile`` choose and tune the CUDA kernel;
     ``precision="tf32"`` runs its Linear and Conv2d layers on tensor cores (float32 on CUDA,
     tiled kernel only).
+
+    ``plan``: what the front door decided (its Decision's), trusted as it is: nothing is
+    checked or planned again, and ``first_layer``, ``cuda_kernel``, ``tile`` and
+    ``precision`` are not read. Without it (a direct call) :func:`plan_fused_sweep` checks
+    the tensors and makes the plan from those arguments.
     """
+    if plan is None:
+        plan = plan_fused_sweep(
+            program, center, directions, coeffs, inputs, targets,
+            first_layer=first_layer, cuda_kernel=cuda_kernel, tile=tile, precision=precision,
+        )  # fmt: skip
+    ext = _extension()
+    native = program.native
+    device = center.device
+    num_points, m = coeffs.shape
+    num_samples, num_params = inputs.shape[0], center.numel()
+    dtype_name = "float32" if center.dtype == torch.float32 else "float64"
+    affine = uses_affine_first_layer(program, m, plan.first_layer)
+    step = chunk_size or _chunk_points(program, num_samples, num_points, progress)
+    tile_plan = plan.tile_plan if device.type == "cuda" else None
+    if tile_plan is not None:
+        per_point = tile_plan.param_elems * center.element_size()
+        step = min(step, max(1, _CUDA_PARAM_BYTES // per_point))
+    loss = torch.empty(num_points, dtype=torch.float64, device=device)
+    tensors = _Tensors(center, directions, inputs, targets, native, dtype_name)
+
+    with tqdm(total=num_points, disable=not progress, unit="pt", desc="sweep (fused)") as bar:
+        for start in range(0, num_points, step):
+            stop = min(num_points, start + step)
+            chunk = coeffs[start:stop]
+            if device.type == "cpu":
+                ext.sweep_cpu(
+                    native, dtype_name, center.data_ptr(), directions.data_ptr(),
+                    chunk.data_ptr(), inputs.data_ptr(), targets.data_ptr(), num_params, m,
+                    stop - start, num_samples, affine, loss[start:stop].data_ptr(),
+                    cpu_threads(num_threads),
+                )  # fmt: skip
+            elif tile_plan is not None:
+                loss[start:stop] = _sweep_cuda_tiled_chunk(ext, tensors, chunk, tile_plan)
+            else:
+                loss[start:stop] = _sweep_cuda_chunk(ext, tensors, chunk, affine)
+            bar.update(stop - start)
+    return loss
+
+
+def plan_fused_sweep(
+    program: Program,
+    center: torch.Tensor,
+    directions: torch.Tensor,
+    coeffs: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    first_layer: FirstLayer = "auto",
+    cuda_kernel: CudaKernel = "auto",
+    tile: TileOptions | None = None,
+    precision: Precision = "full",
+) -> EnginePlan:
+    """The checks and the plan of a direct :func:`fused_sweep` call, which the front door
+    makes once per sweep instead: one dtype (float32 or float64), device and contiguous
+    layout for the tensors, the engine available on their device, the precision, the
+    model's input and output sizes, and on CUDA the tiled kernel's plan."""
     tensors = {
         "center": center,
         "directions": directions,
@@ -164,74 +239,53 @@ def fused_sweep(
     if reason is not None:
         raise BackendUnavailableError(f"the fused backend cannot run: {reason}")
     check_precision(precision, dtype, device)
-
-    ext = _extension()
-    num_points, m = coeffs.shape
-    num_samples, num_params = inputs.shape[0], center.numel()
     if inputs[0].numel() != program.input_size or targets.shape[1] != program.output_size:
         raise InputError(
             f"the model takes {program.input_size} input values and gives {program.output_size} "
             f"outputs per sample, but inputs have {inputs[0].numel()} and targets "
             f"{targets.shape[1]}"
         )
-    rows, slopes = program.ops.tolist(), program.slopes.tolist()
-    dtype_name = "float32" if dtype == torch.float32 else "float64"
-    affine = uses_affine_first_layer(program, m, first_layer)
-    step = chunk_size or _chunk_points(program, num_samples, num_points, progress)
-    plan = None
+    tile_plan = None
     if device.type == "cuda":
-        plan = cuda_tile_plan(program, num_samples, dtype, cuda_kernel, tile, device, precision)
-        if plan is None and precision == "tf32":
-            raise BackendUnavailableError(
-                "precision='tf32' runs on the tiled CUDA kernel, and this model's smallest tile "
-                "does not fit in shared memory; use backend='torch' (cuBLAS/cuDNN in TF32)"
-            )
-        if plan is not None:
-            per_point = plan["param_elems"] * center.element_size()
-            step = min(step, max(1, _CUDA_PARAM_BYTES // per_point))
-    loss = torch.empty(num_points, dtype=torch.float64, device=device)
-    common = (center.data_ptr(), directions.data_ptr())
-    data = (inputs.data_ptr(), targets.data_ptr())
+        tile_plan = cuda_tile_plan(
+            program, inputs.shape[0], dtype, cuda_kernel, tile, device, precision
+        )
+        check_tf32_plan(tile_plan, precision)
+    return EnginePlan(first_layer, tile_plan, precision)
 
-    with tqdm(total=num_points, disable=not progress, unit="pt", desc="sweep (fused)") as bar:
-        for start in range(0, num_points, step):
-            stop = min(num_points, start + step)
-            chunk = coeffs[start:stop]
-            if device.type == "cpu":
-                ext.sweep_cpu(
-                    rows, slopes, dtype_name, *common, chunk.data_ptr(), *data,
-                    num_params, m, stop - start, num_samples, affine,
-                    loss[start:stop].data_ptr(), cpu_threads(num_threads),
-                )  # fmt: skip
-            elif plan is not None:
-                loss[start:stop] = _sweep_cuda_tiled_chunk(
-                    ext, rows, slopes, dtype_name, tensors, chunk, plan
-                )
-            else:
-                loss[start:stop] = _sweep_cuda_chunk(
-                    ext, rows, slopes, dtype_name, tensors, chunk, affine
-                )
-            bar.update(stop - start)
-    return loss
+
+def check_tf32_plan(tile_plan: _C.TilePlan | None, precision: str) -> None:
+    """BackendUnavailableError where TF32 was asked for and the tiled kernel cannot run."""
+    if tile_plan is None and precision == "tf32":
+        raise BackendUnavailableError(
+            "precision='tf32' runs on the tiled CUDA kernel, and this model's smallest tile "
+            "does not fit in shared memory; use backend='torch' (cuBLAS/cuDNN in TF32)"
+        )
+
+
+@dataclass(frozen=True)
+class _Tensors:
+    """What every CUDA chunk of one sweep shares: its tensors, program and scalar type."""
+
+    center: torch.Tensor
+    directions: torch.Tensor
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    native: _C.Program
+    dtype_name: str
 
 
 def _sweep_cuda_chunk(
-    ext: ModuleType,
-    rows: list[list[int]],
-    slopes: list[float],
-    dtype_name: str,
-    tensors: dict[str, torch.Tensor],
-    chunk: torch.Tensor,
-    affine: bool,
+    ext: ModuleType, tensors: _Tensors, chunk: torch.Tensor, affine: bool
 ) -> torch.Tensor:
     """One chunk of grid points on the current CUDA stream; returns J [chunk] (float64)."""
-    center, inputs = tensors["center"], tensors["inputs"]
+    center, inputs = tensors.center, tensors.inputs
     num_points, m = chunk.shape
     num_samples, num_params = inputs.shape[0], center.numel()
     device = center.device
     with torch.cuda.device(device):
         plan = ext.cuda_plan(
-            rows, slopes, num_params, m, num_points, num_samples, center.element_size(), affine
+            tensors.native, m, num_points, num_samples, center.element_size(), affine
         )
         partial = torch.empty(
             (num_points, plan["sample_blocks"]), dtype=torch.float64, device=device
@@ -239,10 +293,11 @@ def _sweep_cuda_chunk(
         scratch = torch.empty(plan["scratch_bytes"], dtype=torch.uint8, device=device)
         responses = torch.empty(max(1, plan["affine_bytes"]), dtype=torch.uint8, device=device)
         ext.sweep_cuda(
-            rows, slopes, dtype_name, center.data_ptr(), tensors["directions"].data_ptr(),
-            chunk.data_ptr(), inputs.data_ptr(), tensors["targets"].data_ptr(), num_params, m,
-            num_points, num_samples, plan, partial.data_ptr(), scratch.data_ptr(),
-            responses.data_ptr(), torch.cuda.current_stream(device).cuda_stream,
+            tensors.native, tensors.dtype_name, center.data_ptr(),
+            tensors.directions.data_ptr(), chunk.data_ptr(), inputs.data_ptr(),
+            tensors.targets.data_ptr(), num_params, m, num_points, num_samples, plan,
+            partial.data_ptr(), scratch.data_ptr(), responses.data_ptr(),
+            torch.cuda.current_stream(device).cuda_stream,
         )  # fmt: skip
         return partial.sum(dim=1) / num_samples
 
@@ -285,13 +340,13 @@ def cuda_auto_choice(
         )
     plan = cuda_tile_plan(program, num_samples, dtype, "auto", None, device, precision)
     if plan is not None:
-        if plan["tf32"]:
+        if plan.tf32:
             return True, (
-                f"tiled kernel, TF32 tensor cores, {plan['samples']} samples per tile (no "
+                f"tiled kernel, TF32 tensor cores, {plan.samples} samples per tile (no "
                 "Conv2d, and the tile fits in shared memory)"
             )
         return True, (
-            f"tiled kernel, {plan['samples']} samples per tile, {plan['threads']} threads "
+            f"tiled kernel, {plan.samples} samples per tile, {plan.threads} threads "
             "per block (the tile fits in shared memory)"
         )
     if precision == "tf32":
@@ -318,7 +373,7 @@ def cuda_tile_plan(
     tile: TileOptions | None = None,
     device: torch.device | None = None,
     precision: Precision = "full",
-) -> dict[str, int] | None:
+) -> _C.TilePlan | None:
     """The tiled CUDA kernel's plan, or None where the reference kernel runs instead.
 
     "auto" takes the tiled kernel wherever its smallest tile fits in shared memory;
@@ -346,7 +401,7 @@ def cuda_tile_plan(
         ext, program, num_samples, torch.empty((), dtype=dtype).element_size(), tile,
         limits["smem_optin"], limits["smem_per_sm"], tf32=tf32,
     )  # fmt: skip
-    if plan["samples"] > 0:
+    if plan.samples > 0:
         return plan
     if cuda_kernel == "tiled":
         raise BackendUnavailableError(
@@ -366,7 +421,8 @@ def _tile_plan(
     smem_per_sm: int,
     *,
     tf32: bool = False,
-) -> dict[str, int]:
+) -> _C.TilePlan:
+    """The tiled kernel's plan for ``program`` (samples == 0 where no tile fits)."""
     options = tile or TileOptions()
     if tf32 and options.layout == 1:
         raise InputError("precision='tf32' runs the transposed weight layout; drop layout=1")
@@ -375,34 +431,27 @@ def _tile_plan(
             f"precision='tf32' takes tiles of a multiple of 16 samples, not {options.samples}"
         )
     return ext.tile_plan(
-        program.ops.tolist(), program.slopes.tolist(), program.num_params, num_samples,
-        scalar_bytes, options.samples, options.threads, options.max_lanes, options.layout,
-        tf32, smem_limit, smem_per_sm,
+        program.native, num_samples, scalar_bytes, options.samples, options.threads,
+        options.max_lanes, options.layout, tf32, smem_limit, smem_per_sm,
     )  # fmt: skip
 
 
 def _sweep_cuda_tiled_chunk(
-    ext: ModuleType,
-    rows: list[list[int]],
-    slopes: list[float],
-    dtype_name: str,
-    tensors: dict[str, torch.Tensor],
-    chunk: torch.Tensor,
-    plan: dict[str, int],
+    ext: ModuleType, tensors: _Tensors, chunk: torch.Tensor, plan: _C.TilePlan
 ) -> torch.Tensor:
     """One chunk of grid points on the tiled kernel; returns J [chunk] (float64)."""
-    center, inputs = tensors["center"], tensors["inputs"]
+    center, inputs = tensors.center, tensors.inputs
     num_points, m = chunk.shape
     num_samples, num_params = inputs.shape[0], center.numel()
     device = center.device
     with torch.cuda.device(device):
-        params = torch.empty((num_points, plan["param_elems"]), dtype=center.dtype, device=device)
-        partial = torch.empty((num_points, plan["tiles"]), dtype=torch.float64, device=device)
+        params = torch.empty((num_points, plan.param_elems), dtype=center.dtype, device=device)
+        partial = torch.empty((num_points, plan.tiles), dtype=torch.float64, device=device)
         ext.sweep_cuda_tiled(
-            rows, slopes, dtype_name, center.data_ptr(), tensors["directions"].data_ptr(),
-            chunk.data_ptr(), inputs.data_ptr(), tensors["targets"].data_ptr(), num_params, m,
-            num_points, num_samples, plan, params.data_ptr(), partial.data_ptr(),
-            torch.cuda.current_stream(device).cuda_stream,
+            tensors.native, tensors.dtype_name, center.data_ptr(),
+            tensors.directions.data_ptr(), chunk.data_ptr(), inputs.data_ptr(),
+            tensors.targets.data_ptr(), num_params, m, num_points, num_samples, plan,
+            params.data_ptr(), partial.data_ptr(), torch.cuda.current_stream(device).cuda_stream,
         )  # fmt: skip
         return partial.sum(dim=1) / num_samples
 
@@ -439,16 +488,15 @@ def emulate_tiled_sweep(
     ext = _extension()
     num_points, m = coeffs.shape
     num_samples, num_params = inputs.shape[0], center.numel()
-    rows, slopes = program.ops.tolist(), program.slopes.tolist()
     plan = _tile_plan(
         ext, program, num_samples, center.element_size(), tile, smem_limit, HOPPER_SMEM_PER_SM,
         tf32=precision == "tf32",
     )  # fmt: skip
-    if plan["samples"] == 0:
+    if plan.samples == 0:
         raise BackendUnavailableError("the tile does not fit the shared memory limit")
-    partial = torch.empty((num_points, plan["tiles"]), dtype=torch.float64)
+    partial = torch.empty((num_points, plan.tiles), dtype=torch.float64)
     ext.sweep_tile_emulated(
-        rows, slopes, "float32" if center.dtype == torch.float32 else "float64",
+        program.native, "float32" if center.dtype == torch.float32 else "float64",
         center.data_ptr(), directions.data_ptr(), coeffs.data_ptr(), inputs.data_ptr(),
         targets.data_ptr(), num_params, m, num_points, num_samples, plan, partial.data_ptr(),
         reverse,

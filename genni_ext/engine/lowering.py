@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -84,6 +85,7 @@ class Program:
 
     ``ops`` is int64 ``[n_ops, OP_FIELDS]``; ``slopes`` is float64 ``[n_ops]`` (the
     negative slope of LeakyReLU ops, 0 elsewhere). Sizes count scalars per sample.
+    :attr:`native` is the engine's own copy, built from them once.
     """
 
     ops: torch.Tensor
@@ -98,6 +100,13 @@ class Program:
     @property
     def input_size(self) -> int:
         return math.prod(self.input_shape)
+
+    @cached_property
+    def native(self) -> _C.Program:
+        """The program as the compiled engine takes it, built and checked (in C++) on first
+        use and then kept, so that every chunk of a sweep passes the same object; raises
+        ValueError for rows the engine cannot run."""
+        return _C.Program(self.ops.tolist(), self.slopes.tolist(), self.num_params)
 
     @property
     def first_is_parametric(self) -> bool:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import genni_ext
+from genni_ext import _C
 from genni_ext.core.models import LeNet5, TwoNeuronNet, mlp
 from genni_ext.engine import fused
 from genni_ext.engine.fused import TileOptions, cuda_tile_plan, fused_sweep
@@ -125,12 +126,12 @@ def test_emulated_lenet5(
     model, shape = _lenet(lenet)
     channels = shape[0]
     case = make_case(model, shape, dtype=dtype, num_samples=11, num_points=2)
-    if _plan(model, shape, 11, scalar_bytes=case[1].element_size())["samples"] == 0:
+    if _plan(model, shape, 11, scalar_bytes=case[1].element_size()).samples == 0:
         # 8 samples of a 3-channel input and its first pooled conv, plus conv2's weights,
         # are over 227 KB in float64 (245 KB at 28x28): more than a block may have. Such a
         # sweep runs on the reference kernel; in float32 it fits.
         assert (channels, dtype) == (3, torch.float64)
-        assert _plan(model, shape, 11, scalar_bytes=4)["samples"] == 8
+        assert _plan(model, shape, 11, scalar_bytes=4).samples == 8
         return
     _emulated_both_orders(case, check_j)
 
@@ -185,7 +186,7 @@ def test_emulated_two_neuron_net_in_wide_tiles(make_case: MakeCase, check_j: Che
     torch.manual_seed(8)
     case = make_case(TwoNeuronNet(), (1,), num_samples=5000, num_points=4)
     plan = _plan(case[0], (1,), 5000)
-    assert plan["samples"] == 2048 and plan["params_in_shared"]
+    assert plan.samples == 2048 and plan.params_in_shared
     _emulated_both_orders(case, check_j)
 
 
@@ -250,7 +251,7 @@ def test_emulated_tf32_conv_net(name: str, make_case: MakeCase) -> None:
 def test_emulated_tf32_lenet5(lenet: tuple, make_case: MakeCase) -> None:
     model, shape = _lenet(lenet)
     case = make_case(model, shape, dtype=torch.float32, num_samples=21, num_points=2)
-    if _plan(model, shape, 21, scalar_bytes=4, tf32=True)["samples"] == 0:
+    if _plan(model, shape, 21, scalar_bytes=4, tf32=True).samples == 0:
         # TF32 tiles hold 16 samples at least: a 3-channel LeNet-5 (272 KB) does not fit.
         assert shape[0] == 3
         with pytest.raises(BackendUnavailableError):
@@ -283,8 +284,8 @@ def test_emulated_tf32_tiles_and_probe_counts(
 def test_tf32_plans_run_16_sample_tiles_of_float32() -> None:
     model, shape = LeNet5(), (1, 28, 28)
     plan = _plan(model, shape, 100, scalar_bytes=4, tf32=True)
-    assert plan["tf32"] and plan["samples"] % 16 == 0
-    assert _plan(model, shape, 3, scalar_bytes=4, tf32=True)["samples"] == 16
+    assert plan.tf32 and plan.samples % 16 == 0
+    assert _plan(model, shape, 3, scalar_bytes=4, tf32=True).samples == 16
     with pytest.raises(ValueError, match="float32"):
         _plan(model, shape, 100, scalar_bytes=8, tf32=True)
     with pytest.raises(ValueError, match="16"):
@@ -344,24 +345,20 @@ def _plan(
     tile: TileOptions | None = None,
     scalar_bytes: int = 8,
     tf32: bool = False,
-) -> dict[str, int]:
+) -> _C.TilePlan:
     """The tiled plan on an H100/H200's shared memory."""
     program = lower(model, shape)
     ext = fused._extension()
     options = tile or TileOptions()
     return ext.tile_plan(
-        program.ops.tolist(), program.slopes.tolist(), program.num_params, num_samples,
-        scalar_bytes, options.samples, options.threads, options.max_lanes, options.layout,
-        tf32, fused.HOPPER_SMEM_LIMIT, fused.HOPPER_SMEM_PER_SM,
+        program.native, num_samples, scalar_bytes, options.samples, options.threads,
+        options.max_lanes, options.layout, tf32, fused.HOPPER_SMEM_LIMIT,
+        fused.HOPPER_SMEM_PER_SM,
     )  # fmt: skip
 
 
-def _schedule(model: nn.Module, shape: tuple[int, ...], plan: dict) -> list[dict]:
-    program = lower(model, shape)
-    ext = fused._extension()
-    return ext.tile_schedule(
-        program.ops.tolist(), program.slopes.tolist(), program.num_params, plan, "float32"
-    )
+def _schedule(model: nn.Module, shape: tuple[int, ...], plan: _C.TilePlan) -> list[dict]:
+    return fused._extension().tile_schedule(lower(model, shape).native, plan, "float32")
 
 
 def test_lenet5_plan_fuses_conv_activation_and_pool() -> None:
@@ -370,8 +367,8 @@ def test_lenet5_plan_fuses_conv_activation_and_pool() -> None:
     model, shape = LeNet5(), (1, 28, 28)
     program = lower(model, shape)
     plan = _plan(model, shape, 8192, scalar_bytes=4)
-    assert plan["samples"] % 8 == 0 and plan["smem_bytes"] <= fused.HOPPER_SMEM_LIMIT
-    assert not plan["params_in_shared"]
+    assert plan.samples % 8 == 0 and plan.smem_bytes <= fused.HOPPER_SMEM_LIMIT
+    assert not plan.params_in_shared
     steps = _schedule(model, shape, plan)
     kinds = [OP_NAMES[int(program.ops[step["op"], 0])] for step in steps]
     assert kinds == ["conv2d", "conv2d", "linear", "linear", "linear"]
@@ -394,17 +391,17 @@ def test_tile_size_depends_on_the_probes_not_the_grid() -> None:
     model, shape = _conv_net("wide_activation")
     small = _plan(model, shape, 5)
     large = _plan(model, shape, 5000)
-    assert small["samples"] == 8 and small["tiles"] == 1
-    assert large["samples"] >= small["samples"] and large["samples"] % 8 == 0
+    assert small.samples == 8 and small.tiles == 1
+    assert large.samples >= small.samples and large.samples % 8 == 0
     for plan in (small, large):
-        assert plan["smem_bytes"] <= fused.HOPPER_SMEM_LIMIT
+        assert plan.smem_bytes <= fused.HOPPER_SMEM_LIMIT
 
 
 def test_a_model_too_wide_for_shared_memory_has_no_tile() -> None:
     """A 3 x 224 x 224 input does not fit 8 samples in shared memory: no tiled plan (auto
     then runs the reference kernel on a GPU)."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 222 * 222, 1))
-    assert _plan(model, (3, 224, 224), 100, scalar_bytes=4)["samples"] == 0
+    assert _plan(model, (3, 224, 224), 100, scalar_bytes=4).samples == 0
 
 
 @pytest.mark.parametrize(
@@ -430,10 +427,11 @@ def test_a_plan_the_kernel_would_misrun_is_refused(make_case: MakeCase) -> None:
     ext = fused._extension()
     plan = _plan(model, shape, 8, scalar_bytes=4)
     for lanes in (8, 3):
-        bad = dict(plan, lanes=[lanes if value else 0 for value in plan["lanes"]])
-        with pytest.raises(ValueError, match="lanes"):
+        fields = dict(plan.as_dict(), lanes=[lanes if value else 0 for value in plan.lanes])
+        with pytest.raises(ValueError, match="lanes"):  # lanes 3 already in from_dict
+            bad = ext.TilePlan.from_dict(fields)
             ext.sweep_tile_emulated(
-                program.ops.tolist(), program.slopes.tolist(), "float32",
+                program.native, "float32",
                 *(t.data_ptr() for t in case[1:]), program.num_params, 2, 1, 8, bad,
                 torch.empty(1, dtype=torch.float64).data_ptr(), False,
             )  # fmt: skip
