@@ -361,7 +361,11 @@ PYBIND11_MODULE(_C, m) {
       .def_static("from_dict", &plan_from_dict, py::arg("fields"))
       .def(py::pickle(&plan_to_dict, [](const py::dict& d) { return plan_from_dict(d); }));
 
-  m.def("build_info", &build_info, "What this build contains and what it sees now.");
+  m.def("build_info", &build_info,
+        "What the compiled engine contains and sees now: cpu, cuda (the CUDA kernel was "
+        "compiled), cuda_devices (visible now), openmp, cuda_archs, cuda_note (why CUDA was "
+        "not built and how to add it; empty when it was), the compiler and its flags, "
+        "max_ops and cpu_lanes.");
   m.def("sweep_cpu", &sweep_cpu, "Fused sweep on the CPU; writes J to loss[G].");
   m.def("cuda_plan", &cuda_plan, "Launch plan and scratch sizes of a CUDA sweep.");
   m.def("sweep_cuda", &sweep_cuda,

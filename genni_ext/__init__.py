@@ -10,7 +10,7 @@ CUDA engine for MLPs and LeNet-style conv nets and on torch.func for every other
 from __future__ import annotations
 
 try:
-    import genni_ext._C as _C
+    from genni_ext._C import build_info
 except ImportError as error:  # a source tree without a build: say how to get one
     raise ImportError(
         f"genni_ext needs its compiled engine genni_ext._C ({error}), which the source tree "
@@ -37,18 +37,6 @@ from genni_ext.run.resumable import run_sweep
 from genni_ext.run.searches import search
 from genni_ext.store.experiment import Experiment, open_grid
 from genni_ext.store.home import genni_home
-
-
-def build_info() -> dict[str, object]:
-    """What the compiled engine contains and sees now.
-
-    Keys include ``cpu``, ``cuda`` (CUDA kernel compiled), ``cuda_devices`` (visible now),
-    ``openmp``, ``cuda_archs``, ``cuda_note`` (why CUDA was not built and how to add it;
-    empty when it was) and the compiler flags; ``compiled`` is always True (the package
-    does not import without its engine).
-    """
-    return {"compiled": True, **_C.build_info()}
-
 
 __all__ = [
     "BackendUnavailableError",
