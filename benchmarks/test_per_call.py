@@ -51,13 +51,13 @@ def _call(name: str, method: str) -> Callable[[], torch.Tensor]:
     if method == "engine":
         program = lower(problem.model, problem.inputs.shape[1:])
         return lambda: fused_sweep(
-            program, *tensors, num_threads=None, chunk_size=None, progress=False
+            program, *tensors, num_threads=None, batch_points=None, progress=False
         )
     if method == "engine-planned":
         program = lower(problem.model, problem.inputs.shape[1:])
         plan = plan_fused_sweep(program, *tensors)
         return lambda: fused_sweep(
-            program, *tensors, num_threads=None, chunk_size=None, progress=False, plan=plan
+            program, *tensors, num_threads=None, batch_points=None, progress=False, plan=plan
         )
     if method == "sweep":
         return lambda: genni_ext.sweep(problem.model, *tensors, backend="fused")

@@ -334,7 +334,7 @@ def test_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
         def call() -> torch.Tensor:
             return fused.fused_sweep(
                 data.program, *args, coeffs, *probes,
-                num_threads=None, chunk_size=None, progress=False, first_layer=first_layer,
+                num_threads=None, batch_points=None, progress=False, first_layer=first_layer,
             )  # fmt: skip
 
         rounds = workload.fused_rounds

@@ -305,7 +305,7 @@ def test_cuda_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
 
         def call() -> torch.Tensor:
             return fused.fused_sweep(
-                prepared.program, *args, coeffs, *probes, num_threads=None, chunk_size=None,
+                prepared.program, *args, coeffs, *probes, num_threads=None, batch_points=None,
                 progress=False, cuda_kernel=kernel, tile=tile,
             )  # fmt: skip
 

@@ -180,7 +180,7 @@ def test_threads(
             start = time.perf_counter()
             if method == "engine":
                 values = fused.fused_sweep(
-                    program, *tensors, num_threads=setting.threads, chunk_size=None,
+                    program, *tensors, num_threads=setting.threads, batch_points=None,
                     progress=False,
                 )  # fmt: skip
             else:

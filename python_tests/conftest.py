@@ -128,7 +128,7 @@ def _fused_first_layer(
         inputs,
         targets,
         num_threads=num_threads,
-        chunk_size=None,
+        batch_points=None,
         progress=False,
         first_layer=first_layer,
     )

@@ -63,7 +63,7 @@ def main() -> None:
                 runs += [("tiled", None, "tf32"), ("tiled", TileOptions(samples=16), "tf32")]
             for kernel, tile, precision in runs:
                 got = fused_sweep(
-                    program, *cuda[1:], num_threads=None, chunk_size=None, progress=False,
+                    program, *cuda[1:], num_threads=None, batch_points=None, progress=False,
                     cuda_kernel=kernel, tile=tile, precision=precision,
                 ).cpu()  # fmt: skip
                 error = float(((got - expected).abs() / expected.abs().clamp_min(1e-30)).max())

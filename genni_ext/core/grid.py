@@ -358,9 +358,9 @@ class GridResult:
         return self.grid.coeffs[self.eps_mask(eps, eps_relative=eps_relative).reshape(-1)]
 
     def eps_params(
-        self, eps: float, subspace: Subspace, *, chunk_size: int = 4096
+        self, eps: float, subspace: Subspace, *, batch_rows: int = 4096
     ) -> Iterator[torch.Tensor]:
-        """The parameters θ₀ + c @ B of the ε-set, in chunks of at most ``chunk_size`` rows
+        """The parameters θ₀ + c @ B of the ε-set, in batches of at most ``batch_rows`` rows
         ([k, P], the subspace's dtype and device), in the order of :meth:`eps_set`.
 
         Arguments are checked when this is called; parameters are computed chunk by chunk
@@ -374,11 +374,11 @@ class GridResult:
                 f"subspace has m={subspace.dim} directions but the grid has {self.grid.dim} "
                 "coefficients per point; pass the subspace the grid was swept on"
             )
-        chunk_size = positive_int(chunk_size, "chunk_size")
+        batch_rows = positive_int(batch_rows, "batch_rows")
 
         def chunks() -> Iterator[torch.Tensor]:
-            for first in range(0, coeffs.shape[0], chunk_size):
-                yield subspace.params(coeffs[first : first + chunk_size])
+            for first in range(0, coeffs.shape[0], batch_rows):
+                yield subspace.params(coeffs[first : first + batch_rows])
 
         return chunks()
 

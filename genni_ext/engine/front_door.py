@@ -326,7 +326,7 @@ def sweep(
     *,
     backend: str = "auto",
     num_threads: int | None = None,
-    chunk_size: int | None = None,
+    batch_points: int | None = None,
     progress: bool = False,
     precision: str = "full",
 ) -> torch.Tensor:
@@ -357,7 +357,7 @@ def sweep(
     cannot run and BackendUnavailableError where it is not built or cannot run on the
     device), "torch" (torch.func fallback, any model) or "auto" (fused where possible,
     else torch; logs which and why). ``num_threads`` caps CPU threads (for the torch
-    backend, torch's intra-op threads during the call); ``chunk_size`` is the number of
+    backend, torch's intra-op threads during the call); ``batch_points`` is the number of
     grid points evaluated at once (default: from a memory budget); ``progress`` shows a
     progress bar.
 
@@ -372,8 +372,8 @@ def sweep(
         raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
     if num_threads is not None:
         positive_int(num_threads, "num_threads")
-    if chunk_size is not None:
-        positive_int(chunk_size, "chunk_size")
+    if batch_points is not None:
+        positive_int(batch_points, "batch_points")
     if not isinstance(progress, bool):
         raise InputError(f"progress must be True or False, got {progress!r}")
     checked = check_sweep_inputs(model, center, directions, coeffs, inputs, targets)
@@ -396,7 +396,7 @@ def sweep(
         checked.inputs,
         checked.targets,
         num_threads=num_threads,
-        chunk_size=chunk_size,
+        batch_points=batch_points,
         progress=progress,
     )
 
@@ -438,7 +438,7 @@ def run_decided(
     targets: torch.Tensor,
     *,
     num_threads: int | None = None,
-    chunk_size: int | None = None,
+    batch_points: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """J (float64 [G]) on the engine ``decision`` names, for tensors already checked as
@@ -453,7 +453,7 @@ def run_decided(
                 coeffs,
                 inputs,
                 targets,
-                chunk_size=chunk_size,
+                batch_points=batch_points,
                 progress=progress,
             )
     return fused.fused_sweep(
@@ -464,7 +464,7 @@ def run_decided(
         inputs,
         targets,
         num_threads=num_threads,
-        chunk_size=chunk_size,
+        batch_points=batch_points,
         progress=progress,
         plan=decision.engine_plan,
     )

@@ -141,7 +141,7 @@ def fused_sweep(
     targets: torch.Tensor,
     *,
     num_threads: int | None,
-    chunk_size: int | None,
+    batch_points: int | None,
     progress: bool,
     first_layer: FirstLayer = "auto",
     cuda_kernel: CudaKernel = "auto",
@@ -175,7 +175,7 @@ def fused_sweep(
     num_samples, num_params = inputs.shape[0], center.numel()
     dtype_name = "float32" if center.dtype == torch.float32 else "float64"
     affine = uses_affine_first_layer(program, m, plan.first_layer)
-    step = chunk_size or _chunk_points(program, num_samples, num_points, progress)
+    step = batch_points or _chunk_points(program, num_samples, num_points, progress)
     tile_plan = plan.tile_plan if device.type == "cuda" else None
     if tile_plan is not None:
         per_point = tile_plan.param_elems * center.element_size()

@@ -37,7 +37,7 @@ def torch_sweep(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     *,
-    chunk_size: int | None = None,
+    batch_points: int | None = None,
     memory_budget: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -45,13 +45,13 @@ def torch_sweep(
 
     J(θ) = 1/N Σₙ ‖model(inputs[n]; θ) - targets[n]‖². The model runs in the inputs'
     dtype on the inputs' device (its own parameters are not used; its buffers are copied
-    there); per-probe squared errors are summed in float64. ``chunk_size`` grid points
+    there); per-probe squared errors are summed in float64. ``batch_points`` grid points
     are evaluated at once; when it is None it is derived from ``memory_budget`` bytes
     (default 1 GiB), and when one chunk over all probes would still exceed the budget the
     probes are chunked too. Expects tensors checked as :func:`genni_ext.sweep` does.
     """
-    if chunk_size is not None:
-        positive_int(chunk_size, "chunk_size")
+    if batch_points is not None:
+        positive_int(batch_points, "batch_points")
     budget = DEFAULT_MEMORY_BUDGET
     if memory_budget is not None:
         budget = positive_int(memory_budget, "memory_budget")
@@ -66,18 +66,18 @@ def torch_sweep(
         per_sample = probe.activations_per_sample
         # x2: autograd is off, but a layer's input and output are alive at the same time.
         bytes_per_sample = 2 * per_sample * inputs.element_size()
-        if chunk_size is None:
-            chunk_size = budget // (bytes_per_sample * num_probes)
-        chunk_size = max(1, min(chunk_size, num_points))
-        probe_chunk = max(1, min(num_probes, budget // (bytes_per_sample * chunk_size)))
+        if batch_points is None:
+            batch_points = budget // (bytes_per_sample * num_probes)
+        batch_points = max(1, min(batch_points, num_points))
+        probe_chunk = max(1, min(num_probes, budget // (bytes_per_sample * batch_points)))
 
         def run(params: dict[str, torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
             return functional_call(model, (params, buffers), (batch,), tie_weights=False)
 
         batched = vmap(run, in_dims=(0, None))
         with tqdm(total=num_points, disable=not progress, unit="point") as bar:
-            for start in range(0, num_points, chunk_size):
-                stop = min(start + chunk_size, num_points)
+            for start in range(0, num_points, batch_points):
+                stop = min(start + batch_points, num_points)
                 params = every_path(model, center + coeffs[start:stop] @ directions)
                 squared = torch.zeros(stop - start, dtype=torch.float64, device=inputs.device)
                 for first in range(0, num_probes, probe_chunk):

@@ -219,7 +219,7 @@ def _parameters(
     dtype = torch.empty((), dtype=subspace.center.dtype).numpy().dtype
     out = np.empty((rows.shape[0], subspace.num_params), dtype=dtype)
     first = 0
-    for part in kept.eps_params(eps, subspace, chunk_size=chunk):
+    for part in kept.eps_params(eps, subspace, batch_rows=chunk):
         out[first : first + part.shape[0]] = part.detach().cpu().numpy()
         first += part.shape[0]
         del part

@@ -21,7 +21,7 @@ def sweep_grid(
     *,
     backend: str = "auto",
     num_threads: int | None = None,
-    chunk_size: int | None = None,
+    chunk_points: int | None = None,
     progress: bool = False,
     precision: str = "full",
     client: object = None,
@@ -29,23 +29,25 @@ def sweep_grid(
     """J(θ₀ + c @ B) at every point of ``grid`` on ``subspace``, as a :class:`GridResult`.
 
     Computes what :func:`genni_ext.sweep` computes on the problem's model, probes and
-    targets (coefficients cast to θ's dtype), planned once by :func:`plan_sweep` (the
-    model is not run on the probes again: the problem's targets stand for that run);
-    ``backend``, ``num_threads``, ``chunk_size``, ``progress`` and ``precision`` are passed
-    on. The markers' J is computed on the same engine as the grid's. The subspace must be
-    in the problem's dtype and on its device, and have as many directions as the grid has
-    coefficients. A subspace that records the problem its points solve
-    (``Subspace.from_search``) must come from this problem (same θ and probes); one without
-    that record (``Subspace.from_points``) is accepted as it is.
+    targets (coefficients cast to θ's dtype), planned once by :func:`plan_sweep` (the model
+    is not run on the probes again: the problem's targets stand for that run); ``backend``,
+    ``num_threads``, ``progress`` and ``precision`` are passed on. ``chunk_points`` is the
+    number of grid points computed as one piece: here per engine call (``sweep``'s
+    ``batch_points``; default from a memory budget), on a cluster per task (default
+    :func:`~genni_ext.run.plan.auto_chunk_points`). The markers' J is computed on the same
+    engine as the grid's. The subspace must be in the problem's dtype and on its device, and
+    have as many directions as the grid has coefficients. A subspace that records the
+    problem its points solve (``Subspace.from_search``) must come from this problem (same θ
+    and probes); one without that record (``Subspace.from_points``) is accepted as it is.
 
     ``client`` (a ``distributed.Client``) evaluates the grid as one task per chunk of a
-    :class:`~genni_ext.core.chunking.ChunkPlan` (``chunk_size`` points, default by
-    :func:`~genni_ext.run.plan.auto_chunk_points`) on the cluster's workers and gathers J
+    :class:`~genni_ext.core.chunking.ChunkPlan` on the cluster's workers and gathers J
     here: bitwise the values of a run in this process. To keep finished chunks through
-    interruptions, sweep into an experiment instead (``Experiment.run_sweep(..., client=...)``).
+    interruptions, sweep into an experiment instead
+    (``genni_ext.run_sweep(experiment, ..., client=...)``).
     """
-    if chunk_size is not None:
-        positive_int(chunk_size, "chunk_size")
+    if chunk_points is not None:
+        positive_int(chunk_points, "chunk_points")
     if num_threads is not None:
         positive_int(num_threads, "num_threads")
     if client is not None:
@@ -56,7 +58,7 @@ def sweep_grid(
         grid,
         backend=backend,
         precision=precision,
-        chunk_points=chunk_size,
+        chunk_points=chunk_points,
         chunked=client is not None,
         log=True,
     )
@@ -72,7 +74,7 @@ def sweep_grid(
             checked.inputs,
             checked.targets,
             num_threads=num_threads,
-            chunk_size=chunk_size,
+            batch_points=chunk_points,
             progress=progress,
         )
     else:

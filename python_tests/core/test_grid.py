@@ -223,7 +223,7 @@ def test_eps_set_and_params_agree(problem: Problem, subspace: Subspace, result) 
     coeffs = result.eps_set(eps)
     assert coeffs.shape == (count, 2) and coeffs.dtype == torch.float64
     assert torch.equal(coeffs, result.grid.coeffs[mask.flatten()])
-    chunks = list(result.eps_params(eps, subspace, chunk_size=7))
+    chunks = list(result.eps_params(eps, subspace, batch_rows=7))
     assert all(0 < chunk.shape[0] <= 7 for chunk in chunks)
     assert len(chunks) == -(-count // 7)
     params = torch.cat(chunks)
@@ -329,7 +329,7 @@ _GRID = Grid.uniform((-1, 1), 3, 2)
         (lambda p, s, r: r.eps_mask(0.0), "eps must be a positive finite number"),
         (lambda p, s, r: r.eps_set(float("nan")), "eps must be a positive finite number"),
         (lambda p, s, r: r.eps_set("0.1"), "eps must be a positive number"),
-        (lambda p, s, r: r.eps_params(0.1, s, chunk_size=0), "chunk_size must be a positive"),
+        (lambda p, s, r: r.eps_params(0.1, s, batch_rows=0), "batch_rows must be a positive"),
         (lambda p, s, r: r.eps_params(0.1, _equivalent_subspace(3)), "subspace has m=3"),
         (lambda p, s, r: r.eps_params(0.1, "subspace"), "subspace must be a Subspace"),
         (lambda p, s, r: grid_markers(p, "subspace"), "subspace must be a Subspace"),

@@ -456,7 +456,7 @@ def _cuda_fused(case: Case, **options: object) -> torch.Tensor:
         inputs,
         targets,
         num_threads=None,
-        chunk_size=options.pop("chunk_size", None),  # type: ignore[arg-type]
+        batch_points=options.pop("batch_points", None),  # type: ignore[arg-type]
         progress=False,
         **options,  # type: ignore[arg-type]
     )
@@ -553,7 +553,7 @@ def test_cuda_chunks_streams_and_repeats_are_bitwise_equal(make_case: MakeCase) 
     )
     first = _cuda_fused(case)
     assert torch.equal(_cuda_fused(case), first)
-    assert torch.equal(_cuda_fused(case, chunk_size=7), first)
+    assert torch.equal(_cuda_fused(case, batch_points=7), first)
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
         on_stream = _cuda_fused(case)
@@ -628,7 +628,7 @@ def test_cuda_tf32_lenet5(lenet: tuple, num_samples: int, make_case: MakeCase) -
     case = make_case(model, shape, dtype=torch.float32, num_samples=num_samples, num_points=12)
     got = _cuda_fused(_to_cuda(case), precision="tf32")
     check_tf32(got, case)
-    assert torch.equal(_cuda_fused(_to_cuda(case), precision="tf32", chunk_size=5), got)
+    assert torch.equal(_cuda_fused(_to_cuda(case), precision="tf32", batch_points=5), got)
 
 
 @needs_cuda

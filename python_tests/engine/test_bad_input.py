@@ -170,8 +170,8 @@ def test_mixed_devices() -> None:
         ({"num_threads": 0}, "num_threads"),
         ({"num_threads": 2.0}, "num_threads"),
         ({"num_threads": True}, "num_threads"),
-        ({"chunk_size": -1}, "chunk_size"),
-        ({"chunk_size": "8"}, "chunk_size"),
+        ({"batch_points": -1}, "batch_points"),
+        ({"batch_points": "8"}, "batch_points"),
         ({"progress": "yes"}, "progress"),
     ],
 )

@@ -53,11 +53,15 @@ def _fused(
     case: Case,
     *,
     num_threads: int | None = None,
-    chunk_size: int | None = None,
+    batch_points: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     return genni_ext.sweep(
-        *case, backend="fused", num_threads=num_threads, chunk_size=chunk_size, progress=progress
+        *case,
+        backend="fused",
+        num_threads=num_threads,
+        batch_points=batch_points,
+        progress=progress,
     )
 
 
@@ -395,8 +399,8 @@ def test_chunks_and_progress(
     model, shape = _conv_net("strided_nonsquare")
     case = make_case(model, shape, num_points=9)
     whole = _fused(case)
-    check_j(_fused(case, chunk_size=2), whole, case)
-    check_j(_fused(case, chunk_size=100), whole, case)
+    check_j(_fused(case, batch_points=2), whole, case)
+    check_j(_fused(case, batch_points=100), whole, case)
     capsys.readouterr()
     check_j(_fused(case, progress=True), whole, case)
     assert "9/9" in capsys.readouterr().err
@@ -743,7 +747,7 @@ def test_engine_rejects_a_malformed_program(make_case: MakeCase) -> None:
             replace(program, ops=ops),
             *case[1:],
             num_threads=1,
-            chunk_size=None,
+            batch_points=None,
             progress=False,
         )
 
@@ -863,7 +867,7 @@ def test_cuda_sweep_api(dtype: torch.dtype, make_case: MakeCase, check_j: CheckJ
     torch.manual_seed(18)
     model, shape = _conv_net("overlapping_padded_pools")
     cpu_case = make_case(model, shape, dtype=dtype, num_samples=33, num_points=9)
-    got = _fused(_to_cuda(cpu_case), chunk_size=4)
+    got = _fused(_to_cuda(cpu_case), batch_points=4)
     check_j(got.cpu(), _fused(cpu_case), cpu_case)
 
 

@@ -628,7 +628,7 @@ def test_op_limit_is_the_engines(make_case: MakeCase, check_j: CheckJ) -> None:
     case = make_case(_linear_then_relus(MAX_OPS), (3,), num_points=3)
     program = lower(case[0], (3,))
     assert program.ops.shape == (MAX_OPS, OP_FIELDS)
-    run = functools.partial(fused_sweep, num_threads=1, chunk_size=None, progress=False)
+    run = functools.partial(fused_sweep, num_threads=1, batch_points=None, progress=False)
     check_j(run(program, *case[1:]), genni_ext.sweep(*case, backend="torch"), case)
 
     with pytest.raises(LoweringError, match=rf"lowers to {MAX_OPS + 1} ops .* at most {MAX_OPS}\."):

@@ -54,7 +54,7 @@ def _engine(case: Case, num_threads: int | None, first_layer: FirstLayer = "auto
     model, center, directions, coeffs, inputs, targets = case
     return fused_sweep(
         lower(model, inputs.shape[1:]), center, directions, coeffs, inputs, targets,
-        num_threads=num_threads, chunk_size=None, progress=False, first_layer=first_layer,
+        num_threads=num_threads, batch_points=None, progress=False, first_layer=first_layer,
     )  # fmt: skip
 
 

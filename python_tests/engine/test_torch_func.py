@@ -132,11 +132,11 @@ def _probe_batch_sizes(model: nn.Module) -> list[int]:
 
 @pytest.mark.slow
 @settings(max_examples=12, deadline=None)
-@given(chunk_size=st.integers(1, 10), budget=st.sampled_from([None, 1, 5_000, 50_000]))
-def test_chunking_gives_the_same_answer(chunk_size: int, budget: int | None) -> None:
+@given(batch_points=st.integers(1, 10), budget=st.sampled_from([None, 1, 5_000, 50_000]))
+def test_chunking_gives_the_same_answer(batch_points: int, budget: int | None) -> None:
     model, *tensors = _conv_bn_case(torch.float64)
-    whole = torch_sweep(model, *tensors, chunk_size=6)
-    chunked = torch_sweep(model, *tensors, chunk_size=chunk_size, memory_budget=budget)
+    whole = torch_sweep(model, *tensors, batch_points=6)
+    chunked = torch_sweep(model, *tensors, batch_points=batch_points, memory_budget=budget)
     torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=0.0)
 
 
@@ -161,13 +161,13 @@ def test_default_budget_runs_one_chunk() -> None:
 
 def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     case = _mlp_case(torch.float64)
-    torch_sweep(*case, chunk_size=4, progress=True)
+    torch_sweep(*case, batch_points=4, progress=True)
     assert "9/9" in capsys.readouterr().err
 
 
 def test_sweep_torch_backend_matches_reference() -> None:
     case = _conv_bn_case(torch.float32)
-    got = sweep(*case, backend="torch", num_threads=1, chunk_size=4)
+    got = sweep(*case, backend="torch", num_threads=1, batch_points=4)
     torch.testing.assert_close(got, loop_sweep(*case), **_tolerances(torch.float32))
 
 

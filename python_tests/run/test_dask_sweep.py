@@ -225,6 +225,6 @@ def test_client_must_be_a_dask_client(tmp_path: Path) -> None:
 def test_sweep_grid_on_a_cluster_equals_one_process(client: object) -> None:
     problem, subspace, grid = _two_neuron()
     local = sweep_grid(problem, subspace, grid)
-    spread = sweep_grid(problem, subspace, grid, client=client, chunk_size=100)
+    spread = sweep_grid(problem, subspace, grid, client=client, chunk_points=100)
     assert torch.equal(spread.values, local.values)
     assert spread.metadata["backend"] == local.metadata["backend"] == "fused-cpu"
