@@ -262,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
             "the ε-set can hold functions that ignore their input); the dimension of the "
             "equivalence class at θ against the known-symmetry orbit (Jacobian rank; models "
             "above 10,000 parameters in the plane of the first grid); what each found point "
-            "is (a G_ReLU image of θ, another exact equivalent, approximate, trivial); and the "
+            "is (a G_ReLU image of θ, another exact equivalent, near-constant, collapsed, "
+            "approximate or not converged); and the "
             "Betti numbers, persistence and components of each 2-D and 3-D grid's ε-set, "
             "checked on a grid of twice the resolution (a new sweep, stored as "
             "<grid>_refined; --no-refine leaves it out).",

@@ -144,7 +144,7 @@ def test_demo_quick(tmp_path: Path) -> None:
     assert re.search(r"9×9×9 on \[-2\.5, 2\.5\]\^3: ε-set \d+ of 729 points", out)
     # The analysis: class dimension, found points, topology with the resolution check.
     assert "the class is locally 2-dimensional" in out
-    assert re.search(r"Of 32 found points: \d+ symmetry images of θ", out)
+    assert re.search(r"Of 32 found points: \d+ G_ReLU images of θ", out)
     assert "refined to 41×41" in out and "refined to 17×17×17" in out
     assert "warning" not in out  # ε = 5 % of the constant function's J
     assert "time taken:" in out
