@@ -49,8 +49,9 @@ experiment: two_neuron_run       # required: <home>/experiments/<name>/ (no '/')
 model:                           # required: the network φ(x, θ), built in or your own
   name: two_neuron               # {" | ".join(MODEL_NAMES)}
   # or your code: factory: "package.module:function" or "path/to/file.py:function" (a path
-  #   relative to the working directory), kwargs: {{...}} (its keyword arguments); it must
-  #   return an nn.Module; it is built after torch.manual_seed(seed) and put in eval mode
+  #   relative to the working directory, stored absolute), kwargs: {{...}} (its keyword
+  #   arguments); it must return an nn.Module; it is built after torch.manual_seed(seed)
+  #   and put in eval mode
   # mlp:    sizes: [8, 32, 1] (required, input first), activation: relu, bias: true
   # lenet5: in_channels: 1, input_size: 28, num_outputs: 1, activation: relu,
   #         pool: max, padding: 2, output_activation: null
@@ -476,6 +477,9 @@ def _model(value: object) -> dict[str, Any]:
         if not isinstance(factory, str):
             raise ConfigError("model.factory", f"expected {SPEC_FORMS}, got {_describe(factory)}")
         kwargs = _mapping(given.get("kwargs") or {}, "model.kwargs")
+        where, colon, function = factory.rpartition(":")
+        if where.endswith(".py"):  # a file: stored absolute, as the other paths are
+            factory = f"{Path(where).expanduser().absolute()}{colon}{function}"
         return {"factory": factory, "kwargs": copy.deepcopy(dict(kwargs))}
     if "name" not in given:
         raise ConfigError(

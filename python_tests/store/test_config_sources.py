@@ -73,6 +73,17 @@ def test_factory_weights_and_digits(tmp_path: Path, factory: str) -> None:
     assert torch.equal(again.inputs, problem.inputs)  # the subsample is seeded
 
 
+def test_a_relative_factory_file_is_stored_absolute(
+    factory: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = Path(factory.rsplit(":", 1)[0])
+    monkeypatch.chdir(path.parent)
+    config = _config(model={"factory": f"{path.name}:small"})
+    assert config["model"]["factory"] == f"{path}:small"
+    monkeypatch.chdir("/")
+    assert build_problem(config).num_params == 64 * 4 + 4 + 4 * 2 + 2
+
+
 def test_probes_from_a_file(tmp_path: Path) -> None:
     data = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
     path = tmp_path / "x.npz"
