@@ -16,6 +16,8 @@
   representations of θ and a found point are, layer by layer, up to the symmetries of the
   activations; :func:`stitch` and :func:`stitch_all`: whether one network's layer can be
   fed into the other's next layers through a linear (or permutation) layer.
+- :func:`lowest_passes`: the lowest pass (minimax J over grid paths) between every pair of
+  found points and local minima on a swept grid, and which pairs the ε-set joins.
 - :func:`morse_graph`: the Morse decomposition of gradient descent on J restricted to the
   swept plane or space (CMGDB): attracting minima, saddles between them, and which part of
   the plane flows where.
@@ -40,6 +42,7 @@ from genni_ext.analysis.dynamics import (
     morse_graph,
 )
 from genni_ext.analysis.local_dimension import Identifiability, identifiability
+from genni_ext.analysis.passes import Passes, lowest_passes
 from genni_ext.analysis.persistence import ResolutionCheck, Topology, betti, topology
 from genni_ext.analysis.representations import hidden_layer_names, layer_outputs
 from genni_ext.analysis.similarity import Comparison, cka, compare, procrustes, relu_cka
@@ -57,6 +60,7 @@ __all__ = [
     "MorseDecomposition",
     "MorseGraph",
     "MorseSet",
+    "Passes",
     "ResolutionCheck",
     "Stitch",
     "Topology",
@@ -69,6 +73,7 @@ __all__ = [
     "hidden_layers",
     "identifiability",
     "layer_outputs",
+    "lowest_passes",
     "morse_decomposition",
     "morse_graph",
     "procrustes",
