@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from genni_ext.core.grid import GridResult, Marker
+from genni_ext.analysis.persistence import nearest_grid_index
+from genni_ext.core.grid import GridResult
 from genni_ext.errors import InputError
 
 
@@ -129,20 +130,6 @@ def minimax_heights(values: np.ndarray, sources: Sequence[tuple[int, ...]]) -> n
     return heights
 
 
-def _nearest_index(marker: Marker, axes: Sequence[np.ndarray]) -> tuple[int, ...] | None:
-    """The grid index nearest ``marker`` (None when it lies beyond the grid by over half a
-    cell on some axis)."""
-    coords = marker.coords.detach().to(device="cpu", dtype=torch.float64).reshape(-1).tolist()
-    index = []
-    for axis, value in zip(axes, coords, strict=True):
-        below = axis[0] - (axis[1] - axis[0]) / 2
-        above = axis[-1] + (axis[-1] - axis[-2]) / 2
-        if not below <= value <= above:
-            return None
-        index.append(int(np.argmin(np.abs(axis - value))))
-    return tuple(index)
-
-
 def _local_minima(field: np.ndarray) -> list[tuple[int, ...]]:
     """Grid points with J below that of every corner neighbour (finite J only; a flat
     stretch of equal J holds none)."""
@@ -175,7 +162,8 @@ def lowest_passes(result: GridResult, eps: float, *, minima: bool = True) -> Pas
     field = result.values.detach().cpu().double().numpy()
     points: dict[str, tuple[int, ...]] = {}
     for marker in result.markers:
-        index = _nearest_index(marker, axes)
+        coords = marker.coords.detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+        index = nearest_grid_index(coords.tolist(), axes)
         if index is not None:
             points[marker.name] = index
     if minima:

@@ -385,15 +385,24 @@ def _marker_components(
                 f"marker {marker.name!r} has coordinates {coords.tolist()}; a marker of a "
                 f"{len(axes)}-D grid needs {len(axes)} finite coordinates"
             )
-        index = []
-        for axis, value in zip(axes, coords.tolist(), strict=True):
-            below = axis[0] - (axis[1] - axis[0]) / 2
-            above = axis[-1] + (axis[-1] - axis[-2]) / 2
-            if not below <= value <= above:
-                break
-            index.append(int(np.argmin(np.abs(axis - value))))
-        found[marker.name] = int(labels[tuple(index)]) if len(index) == len(axes) else 0
+        index = nearest_grid_index(coords.tolist(), axes)
+        found[marker.name] = int(labels[index]) if index is not None else 0
     return found
+
+
+def nearest_grid_index(
+    coords: Sequence[float], axes: Sequence[np.ndarray]
+) -> tuple[int, ...] | None:
+    """The grid index nearest ``coords`` (None when they lie beyond the grid by over half a
+    cell on some axis)."""
+    index = []
+    for axis, value in zip(axes, coords, strict=True):
+        below = axis[0] - (axis[1] - axis[0]) / 2
+        above = axis[-1] + (axis[-1] - axis[-2]) / 2
+        if not below <= value <= above:
+            return None
+        index.append(int(np.argmin(np.abs(axis - value))))
+    return tuple(index)
 
 
 def _refined_axis(axis: np.ndarray) -> torch.Tensor:
