@@ -131,7 +131,7 @@ def run_planned_sweep(
     task = ChunkTask(folder, chunks, decision, num_threads, manifest["problem"])
 
     experiment.chunks_computed = 0
-    if experiment.grid_layout(folder) == 1:
+    if experiment.grid_layout(folder) == 1:  # genni_ext.store.format1: read, never resumed
         return experiment.first_format_result(folder, name, manifest)
     fresh = not experiment.has_results(folder)
     if not fresh:

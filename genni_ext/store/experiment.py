@@ -51,8 +51,8 @@ fixed order, so the assembled values equal an uninterrupted
 :func:`genni_ext.core.grid.sweep_grid` bit for bit. One process at a time may run a given grid's
 sweep (a lock that records its holder; one left by a process that died is cleared with a
 warning). A search that grids were built from is replaced only with ``replace=True``
-(``genni search --replace``). Grids of the store's first format (values.npy) are still
-read.
+(``genni search --replace``). Grids and searches of the store's first format (``.npy``
+files) are still read, by :mod:`genni_ext.store.format1` alone.
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ import math
 import os
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +77,7 @@ from genni_ext.core.grid import Grid, GridResult, Marker
 from genni_ext.core.sgd_search import SearchResult
 from genni_ext.core.subspace import Subspace
 from genni_ext.errors import InputError, StoreError
-from genni_ext.store import zarr_grids, zarr_searches
+from genni_ext.store import format1, zarr_grids, zarr_searches
 from genni_ext.store.files import (
     CHECKSUMS,
     Checksums,
@@ -89,6 +88,7 @@ from genni_ext.store.files import (
     files_under,
     fsync_dir,
     json_text,
+    load_file,
     lock_held,
     lock_holder,
     now,
@@ -258,7 +258,7 @@ class Experiment:
             for name in self._names("grids")
             if zarr_grids.exists(self.path / "grids" / name)
             or (self.path / "grids" / name / CHECKSUMS).is_file()
-            or (self.path / "grids" / name / "manifest.json").is_file()  # first format
+            or format1.is_grid(self.path / "grids" / name)
             or (self.path / "grids" / name / "metadata.json").is_file()
         ]
 
@@ -471,7 +471,7 @@ class Experiment:
             damage = checksums.check("metadata.json")
         if damage is not None:
             raise StoreError(f"{damage}; {self._search_redo(name)}")
-        metadata = _load(path, read_json, lambda: self._search_redo(name))
+        metadata = load_file(path, read_json, lambda: self._search_redo(name))
         if not isinstance(metadata, dict) or not {"fields", "tensors"} <= metadata.keys():
             raise StoreError(f"{path} is not a search's metadata; {self._search_redo(name)}")
         return metadata
@@ -522,8 +522,8 @@ class Experiment:
         for key in metadata["tensors"]:
             if zarr_searches.exists(folder):
                 values[key] = _load_zarr(folder, key, redo)
-            else:  # the first store format: one .npy file per tensor
-                values[key] = _load(folder / f"{key}.npy", read_array, redo)
+            else:
+                values[key] = format1.read_search_tensor(folder, key, redo)
         try:
             return SearchResult(**values)
         except (TypeError, ValueError) as error:
@@ -629,8 +629,8 @@ class Experiment:
 
     def _read_grid(self, folder: Path, redo: str) -> Grid:
 
-        info = _load(folder / "grid.json", read_json, redo)
-        coeffs = _load(folder / "coeffs.npy", read_array, redo)
+        info = load_file(folder / "grid.json", read_json, redo)
+        coeffs = load_file(folder / "coeffs.npy", read_array, redo)
         axes = None
         try:
             count, shape = int(info["num_axes"]), tuple(int(n) for n in info["shape"])
@@ -639,7 +639,9 @@ class Experiment:
                 f"{folder / 'grid.json'} does not describe a grid ({error!r}); {redo}"
             ) from None
         if count:
-            axes = tuple(_load(folder / f"axis_{i}.npy", read_array, redo) for i in range(count))
+            axes = tuple(
+                load_file(folder / f"axis_{i}.npy", read_array, redo) for i in range(count)
+            )
         try:
             return Grid(coeffs, shape, axes)
         except InputError as error:
@@ -661,10 +663,6 @@ class Experiment:
         if (manifest or {}).get("kind") == "saved grid":
             return "save the grid again (Experiment.save_grid)"
         return "the next `genni sweep` of this grid recomputes that chunk and keeps the others"
-
-    def _first_redo(self, folder: Path) -> str:
-        """What repairs a grid of the first store format (it cannot be resumed)."""
-        return f"delete {folder} and run the sweep again (or restore the file from a backup)"
 
     def _untold(self, folder: Path, name: str) -> str:
         return (
@@ -712,11 +710,11 @@ class Experiment:
 
     @staticmethod
     def grid_layout(folder: Path) -> int | None:
-        """The store format of the grid in ``folder``: 2 (zarr), 1 (the .npy layout before
-        it), or None if no grid was written there."""
+        """The store format of the grid in ``folder``: 2 (zarr), 1 (:mod:`.format1`), or None
+        if no grid was written there."""
         if zarr_grids.exists(folder) or (folder / CHECKSUMS).is_file():
             return FORMAT
-        if (folder / "values.npy").is_file() or (folder / "manifest.json").is_file():
+        if format1.is_grid(folder):
             return 1
         return None
 
@@ -728,8 +726,8 @@ class Experiment:
         if folder.is_dir() and (folder / "metadata.json").is_file():
             raise StoreError(
                 f"grid '{name}' of experiment '{self.name}' has metadata.json but no values "
-                f"(neither {folder / zarr_grids.ZARR_NAME} nor values.npy); "
-                f"{self._first_redo(folder)}"
+                f"(neither {folder / zarr_grids.ZARR_NAME} nor {format1.VALUES}); "
+                f"{format1.redo(folder)}"
             )
         raise StoreError(
             f"experiment '{self.name}' has no grid '{name}' ({folder}); run `genni sweep` "
@@ -813,7 +811,8 @@ class Experiment:
         Chunks count as done when they have a record; :meth:`check_grid` reads them back."""
         folder = self.grid_dir(name)
         if self._format_of(folder, name) == 1:
-            return self._old_status(folder, name)
+            shape = format1.shape(folder, self._label(name))
+            return SweepStatus(name, True, 0, 0, shape, math.prod(shape))
         manifest = self._recorded_manifest(folder)
         plan = self._plan_of(folder, name, manifest)
         complete = (folder / "metadata.json").is_file()
@@ -828,33 +827,14 @@ class Experiment:
             plan.num_points,
         )
 
-    def _old_status(self, folder: Path, name: str) -> SweepStatus:
-        if not (folder / "metadata.json").is_file():
-            raise StoreError(
-                f"grid '{name}' of experiment '{self.name}' is a partial sweep in the store "
-                f"format of genni_ext before 0.2 (chunks/*.npz), which this version does not "
-                f"resume; delete {folder} and run the sweep again"
-            )
-        info = _load(folder / "grid.json", read_json, self._first_redo(folder))
-        shape = tuple(int(n) for n in info["shape"])
-        return SweepStatus(name, True, 0, 0, shape, math.prod(shape))
+    def _label(self, name: str) -> str:
+        """How messages name grid ``name`` of this experiment."""
+        return f"grid '{name}' of experiment '{self.name}'"
 
     def first_format_result(self, folder: Path, name: str, wanted: dict[str, Any]) -> GridResult:
-        """A complete grid of the first store format, if it is the sweep asked for (its
-        manifest pins the same problem, subspace, grid and backend); else StoreError."""
-        self._old_status(folder, name)  # raises for a partial sweep
-        path = folder / "manifest.json"
-        if not path.is_file():
-            raise StoreError(
-                f"grid '{name}' of experiment '{self.name}' was saved whole (save_grid), not "
-                f"by a resumable sweep; delete {folder} or use another grid name"
-            )
-        stored = _load(path, read_json, self._first_redo(folder))
-        keys = ("problem", "subspace", "grid", "backend")
-        # The first format's chunking and fields differ; what the grid is of must not.
-        check_manifest(
-            {**wanted, **{key: stored.get(key) for key in keys}}, wanted, self.name, name, folder
-        )
+        """The complete format-1 grid in ``folder`` if it is the sweep ``wanted`` pins (see
+        :func:`format1.check_sweep`); else StoreError."""
+        format1.check_sweep(folder, self._label(name), wanted, self.name)
         self.chunks_computed = 0
         return self.load_grid(name)
 
@@ -865,7 +845,6 @@ class Experiment:
         folder = self.grid_dir(name)
         try:
             if self._format_of(folder, name) == 1:
-                self._old_status(folder, name)
                 self.load_grid(name)
                 return []
         except StoreError as error:
@@ -912,7 +891,7 @@ class Experiment:
                 f"grid '{name}' of experiment '{self.name}' is partial ({status.chunks_done} "
                 f"of {status.num_chunks} chunks); run the same `genni sweep` again to finish it"
             )
-        redo = self._first_redo(folder) if files is None else self._grid_action(files.manifest)
+        redo = format1.redo(folder) if files is None else self._grid_action(files.manifest)
         if files is not None:
             damage = [item for item in files.damage if item.path.name not in _SUBSPACE_FILES]
             if files.manifest is None:
@@ -920,8 +899,8 @@ class Experiment:
             if damage:
                 text = "; ".join(str(item) for item in damage)
                 raise StoreError(f"grid '{name}' of experiment '{self.name}': {text}; {redo}")
-        metadata = _load(folder / "metadata.json", read_json, redo)
-        items = _load(folder / "markers.json", read_json, redo)
+        metadata = load_file(folder / "metadata.json", read_json, redo)
+        items = load_file(folder / "markers.json", read_json, redo)
         try:
             markers = [
                 Marker(
@@ -935,7 +914,7 @@ class Experiment:
             ) from None
         grid = self._read_grid(folder, redo)
         if files is None:
-            values = _load(folder / "values.npy", read_array, redo)
+            values = format1.read_values(folder)
         else:
             plan = self._plan_of(folder, name, files.manifest)
             try:
@@ -968,7 +947,7 @@ class Experiment:
         not saved, or is not as written)."""
 
         folder = self.grid_dir(name)
-        redo = self._first_redo(folder)
+        redo = format1.redo(folder)
         if self._format_of(folder, name) == FORMAT:
             files = self.grid_files(folder)
             redo = self._grid_action(files.manifest)
@@ -982,11 +961,11 @@ class Experiment:
                 f"({folder}); pass subspace= to save_grid to keep it"
             )
         origin = folder / "subspace.json"
-        hashes = _load(origin, read_json, redo) if origin.is_file() else {}  # older: unknown
+        hashes = load_file(origin, read_json, redo) if origin.is_file() else {}  # older: unknown
         return Subspace(
-            _load(folder / "subspace_center.npy", read_array, redo),
-            _load(folder / "subspace_basis.npy", read_array, redo),
-            _load(folder / "subspace_points.npy", read_array, redo),
+            load_file(folder / "subspace_center.npy", read_array, redo),
+            load_file(folder / "subspace_basis.npy", read_array, redo),
+            load_file(folder / "subspace_points.npy", read_array, redo),
             theta_hash=hashes.get("theta_hash"),
             probes_hash=hashes.get("probes_hash"),
         )
@@ -1165,20 +1144,6 @@ def _load_zarr(folder: Path, key: str, redo: Callable[[], str]) -> torch.Tensor:
     except Exception as error:  # zarr raises FileNotFoundError, KeyError or codec errors
         path = folder / zarr_searches.ZARR_NAME / key
         raise StoreError(f"{path} cannot be read ({type(error).__name__}); {redo()}") from None
-
-
-def _load(path: Path, read: Callable[[Path], Any], redo: str | Callable[[], str]) -> Any:
-    """``read(path)``, or StoreError naming the file, what is wrong and ``redo`` (a sentence,
-    or a function that makes it: called only on an error)."""
-    try:
-        return read(path)
-    except FileNotFoundError:
-        raise StoreError(
-            f"{path} is missing; {redo if isinstance(redo, str) else redo()}"
-        ) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        action = redo if isinstance(redo, str) else redo()
-        raise StoreError(f"{path} cannot be read ({error}); {action}") from None
 
 
 def open_grid(

@@ -26,6 +26,7 @@ import shutil
 import socket
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,20 @@ def write_json(path: Path, value: object) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_file(path: Path, read: Callable[[Path], Any], redo: str | Callable[[], str]) -> Any:
+    """``read(path)``, or StoreError naming the file, what is wrong and ``redo`` (a sentence,
+    or a function that makes it: called only on an error)."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise StoreError(
+            f"{path} is missing; {redo if isinstance(redo, str) else redo()}"
+        ) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        action = redo if isinstance(redo, str) else redo()
+        raise StoreError(f"{path} cannot be read ({error}); {action}") from None
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -238,3 +238,27 @@ def test_a_complete_first_format_sweep_is_returned_not_recomputed(
     other = Subspace.from_points(subspace.center, subspace.points.flip(0))
     with pytest.raises(StoreError, match="subspace differs"):
         run_sweep(experiment, problem, other, result.grid, "old", progress=False)
+
+
+def test_first_format_searches_are_read(tmp_path: Path, case: tuple[Problem, Subspace]) -> None:
+    problem, _subspace = case
+    experiment = Experiment("s1", tmp_path)
+    result = search(problem, 2, steps=3, lr=0.01, batch_size=50, seed=1, progress=False)
+    folder = experiment.save_search(result, problem=problem)
+    # As the first format wrote it: one .npy file per tensor, no zarr, no checksums.
+    metadata = json.loads((folder / "metadata.json").read_text())
+    for key in metadata["tensors"]:
+        np.save(folder / f"{key}.npy", getattr(result, key).numpy())
+    shutil.rmtree(folder / "search.zarr")
+    (folder / "checksums.json").unlink()
+    del metadata["checksums"]
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    loaded = experiment.load_search()
+    assert all(
+        torch.equal(getattr(loaded, key), getattr(result, key)) for key in metadata["tensors"]
+    )
+    with pytest.raises(StoreError, match="first store format"):
+        experiment.open_search()
+    (folder / "losses.npy").write_bytes(b"not an array")
+    with pytest.raises(StoreError, match=r"losses\.npy cannot be read"):
+        experiment.load_search()
