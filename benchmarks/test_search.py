@@ -6,7 +6,7 @@ SGD with lr 0.015. 16 starts (the model's initialisation with seeds 11..26, draw
 and given to both), ``STEPS`` steps, J on the whole probe set recorded at the start and
 at the end. One pytest-benchmark group, two benchmarks:
 
-* ``batched``: ``genni_ext.core.sgd_search.search(problem, starts, seed=10, ...)``, all 16 starts
+* ``batched``: ``genni_ext.search(problem, starts, seed=10, ...)``, all 16 starts
   in one ``vmap(grad(...))`` per step;
 * ``sequential``: the 16 runs ``search(problem, starts[k:k+1], seed=10 + k, ...)`` one
   after another: the same steps, seeds and minibatches (their results are checked equal
@@ -29,7 +29,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from genni_ext.core.models import TwoNeuronNet
 from genni_ext.core.problem import Problem
-from genni_ext.core.sgd_search import SMALL_STEP, SearchResult, initial_params, search
+from genni_ext.core.sgd_search import SMALL_STEP, SearchResult, initial_params
+from genni_ext.run.searches import search
 
 SEED = 10
 NUM_STARTS = 16

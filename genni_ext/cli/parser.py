@@ -7,7 +7,7 @@ import textwrap
 
 from genni_ext._validate import BACKENDS, PRECISIONS
 from genni_ext.cli.presets import DEMO_MODEL_HELP, demo_help, paper_flag_help
-from genni_ext.core.sgd_search import OPTIMIZERS
+from genni_ext.core.sgd_search import OPTIMIZERS, SearchOptions
 from genni_ext.store.config import CONFIG_SCHEMA
 
 _SCHEMA_EPILOG = (
@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-restarts",
         type=_whole_number,
         metavar="N",
-        help="search.max_restarts: restarts per start at most (default 3)",
+        help="search.max_restarts: restarts per start at most "
+        f"(default {SearchOptions.max_restarts})",
     )
 
     sweep = commands.add_parser(

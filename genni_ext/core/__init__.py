@@ -2,7 +2,8 @@
 
 What is here: the models (``models``), the equivalence problem (``problem.Problem``: model,
 θ, probes, targets), the SGD search for equivalent parameters in this process
-(``sgd_search.search``), the subspace through found points (``subspace.Subspace``), grids
+(``sgd_search.plan_search(...).run()``, with defaults ``SearchOptions``; ``genni_ext.search``
+is its front door), the subspace through found points (``subspace.Subspace``), grids
 of coefficients and their results (``grid.Grid``, ``grid.GridResult``), how a grid splits
 into chunks (``chunking.ChunkPlan``), and the user's own model code, trained weights and
 probe data (``factories``, ``weights``, ``probe_data``).
@@ -17,7 +18,7 @@ from genni_ext.core import models
 from genni_ext.core.chunking import ChunkPlan
 from genni_ext.core.grid import Grid, GridResult, Marker
 from genni_ext.core.problem import Problem
-from genni_ext.core.sgd_search import SearchResult, search
+from genni_ext.core.sgd_search import SearchOptions, SearchResult, plan_search
 from genni_ext.core.subspace import Subspace
 
 __all__ = [
@@ -26,8 +27,9 @@ __all__ = [
     "GridResult",
     "Marker",
     "Problem",
+    "SearchOptions",
     "SearchResult",
     "Subspace",
     "models",
-    "search",
+    "plan_search",
 ]

@@ -35,7 +35,7 @@ matmul, and the paper's search at 55 ms instead of 1.9 ms per step.
 Restarts (``search(..., restart_collapsed=True)``; default off, which is Algorithm 1 as
 above): a start whose hidden ReLU units collapsed (more dead or merged units than θ has, on
 the probes) is re-initialised at a record point with the seed ``seed + 1 + k + K (r + 1)``
-for its restart r, which serves its start and minibatches as above; see :func:`search`.
+for its restart r, which serves its start and minibatches as above; see :func:`genni_ext.search`.
 Its trajectory then depends on K only through that seed, so a group of starts on a Dask
 worker restarts them as the whole search does.
 
@@ -123,7 +123,7 @@ class SearchResult:
         """Bool [K]: which starts ended with J < ε (NaN counts as not converged).
 
         ε is ``eps``, or ``eps_relative`` × the problem's constant-function loss (recorded in
-        ``config`` by :func:`search`).
+        ``config`` by the search).
         """
         eps = resolve_eps(eps, eps_relative, self.config.get("constant_loss"), "this search")
         return self.losses < eps
@@ -262,6 +262,29 @@ class CollapseDetector:
         return self.counts(params) > self.reference
 
 
+DEFAULT_STARTS = 10
+"""Random starts when none are asked for."""
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """A search's options with their defaults, written once: :func:`genni_ext.search`, the
+    config's ``search:`` section and the ``genni`` command take their defaults from here
+    (:func:`genni_ext.search` says what each option does)."""
+
+    steps: int = 2000
+    lr: float = 0.015
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    tol: float | None = None
+    seed: int = 0
+    record_every: int = 100
+    progress: bool = True
+    restart_collapsed: bool = False
+    max_restarts: int = 3
+
+
 def _check_starts(problem: Problem, starts: object) -> torch.Tensor | int:
     if isinstance(starts, torch.Tensor):
         tensor = float_tensor("starts", starts)
@@ -289,19 +312,11 @@ def _check_starts(problem: Problem, starts: object) -> torch.Tensor | int:
     return starts
 
 
-def _validate(
-    problem: object,
-    steps: object,
-    lr: object,
-    batch_size: object,
-    optimizer: object,
-    momentum: object,
-    tol: object,
-    record_every: object,
-    progress: object,
-    restart_collapsed: object,
-    max_restarts: object,
-) -> None:
+def _validate(problem: object, options: SearchOptions) -> None:
+    steps, lr, batch_size = options.steps, options.lr, options.batch_size
+    optimizer, momentum, tol = options.optimizer, options.momentum, options.tol
+    record_every, progress = options.record_every, options.progress
+    restart_collapsed, max_restarts = options.restart_collapsed, options.max_restarts
     if not isinstance(problem, Problem):
         raise InputError(
             f"problem must be a genni_ext.Problem, got {type(problem).__name__}; build one "
@@ -433,6 +448,14 @@ class SearchPlan:
     seeds: list[int]
     settings: Settings
     config: dict
+    progress: bool
+
+    def run(self) -> SearchResult:
+        """The whole search in this process, all starts in one batch."""
+        result = run_group(
+            self.problem, self.initial, self.seeds, self.settings, progress=self.progress
+        )
+        return self.finish(result)
 
     def finish(self, result: SearchResult) -> SearchResult:
         """``result`` of the whole plan with the plan's config (and the steps it ran)."""
@@ -441,40 +464,14 @@ class SearchPlan:
         )
 
 
-def plan_search(
-    problem: Problem,
-    starts: int | torch.Tensor = 10,
-    *,
-    steps: int = 2000,
-    lr: float = 0.015,
-    batch_size: int = 256,
-    optimizer: str = "sgd",
-    momentum: float = 0.0,
-    tol: float | None = None,
-    seed: int = 0,
-    record_every: int = 100,
-    progress: bool = True,
-    restart_collapsed: bool = False,
-    max_restarts: int = 3,
-) -> SearchPlan:
-    """Check :func:`search`'s arguments once and draw the starts (same arguments)."""
-    _validate(
-        problem,
-        steps,
-        lr,
-        batch_size,
-        optimizer,
-        momentum,
-        tol,
-        record_every,
-        progress,
-        restart_collapsed,
-        max_restarts,
-    )
+def plan_search(problem: Problem, starts: int | torch.Tensor, options: SearchOptions) -> SearchPlan:
+    """Check a search's arguments once and draw its starts (:func:`genni_ext.search`)."""
+    _validate(problem, options)
     checked = _check_starts(problem, starts)
     count = checked if isinstance(checked, int) else checked.shape[0]
+    seed = options.seed
     # start k uses seed + 1 + k, its restart r seed + 1 + k + K (r + 1)
-    trajectories = 1 + (max_restarts if restart_collapsed else 0)
+    trajectories = 1 + (options.max_restarts if options.restart_collapsed else 0)
     seed_argument(seed, "seed", draws=count * trajectories + 1)
     seeds = [seed + 1 + k for k in range(count)]
     if isinstance(checked, int):
@@ -489,104 +486,38 @@ def plan_search(
     else:
         initial = checked
 
-    batch = min(batch_size, problem.num_probes)
+    batch = min(options.batch_size, problem.num_probes)
+    lr, momentum = float(options.lr), float(options.momentum)
+    tol = None if options.tol is None else float(options.tol)
     settings = Settings(
-        steps=steps,
-        lr=float(lr),
+        steps=options.steps,
+        lr=lr,
         batch=batch,
-        optimizer=optimizer,
-        momentum=float(momentum),
-        tol=None if tol is None else float(tol),
-        record_every=record_every,
-        restart_collapsed=restart_collapsed,
-        max_restarts=max_restarts,
+        optimizer=options.optimizer,
+        momentum=momentum,
+        tol=tol,
+        record_every=options.record_every,
+        restart_collapsed=options.restart_collapsed,
+        max_restarts=options.max_restarts,
         restart_stride=count,
     )
     config = {
-        "steps": steps,
-        "lr": float(lr),
+        "steps": options.steps,
+        "lr": lr,
         "batch_size": batch,
-        "optimizer": optimizer,
-        "momentum": float(momentum),
-        "tol": None if tol is None else float(tol),
+        "optimizer": options.optimizer,
+        "momentum": momentum,
+        "tol": tol,
         "seed": seed,
-        "record_every": record_every,
-        "restart_collapsed": restart_collapsed,
-        "max_restarts": max_restarts,
-        "steps_run": steps,
+        "record_every": options.record_every,
+        "restart_collapsed": options.restart_collapsed,
+        "max_restarts": options.max_restarts,
+        "steps_run": options.steps,
         "theta_hash": problem.theta_hash,
         "probes_hash": problem.probes_hash,
         "constant_loss": problem.constant_loss,
     }
-    return SearchPlan(problem, initial, seeds, settings, config)
-
-
-def search(
-    problem: Problem,
-    starts: int | torch.Tensor = 10,
-    *,
-    steps: int = 2000,
-    lr: float = 0.015,
-    batch_size: int = 256,
-    optimizer: str = "sgd",
-    momentum: float = 0.0,
-    tol: float | None = None,
-    seed: int = 0,
-    record_every: int = 100,
-    progress: bool = True,
-    restart_collapsed: bool = False,
-    max_restarts: int = 3,
-) -> SearchResult:
-    """Minimise J from K starts by minibatch SGD or Adam, all starts in one batch, in this
-    process (``genni_ext.search`` adds ``client=`` for a Dask cluster).
-
-    ``starts``: the number K of random starts drawn from the model's own initialisation
-    (start k with seed ``seed + 1 + k``; see the module docstring), or a tensor [K, P] of
-    starts (cast to the problem's dtype and device). Each of ``steps`` steps takes
-    ``batch_size`` probes per start (a per-start shuffle of the probe set per epoch,
-    seeded by the start's seed; ``batch_size`` larger than the probe set is clipped to
-    it, which is full-batch descent) and moves every start by ``optimizer``: "sgd"
-    (``lr``, ``momentum`` in [0, 1), as ``torch.optim.SGD``) or "adam" (``lr``, betas
-    (0.9, 0.999), eps 1e-8, as ``torch.optim.Adam``; momentum must stay 0).
-
-    J on the whole probe set is recorded at the start and every ``record_every`` steps
-    (and after the last step) in ``history``; with ``tol`` the search stops at the first
-    record point where every start has J < ``tol`` (``config["steps_run"]``). A start
-    whose J turns NaN or Inf (lr too large) is logged and kept; it is not converged.
-    ``progress`` shows a tqdm bar with the best and worst J at the last record point.
-
-    ``restart_collapsed`` (default False: the paper's Algorithm 1, unchanged) re-initialises
-    a start that has collapsed, up to ``max_restarts`` times per start: at every record
-    point before the last step, a start whose hidden ReLU units include more dead or merged
-    ones than θ's (:class:`CollapseDetector`) and, with ``tol``, whose J is at least
-    ``tol``, gets new parameters from the model's own initialisation with seed
-    ``seed + 1 + k + K (r + 1)`` for restart r (0, 1, ...) of start k (no other start or
-    restart uses it), a fresh optimizer state (momentum, Adam's moments and step count)
-    and a minibatch shuffle from that seed, and continues for the steps left: ``steps`` is
-    the budget of the whole search, restarts included. ``SearchResult.restarts`` counts
-    them; ``seeds`` and ``starts`` are those of each start's last trajectory. It needs a
-    model with ``nn.ReLU`` modules whose parameters ``reset_parameters()`` redraws.
-
-    Memory: one step holds K x ``batch_size`` samples' activations and their gradients.
-    """
-    plan = plan_search(
-        problem,
-        starts,
-        steps=steps,
-        lr=lr,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        momentum=momentum,
-        tol=tol,
-        seed=seed,
-        record_every=record_every,
-        progress=progress,
-        restart_collapsed=restart_collapsed,
-        max_restarts=max_restarts,
-    )
-    return plan.finish(
-        run_group(problem, plan.initial, plan.seeds, plan.settings, progress=progress)
-    )
+    return SearchPlan(problem, initial, seeds, settings, config, options.progress)
 
 
 def run_group(
@@ -721,7 +652,7 @@ def _descend(
     stop_from: int = 0,
     warn: bool = True,
 ) -> SearchResult:
-    """The loop of :func:`search` on checked arguments; fills in ``config["steps_run"]``.
+    """The loop of the search on checked arguments; fills in ``config["steps_run"]``.
 
     With ``tol``, stop at the first record point at or after step ``stop_from`` where every
     start has J < tol. ``warn``: log the first record point with a NaN or Inf J.
@@ -788,9 +719,11 @@ def _descend(
 
 __all__ = [
     "COLLAPSE_PROBES",
+    "DEFAULT_STARTS",
     "MERGE_TOLERANCE",
     "OPTIMIZERS",
     "CollapseDetector",
+    "SearchOptions",
     "SearchPlan",
     "SearchResult",
     "Settings",
@@ -801,5 +734,4 @@ __all__ = [
     "relu_modules",
     "report_non_finite",
     "run_group",
-    "search",
 ]

@@ -1,7 +1,7 @@
 """The search, in this process or on a Dask cluster: ``genni_ext.search``.
 
 On a Dask cluster (``client=``, see :mod:`genni_ext.cluster`) the K starts of
-:func:`genni_ext.core.sgd_search.search` are cut into contiguous groups, one per worker
+a search (:func:`search`) are cut into contiguous groups, one per worker
 thread and at least two starts each; every group runs the search's loop
 (:func:`~genni_ext.core.sgd_search.run_group`) as one task, and the groups are put back
 together in order, so the SearchResult has the local run's fields, order, seeds and config.
@@ -29,6 +29,8 @@ from tqdm.auto import tqdm
 from genni_ext.cluster import check_client, require_distributed
 from genni_ext.core.problem import Problem
 from genni_ext.core.sgd_search import (
+    DEFAULT_STARTS,
+    SearchOptions,
     SearchResult,
     Settings,
     plan_search,
@@ -42,33 +44,63 @@ if TYPE_CHECKING:
 
 def search(
     problem: Problem,
-    starts: int | torch.Tensor = 10,
+    starts: int | torch.Tensor = DEFAULT_STARTS,
     *,
-    steps: int = 2000,
-    lr: float = 0.015,
-    batch_size: int = 256,
-    optimizer: str = "sgd",
-    momentum: float = 0.0,
-    tol: float | None = None,
-    seed: int = 0,
-    record_every: int = 100,
-    progress: bool = True,
-    restart_collapsed: bool = False,
-    max_restarts: int = 3,
+    steps: int = SearchOptions.steps,
+    lr: float = SearchOptions.lr,
+    batch_size: int = SearchOptions.batch_size,
+    optimizer: str = SearchOptions.optimizer,
+    momentum: float = SearchOptions.momentum,
+    tol: float | None = SearchOptions.tol,
+    seed: int = SearchOptions.seed,
+    record_every: int = SearchOptions.record_every,
+    progress: bool = SearchOptions.progress,
+    restart_collapsed: bool = SearchOptions.restart_collapsed,
+    max_restarts: int = SearchOptions.max_restarts,
     client: Client | None = None,
 ) -> SearchResult:
-    """:func:`genni_ext.core.sgd_search.search` (same arguments and result), here or, with
-    ``client`` (a ``distributed.Client``, :mod:`genni_ext.cluster`), on its workers in
-    contiguous groups of starts, one per worker thread; the result is that of the local run
-    (see the module docstring for how exactly) and ``progress`` counts groups. With
+    """Minimise J from K starts by minibatch SGD or Adam, all starts in one batch, in this
+    process or, with ``client``, on a Dask cluster (defaults from
+    :class:`~genni_ext.core.sgd_search.SearchOptions`).
+
+    ``starts``: the number K of random starts drawn from the model's own initialisation
+    (start k with seed ``seed + 1 + k``; see the module docstring), or a tensor [K, P] of
+    starts (cast to the problem's dtype and device). Each of ``steps`` steps takes
+    ``batch_size`` probes per start (a per-start shuffle of the probe set per epoch,
+    seeded by the start's seed; ``batch_size`` larger than the probe set is clipped to
+    it, which is full-batch descent) and moves every start by ``optimizer``: "sgd"
+    (``lr``, ``momentum`` in [0, 1), as ``torch.optim.SGD``) or "adam" (``lr``, betas
+    (0.9, 0.999), eps 1e-8, as ``torch.optim.Adam``; momentum must stay 0).
+
+    J on the whole probe set is recorded at the start and every ``record_every`` steps
+    (and after the last step) in ``history``; with ``tol`` the search stops at the first
+    record point where every start has J < ``tol`` (``config["steps_run"]``). A start
+    whose J turns NaN or Inf (lr too large) is logged and kept; it is not converged.
+    ``progress`` shows a tqdm bar with the best and worst J at the last record point.
+
+    ``restart_collapsed`` (default False: the paper's Algorithm 1, unchanged) re-initialises a
+    start that has collapsed, up to ``max_restarts`` times per start: at every record point
+    before the last step, a start whose hidden ReLU units include more dead or merged ones than
+    θ's (:class:`~genni_ext.core.sgd_search.CollapseDetector`) and, with ``tol``, whose J is at
+    least ``tol``, gets new parameters from the model's own initialisation with seed ``seed + 1
+    + k + K (r + 1)`` for restart r (0, 1, ...) of start k (no other start or restart uses it),
+    a fresh optimizer state (momentum, Adam's moments and step count) and a minibatch shuffle
+    from that seed, and continues for the steps left: ``steps`` is the budget of the whole
+    search, restarts included. ``SearchResult.restarts`` counts them; ``seeds`` and ``starts``
+    are those of each start's last trajectory. It needs a model with ``nn.ReLU`` modules whose
+    parameters ``reset_parameters()`` redraws.
+
+    Memory: one step holds K x ``batch_size`` samples' activations and their gradients.
+
+    On a Dask cluster (``client``, a ``distributed.Client``, :mod:`genni_ext.cluster`) the
+    starts run in contiguous groups, one per worker thread; the result is that of the local
+    run (see the module docstring for how exactly) and ``progress`` counts groups. With
     ``restart_collapsed`` each group restarts its own starts: a start's restarts, seeds and
     trajectory depend only on its own seed, so they are those of the local run.
     """
     if client is not None:
         check_client(client)
-    plan = plan_search(
-        problem,
-        starts,
+    options = SearchOptions(
         steps=steps,
         lr=lr,
         batch_size=batch_size,
@@ -81,12 +113,12 @@ def search(
         restart_collapsed=restart_collapsed,
         max_restarts=max_restarts,
     )
+    plan = plan_search(problem, starts, options)
     if client is None:
-        result = run_group(problem, plan.initial, plan.seeds, plan.settings, progress=progress)
-    else:
-        result = run_on_cluster(
-            client, problem, plan.initial, plan.seeds, plan.settings, progress=progress
-        )
+        return plan.run()
+    result = run_on_cluster(
+        client, problem, plan.initial, plan.seeds, plan.settings, progress=progress
+    )
     return plan.finish(result)
 
 

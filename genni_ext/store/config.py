@@ -32,7 +32,7 @@ from genni_ext.core.factories import SPEC_FORMS, build_from_factory
 from genni_ext.core.models import ACTIVATIONS, POOLS, LeNet5, TwoNeuronNet, mlp
 from genni_ext.core.probe_data import DATASETS, digits, load_probes, read_probe_file
 from genni_ext.core.problem import Problem, infer_input_shape
-from genni_ext.core.sgd_search import OPTIMIZERS
+from genni_ext.core.sgd_search import DEFAULT_STARTS, OPTIMIZERS, SearchOptions
 from genni_ext.core.weights import load_weights
 from genni_ext.errors import InputError
 from genni_ext.store.names import check_name
@@ -72,20 +72,20 @@ probes:
                                  # [C, H, W]; otherwise samples are reshaped to its input
 search:                          # Algorithm 1: SGD from K random starts, batched
   name: search                   # saved as searches/<name>/
-  starts: 10                     # K
-  steps: 2000
-  lr: 0.015
-  batch_size: 256                # minibatch of probes per step
-  optimizer: sgd                 # {" | ".join(OPTIMIZERS)}
-  momentum: 0.0
+  starts: {DEFAULT_STARTS:<23}# K
+  steps: {SearchOptions.steps}
+  lr: {SearchOptions.lr}
+  batch_size: {SearchOptions.batch_size:<19}# minibatch of probes per step
+  optimizer: {SearchOptions.optimizer:<20}# {" | ".join(OPTIMIZERS)}
+  momentum: {SearchOptions.momentum}
   tol: null                      # stop once every start's J is below tol (null: never)
   seed: null                     # start k: seed + 1 + k (its init and minibatches); null:
                                  # θ's seed. θ's seed must be outside [seed+1, seed+starts]
-  record_every: 100              # J on all probes every this many steps (history)
+  record_every: {SearchOptions.record_every:<17}# J on all probes every this many steps (history)
   restart_collapsed: false       # re-initialise a start whose hidden ReLU units collapsed
                                  # (more dead or merged than θ's) at a record point: seed
                                  # seed + 1 + k + starts (r + 1) for restart r of start k
-  max_restarts: 3                # restarts per start at most (with restart_collapsed)
+  max_restarts: {SearchOptions.max_restarts:<17}# most restarts per start (restart_collapsed)
 subspace:
   eps: 0.0025                    # ε: a start has converged when its J < ε
   eps_relative: null             # ε as a fraction of J of the best constant function
@@ -378,17 +378,17 @@ _SECTIONS: dict[str, dict[str, tuple[Check, object]]] = {
     },
     "search": {
         "name": (_name, "search"),
-        "starts": (_int(1), 10),
-        "steps": (_int(1), 2000),
-        "lr": (_float(positive=True), 0.015),
-        "batch_size": (_int(1), 256),
-        "optimizer": (_choice(OPTIMIZERS), "sgd"),
-        "momentum": (_momentum, 0.0),
-        "tol": (_float(positive=True, optional=True), None),
-        "seed": (_seed(optional=True), None),
-        "record_every": (_int(1), 100),
-        "restart_collapsed": (_bool, False),
-        "max_restarts": (_int(0), 3),
+        "starts": (_int(1), DEFAULT_STARTS),
+        "steps": (_int(1), SearchOptions.steps),
+        "lr": (_float(positive=True), SearchOptions.lr),
+        "batch_size": (_int(1), SearchOptions.batch_size),
+        "optimizer": (_choice(OPTIMIZERS), SearchOptions.optimizer),
+        "momentum": (_momentum, SearchOptions.momentum),
+        "tol": (_float(positive=True, optional=True), SearchOptions.tol),
+        "seed": (_seed(optional=True), None),  # None: θ's seed
+        "record_every": (_int(1), SearchOptions.record_every),
+        "restart_collapsed": (_bool, SearchOptions.restart_collapsed),
+        "max_restarts": (_int(0), SearchOptions.max_restarts),
     },
     "subspace": {
         "eps": (_float(positive=True), 0.0025),
@@ -452,8 +452,23 @@ def _unknown(mapping: Mapping[str, Any], allowed: Sequence[str], prefix: str) ->
             raise ConfigError(where, f"is not a known key; expected one of {', '.join(allowed)}")
 
 
-def _section(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
+def _kept_path(value: object, key: str) -> object:
+    """A file path as :func:`_path` stores it, without looking for the file: for an
+    experiment that keeps its problem (problem.zarr), whose θ and probes are not read again."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"expected a file path or null, got {_describe(value)}")
+    return str(Path(value).expanduser().absolute())
+
+
+def _section(raw: Mapping[str, Any], name: str, kept: bool = False) -> dict[str, Any]:
     schema = _SECTIONS[name]
+    if kept:  # the files of θ and the probes are not read: problem.zarr holds them
+        schema = {
+            key: (_kept_path if check is _path else check, default)
+            for key, (check, default) in schema.items()
+        }
     given = _mapping(raw.get(name) if raw.get(name) is not None else {}, name)
     _unknown(given, tuple(schema), name)
     return {
@@ -534,10 +549,14 @@ def _grids(value: object, default_dim: int) -> list[dict[str, Any]]:
     return grids
 
 
-def validate_config(raw: object, *, require: Sequence[str] = ("experiment", "model")) -> dict:
+def validate_config(
+    raw: object, *, require: Sequence[str] = ("experiment", "model"), kept_problem: bool = False
+) -> dict:
     """The complete configuration for the mapping ``raw``: every key checked, every
     default filled in. ``require`` lists top-level keys that must be present. Raises
-    ConfigError naming the first bad key."""
+    ConfigError naming the first bad key. ``kept_problem``: the config of an experiment
+    that keeps its problem (problem.zarr), so ``theta.weights`` and ``probes.file`` are
+    not read (they may have moved since) and the model is checked without its weights."""
     raw = _mapping({} if raw is None else raw, "(top level)")
     _unknown(raw, TOP_KEYS, "")
     for key in require:
@@ -552,7 +571,7 @@ def validate_config(raw: object, *, require: Sequence[str] = ("experiment", "mod
     config["model"] = _model(raw["model"]) if raw.get("model") is not None else None
     config["seed"] = _TOP["seed"][0](raw["seed"], "seed") if "seed" in raw else 0
     for section in ("theta", "probes", "search", "subspace"):
-        config[section] = _section(raw, section)
+        config[section] = _section(raw, section, kept_problem)
     _probe_source(config["probes"])
     config["grids"] = _grids(raw.get("grids"), config["subspace"]["m"])
     for key in ("backend", "device", "precision", "num_threads", "chunk_points"):
@@ -599,7 +618,7 @@ def validate_config(raw: object, *, require: Sequence[str] = ("experiment", "mod
         )
     if config["model"] is not None:
         try:
-            build_model(config)
+            build_model({**config, "theta": None} if kept_problem else config)
         except InputError as error:
             raise ConfigError("model", f"the model cannot be built: {error}") from None
     return config

@@ -16,8 +16,9 @@ from torch import nn
 
 from genni_ext.core.models import LeNet5, TwoNeuronNet, flatten_params, load_flat_params, mlp
 from genni_ext.core.problem import Problem
-from genni_ext.core.sgd_search import SearchResult, search
+from genni_ext.core.sgd_search import SearchResult
 from genni_ext.errors import InputError
+from genni_ext.run.searches import search
 
 EPS = 0.0025  # the paper's ε for the 4-parameter net
 

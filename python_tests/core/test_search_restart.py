@@ -22,9 +22,9 @@ from genni_ext.core.sgd_search import (
     collapse_probes,
     collapsed_units,
     initial_params,
-    search,
 )
 from genni_ext.errors import InputError
+from genni_ext.run.searches import search
 from genni_ext.store import Experiment, zarr_searches
 from genni_ext.store.experiment import search_id
 from genni_ext.store.files import files_under, write_checksums

@@ -21,13 +21,14 @@ from genni_ext import run_sweep
 from genni_ext.core.grid import Grid, GridResult, Marker
 from genni_ext.core.models import LeNet5, flatten_params, load_flat_params, mlp
 from genni_ext.core.problem import Problem
-from genni_ext.core.sgd_search import MAX_STARTS, SearchResult, search
+from genni_ext.core.sgd_search import MAX_STARTS, SearchResult
 from genni_ext.core.subspace import Subspace
 from genni_ext.engine import front_door as sweep_module
 from genni_ext.engine.front_door import explain_backend, sweep
 from genni_ext.engine.lowering import lower
 from genni_ext.errors import InputError, LoweringError
 from genni_ext.run.grid_sweep import sweep_grid
+from genni_ext.run.searches import search
 from genni_ext.store import Experiment
 
 

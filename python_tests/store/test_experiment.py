@@ -12,11 +12,11 @@ from genni_ext import run_sweep
 from genni_ext.core.grid import Grid
 from genni_ext.core.models import TwoNeuronNet, mlp
 from genni_ext.core.problem import Problem
-from genni_ext.core.sgd_search import search
 from genni_ext.core.subspace import Subspace
 from genni_ext.errors import InputError
 from genni_ext.run import chunk_runs
 from genni_ext.run.grid_sweep import sweep_grid
+from genni_ext.run.searches import search
 from genni_ext.store import (
     Experiment,
     StoreError,

@@ -19,10 +19,10 @@ from genni_ext.core.chunking import ChunkPlan
 from genni_ext.core.grid import Grid
 from genni_ext.core.models import mlp
 from genni_ext.core.problem import Problem
-from genni_ext.core.sgd_search import search
 from genni_ext.core.subspace import Subspace
 from genni_ext.errors import StoreError
 from genni_ext.run.grid_sweep import sweep_grid
+from genni_ext.run.searches import search
 from genni_ext.store import Experiment
 
 
