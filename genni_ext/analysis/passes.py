@@ -16,6 +16,7 @@ pass height, like a Betti number, is worth checking at twice the resolution.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,20 +27,33 @@ from genni_ext.analysis.persistence import nearest_grid_index
 from genni_ext.core.grid import GridResult
 from genni_ext.errors import InputError
 
+MAX_MINIMA = 8
+"""Local minima without a found point kept as pass endpoints (the lowest ones): the pairs
+grow as the square of the points, and a rough grid has many shallow minima."""
+
 
 @dataclass(frozen=True)
 class Passes:
     """The lowest pass between every pair of named points on a grid.
 
     ``points``: name → grid index of each point (the found points by their marker names, at
-    their nearest grid point; the grid's local minima that hold no marker as "min@c1,c2,...");
+    their nearest grid point; then up to :data:`MAX_MINIMA` of the grid's lowest local minima
+    that hold no marker, as "min@c1,c2,..."; ``minima_left_out`` counts the others);
+    ``levels``: J at each point's grid index; ``coords``: its grid coordinates;
     ``heights``: (name, name) → pass height (J), for every pair in ``points`` order, with
-    ``inf`` where no path of finite J joins them; ``eps``: the level ``joined`` refers to.
+    ``inf`` where no path of finite J joins them; ``saddles``: (name, name) → the grid
+    coordinates of the point where the two first join (the pass), None where they never do;
+    ``found``: the names that are found points; ``eps``: the level ``joined`` refers to.
     """
 
     points: dict[str, tuple[int, ...]]
+    levels: dict[str, float]
+    coords: dict[str, tuple[float, ...]]
     heights: dict[tuple[str, str], float]
+    saddles: dict[tuple[str, str], tuple[float, ...] | None]
+    found: tuple[str, ...]
     eps: float
+    minima_left_out: int = 0
 
     def height(self, a: str, b: str) -> float:
         """The pass between the points ``a`` and ``b``, in either order."""
@@ -51,19 +65,61 @@ class Passes:
         """The pairs joined by a grid path that stays below ε (J < ε at every point)."""
         return [pair for pair, height in self.heights.items() if height < self.eps]
 
+    def groups(self) -> list[list[str]]:
+        """The points grouped by the ε-component of the grid they lie in (points with
+        J ≥ ε alone), in ``points`` order."""
+        group_of = {name: index for index, name in enumerate(self.points)}
+        for a, b in self.joined():
+            old, new = group_of[b], group_of[a]
+            group_of = {n: new if g == old else g for n, g in group_of.items()}
+        groups: dict[int, list[str]] = {}
+        for name, group in group_of.items():
+            groups.setdefault(group, []).append(name)
+        return list(groups.values())
+
+    def _pair(self, a: str, b: str) -> str:
+        height = self.height(a, b)
+        if not math.isfinite(height):
+            return f"{a}–{b}: not joined by any path of finite J"
+        joined = ", joined below ε" if height < self.eps else ""
+        return f"{a}–{b} {height:.3g} ({height / self.eps:.3g} ε){joined}"
+
     def summary(self) -> str:
-        """One sentence per pair of found points: the pass height, relative to ε."""
-        lines = [
-            f"{a}–{b}: pass at J = {height:.3g} ({height / self.eps:.3g} ε)"
-            + (", joined below ε" if height < self.eps else "")
-            for (a, b), height in self.heights.items()
+        """What the passes say: which points one ε-component holds, the pass between every
+        two found points and from each local minimum to the nearest-in-J found point."""
+        if len(self.points) < 2:
+            return "Fewer than two points on the grid: no passes."
+        minima = [name for name in self.points if name not in self.found]
+        together = [group for group in self.groups() if len(group) > 1]
+        parts = [
+            f"Lowest passes on the grid between {len(self.found)} found points and "
+            f"{len(minima)} local minima without one (minimax J over grid paths, corner "
+            "neighbours; J at the pass, and relative to ε = "
+            f"{self.eps:.3g})"
+            + (
+                f"; {self.minima_left_out} higher local minima left out"
+                if self.minima_left_out
+                else ""
+            )
+            + ".",
+            "Joined below ε (one ε-component of the grid): "
+            + ("; ".join("{" + ", ".join(group) + "}" for group in together) or "no two points")
+            + ".",
         ]
-        return (
-            f"Lowest passes on the grid between {len(self.points)} points (minimax J over "
-            "grid paths, corner neighbours): " + "; ".join(lines) + "."
-            if lines
-            else "Fewer than two points on the grid: no passes."
-        )
+        pairs = [self._pair(a, b) for a, b in itertools.combinations(self.found, 2)]
+        if pairs:
+            parts.append("Between found points: " + "; ".join(pairs) + ".")
+        if self.found and minima:
+            nearest = [
+                self._pair(m, min(self.found, key=lambda f, m=m: self.height(m, f))) for m in minima
+            ]
+            parts.append(
+                "From each local minimum to the found point it joins lowest: "
+                + "; ".join(nearest)
+                + "."
+            )
+        parts.append("A pass is a property of the grid: one narrower than a cell can be missed.")
+        return " ".join(parts)
 
 
 def _neighbour_offsets(ndim: int) -> np.ndarray:
@@ -84,14 +140,23 @@ def _find(parent: np.ndarray, item: int) -> int:
 def minimax_heights(values: np.ndarray, sources: Sequence[tuple[int, ...]]) -> np.ndarray:
     """[k, k] pass heights between the grid points ``sources`` on the field ``values``
     (2-D or 3-D; NaN counts as +inf, never on a path below it)."""
+    return _merge_tree(values, sources)[0]
+
+
+def _merge_tree(
+    values: np.ndarray, sources: Sequence[tuple[int, ...]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(heights [k, k], saddles [k, k]): the pass heights of :func:`minimax_heights` and the
+    flat grid index of the point whose addition joined each pair (-1 where none did)."""
     field = np.where(np.isnan(values), np.inf, values).astype(np.float64)
     shape = field.shape
     flat = field.ravel()
     count = len(sources)
     heights = np.full((count, count), np.inf)
+    saddles = np.full((count, count), -1, dtype=np.int64)
     if count == 0:
-        return heights
-    where = {int(np.ravel_multi_index(index, shape)): [] for index in sources}
+        return heights, saddles
+    where: dict[int, list[int]] = {int(np.ravel_multi_index(index, shape)): [] for index in sources}
     for k, index in enumerate(sources):
         where[int(np.ravel_multi_index(index, shape))].append(k)
     parent = np.arange(flat.size)
@@ -109,6 +174,7 @@ def minimax_heights(values: np.ndarray, sources: Sequence[tuple[int, ...]]) -> n
         mine = set(where.get(point, ()))
         for a, b in itertools.combinations(sorted(mine), 2):  # sources at one grid point
             heights[a, b] = heights[b, a] = level
+            saddles[a, b] = saddles[b, a] = point
             remaining -= 1
         holds[point] = mine
         neighbours = position + offsets
@@ -122,12 +188,13 @@ def minimax_heights(values: np.ndarray, sources: Sequence[tuple[int, ...]]) -> n
             for a in holds[root]:
                 for b in holds[other]:
                     heights[a, b] = heights[b, a] = level
+                    saddles[a, b] = saddles[b, a] = point
                     remaining -= 1
             parent[other] = root
             holds[root] |= holds.pop(other)
     for k in range(count):
         heights[k, k] = flat[int(np.ravel_multi_index(sources[k], shape))]
-    return heights
+    return heights, saddles
 
 
 def _local_minima(field: np.ndarray) -> list[tuple[int, ...]]:
@@ -166,18 +233,41 @@ def lowest_passes(result: GridResult, eps: float, *, minima: bool = True) -> Pas
         index = nearest_grid_index(coords.tolist(), axes)
         if index is not None:
             points[marker.name] = index
+    found = tuple(points)
+    left_out = 0
     if minima:
         taken = set(points.values())
-        for index in _local_minima(field):
-            if index not in taken:
-                name = "min@" + ",".join(_coordinate(axes[d], i) for d, i in enumerate(index))
-                points[name] = index
+        free = sorted(
+            (index for index in _local_minima(field) if index not in taken),
+            key=lambda index: field[index],
+        )
+        left_out = max(0, len(free) - MAX_MINIMA)
+        for index in free[:MAX_MINIMA]:
+            name = "min@" + ",".join(_coordinate(axes[d], i) for d, i in enumerate(index))
+            points[name] = index
     names = list(points)
-    table = minimax_heights(field, [points[name] for name in names])
-    heights = {
-        (a, b): float(table[i, j]) for (i, a), (j, b) in itertools.combinations(enumerate(names), 2)
-    }
-    return Passes(points=points, heights=heights, eps=float(eps))
+    table, saddle_table = _merge_tree(field, [points[name] for name in names])
+
+    def where(flat_index: int) -> tuple[float, ...]:
+        index = np.unravel_index(flat_index, field.shape)
+        return tuple(float(axes[d][i]) for d, i in enumerate(index))
+
+    pairs = list(itertools.combinations(enumerate(names), 2))
+    return Passes(
+        points=points,
+        levels={name: float(field[points[name]]) for name in names},
+        coords={
+            name: where(int(np.ravel_multi_index(points[name], field.shape))) for name in names
+        },
+        heights={(a, b): float(table[i, j]) for (i, a), (j, b) in pairs},
+        saddles={
+            (a, b): where(int(saddle_table[i, j])) if saddle_table[i, j] >= 0 else None
+            for (i, a), (j, b) in pairs
+        },
+        found=found,
+        eps=float(eps),
+        minima_left_out=left_out,
+    )
 
 
-__all__ = ["Passes", "lowest_passes", "minimax_heights"]
+__all__ = ["MAX_MINIMA", "Passes", "lowest_passes", "minimax_heights"]

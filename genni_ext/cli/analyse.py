@@ -4,11 +4,13 @@ For an experiment in the store (config, search, grids) this runs every analysis 
 :mod:`genni_ext.analysis`: the trivial-function baselines at the experiment's ε, the local
 dimension of [θ] at θ against the known-symmetry orbit (for models above 10,000
 parameters, restricted to the plane of the first grid at its centre θ₀), what each found
-point is, and the topology of every 2-D and 3-D grid's ε-set with its resolution check.
+point is, the topology of every 2-D and 3-D grid's ε-set with its resolution check, and the
+lowest passes between its found points and local minima.
 The check sweeps a grid of twice the resolution with the experiment's own runner
 (:meth:`Experiment.run_sweep`, stored as ``<grid>_refined``, resumable like any grid), and
 says so. Results go to ``analysis.json`` (numbers and plain-sentence summaries) and
-``plots/`` (Betti curve, persistence diagram, component map per grid; the found points).
+``plots/`` (Betti curve, persistence diagram, component map, pass map and
+disconnectivity graph per grid; the found points).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from genni_ext.analysis import (
     Explanation,
     Identifiability,
     MorseGraph,
+    Passes,
     Topology,
     compare,
     explain,
     identifiability,
+    lowest_passes,
     morse_graph,
     stitch_all,
     topology,
@@ -37,9 +41,10 @@ from genni_ext.analysis.persistence import UNSEEN
 from genni_ext.core.grid import Grid, GridResult
 from genni_ext.errors import InputError, LoweringError, StoreError
 from genni_ext.plot import analysis as figures
+from genni_ext.plot import passes as pass_figures
 from genni_ext.plot.report import save_figure
 from genni_ext.run.resumable import run_sweep
-from genni_ext.store.config import build_problem, validate_config
+from genni_ext.store.config import validate_config
 from genni_ext.store.experiment import Experiment
 from genni_ext.store.names import REFINED_SUFFIX, is_refinement
 
@@ -286,7 +291,7 @@ def _representations(
 
     losses = np.where(np.isfinite(found.losses), found.losses, np.inf)
     best = int(np.argmin(losses))
-    config = validate_config(experiment.load_config())
+    config = validate_config(experiment.load_config(), kept_problem=experiment.keeps_problem)
     other = experiment.load_search(config["search"]["name"]).params[best]
     other = other.to(dtype=problem.theta.dtype, device=problem.theta.device)
     model, theta, inputs = problem.model, problem.theta, problem.inputs
@@ -342,6 +347,58 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _passes_entry(passes: Passes, seconds: float) -> dict[str, Any]:
+    return {
+        "eps": passes.eps,
+        "points": {
+            name: {
+                "coords": list(passes.coords[name]),
+                "J": _finite(passes.levels[name]),
+                "found": name in passes.found,
+            }
+            for name in passes.points
+        },
+        "passes": [
+            {
+                "between": [a, b],
+                "J": _finite(height),
+                "relative_to_eps": _finite(height / passes.eps),
+                "at": None if passes.saddles[(a, b)] is None else list(passes.saddles[(a, b)]),
+                "joined_below_eps": height < passes.eps,
+            }
+            for (a, b), height in passes.heights.items()
+        ],
+        "groups_below_eps": passes.groups(),
+        "minima_left_out": passes.minima_left_out,
+        "seconds": seconds,
+        "summary": passes.summary(),
+    }
+
+
+def _passes(
+    experiment: Experiment,
+    name: str,
+    result: GridResult,
+    eps: float,
+    analysis: dict[str, Any],
+    timings: dict[str, float],
+    say: Say,
+) -> list[str]:
+    """The lowest passes on grid ``name`` into ``analysis`` and their figures (a 2-D grid's
+    pass map and any grid's disconnectivity graph); the paths of the saved figures."""
+    start = time.perf_counter()
+    passes = lowest_passes(result, eps)
+    timings[f"passes {name}"] = seconds = time.perf_counter() - start
+    analysis.setdefault("passes", {})[name] = _passes_entry(passes, seconds)
+    say(f"grid '{name}' passes: {passes.summary()}")
+    if len(passes.points) < 2:
+        return []
+    drawn = [("disconnectivity", pass_figures.disconnectivity_graph(passes, result))]
+    if result.grid.dim == 2:
+        drawn.insert(0, ("passes", pass_figures.pass_map(passes, result)))
+    return [save_figure(figure, experiment, f"{name}_{stem}") for stem, figure in drawn]
+
+
 def analyse_experiment(
     experiment: Experiment,
     grids: Sequence[str] | None = None,
@@ -376,9 +433,9 @@ def analyse_experiment(
         raise InputError(f"experiment must be a genni_ext.Experiment, got {type(experiment)}")
     if not experiment.exists:
         raise StoreError(f"experiment '{experiment.name}' does not exist in {experiment.home}")
-    config = validate_config(experiment.load_config())
+    config = validate_config(experiment.load_config(), kept_problem=experiment.keeps_problem)
     names = _analysed_grids(experiment, grids)
-    problem = build_problem(config)
+    problem = experiment.load_problem(config)  # problem.zarr where kept, else from config
     baselines = Baselines.of(problem)
     eps = _eps(config, baselines, eps, eps_relative)
     analysis: dict[str, Any] = {"experiment": experiment.name, "eps": eps}
@@ -422,10 +479,13 @@ def analyse_experiment(
         analysis["found_points"] = None
 
     analysis["topology"] = {}
-    for name in names if topology_of_grids or morse else ():
+    for name in names:
         result = experiment.load_grid(name)
         if result.grid.axes is None or result.grid.dim not in (2, 3):
-            analysis["topology"][name] = {"summary": "not computed: needs a 2-D or 3-D axis grid"}
+            if topology_of_grids or morse:
+                analysis["topology"][name] = {
+                    "summary": "not computed: needs a 2-D or 3-D axis grid"
+                }
             continue
         if topology_of_grids:
             start = time.perf_counter()
@@ -440,6 +500,7 @@ def analyse_experiment(
                 ("components", figures.component_map(topo, result)),
             ):
                 plots.append(save_figure(figure, experiment, f"{name}_{stem}"))
+        plots += _passes(experiment, name, result, eps, analysis, timings, say)
         if morse:
             start = time.perf_counter()
             graph = morse_graph(result, topology=topo if topology_of_grids else None)

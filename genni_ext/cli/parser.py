@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyse = commands.add_parser(
         "analyse",
-        help="what the ε-set is: baselines, class dimension, found points, topology",
+        help="what the ε-set is: baselines, class dimension, found points, topology, passes",
         description=_wrap(
             "Analyse an experiment's search and grids and write analysis.json, the analysis "
             "figures and report.md: J of the trivial functions against ε (and a warning when "
@@ -264,10 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
             "equivalence class at θ against the known-symmetry orbit (Jacobian rank; models "
             "above 10,000 parameters in the plane of the first grid); what each found point "
             "is (a G_ReLU image of θ, another exact equivalent, near-constant, collapsed, "
-            "approximate or not converged); and the "
+            "approximate or not converged); the "
             "Betti numbers, persistence and components of each 2-D and 3-D grid's ε-set, "
             "checked on a grid of twice the resolution (a new sweep, stored as "
-            "<grid>_refined; --no-refine leaves it out).",
+            "<grid>_refined; --no-refine leaves it out); and the lowest passes on each such "
+            "grid (minimax J over grid paths) between its found points and its lowest local "
+            "minima, with a pass map (2-D) and a disconnectivity graph.",
         ),
         formatter_class=formatter,
     )

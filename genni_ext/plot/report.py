@@ -87,6 +87,15 @@ def _analysis_lines(analysis: dict, grids: Sequence[str]) -> list[str]:
                 f"![{name} Betti curve](plots/{name}_betti_curve.png)",
                 f"![{name} persistence](plots/{name}_persistence.png)",
             ]
+    for name in grids:
+        entry = (analysis.get("passes") or {}).get(name)
+        if not entry:
+            continue
+        lines += ["", f"**Passes on grid '{name}':** {entry['summary']}", ""]
+        if len(entry["points"]) >= 2:
+            if len(next(iter(entry["points"].values()))["coords"]) == 2:
+                lines.append(f"![{name} passes](plots/{name}_passes.png)")
+            lines.append(f"![{name} disconnectivity graph](plots/{name}_disconnectivity.png)")
     if checked:
         lines += [
             "",

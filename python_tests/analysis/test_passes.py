@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from genni_ext.analysis.passes import lowest_passes, minimax_heights
+from genni_ext.analysis.passes import MAX_MINIMA, lowest_passes, minimax_heights
 from genni_ext.core.grid import Grid, GridResult, Marker
 from genni_ext.errors import InputError
 
@@ -68,7 +68,14 @@ def test_double_well_pass_is_the_saddle() -> None:
     assert found.height("θ1", "θ0") == found.height("θ0", "θ1")
     assert found.joined() == [("θ0", "θ1")]  # the saddle, 1.264, is below 1.5
     assert lowest_passes(_double_well(41), eps=1.2, minima=False).joined() == []
-    assert "θ0–θ1: pass at J = 1.26 (0.843 ε), joined below ε" in found.summary()
+    assert "θ0–θ1 1.26 (0.843 ε), joined below ε" in found.summary()
+    assert "Joined below ε (one ε-component of the grid): {θ0, θ1}." in found.summary()
+    assert found.saddles[("θ0", "θ1")] == pytest.approx((0.0, 0.0), abs=1e-12)
+    assert found.levels["θ0"] == pytest.approx(2 - 1 - np.exp(-4), abs=1e-12)
+    assert found.coords["θ1"] == pytest.approx((-1.0, 0.0), abs=1e-12)
+    apart = lowest_passes(_double_well(41), eps=1.2, minima=False)
+    assert apart.groups() == [["θ0"], ["θ1"]]
+    assert "Joined below ε (one ε-component of the grid): no two points." in apart.summary()
 
 
 def test_local_minima_are_found_and_named() -> None:
@@ -91,3 +98,30 @@ def test_bad_input() -> None:
     )
     with pytest.raises(InputError, match="2-D or 3-D grid with axes"):
         lowest_passes(flat, eps=1.0)
+
+
+def test_only_the_lowest_minima_are_kept() -> None:
+    """A field with more local minima than MAX_MINIMA keeps the lowest ones and counts the
+    rest; every kept minimum is one of the lowest."""
+    rng = np.random.default_rng(3)
+    grid = Grid.uniform((-1.0, 1.0), 25, 2)
+    values = torch.from_numpy(rng.random((25, 25)))
+    result = GridResult(values=values, grid=grid, markers=[], metadata={})
+    found = lowest_passes(result, eps=0.5)
+    field = values.numpy()
+    all_minima = sorted(
+        field[i, j]
+        for i in range(25)
+        for j in range(25)
+        if all(
+            field[i, j] < field[i + a, j + b]
+            for a in (-1, 0, 1)
+            for b in (-1, 0, 1)
+            if (a or b) and 0 <= i + a < 25 and 0 <= j + b < 25
+        )
+    )
+    assert len(all_minima) > MAX_MINIMA
+    assert len(found.points) == MAX_MINIMA
+    assert found.minima_left_out == len(all_minima) - MAX_MINIMA
+    assert sorted(found.levels.values()) == all_minima[:MAX_MINIMA]
+    assert f"{found.minima_left_out} higher local minima left out" in found.summary()

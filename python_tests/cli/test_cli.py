@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from genni_ext import cli
+from genni_ext.analysis import lowest_passes
 from genni_ext.cli.parser import build_parser
 from genni_ext.cli.presets import DEMO_LENET, DEMO_TWO_NEURON, DEMO_TWO_NEURON_PAPER
 from genni_ext.core.grid import Grid
@@ -214,7 +215,17 @@ def test_analyse_command(tmp_path: Path) -> None:
     assert analysis["identifiability"]["computed"] is True
     assert "plane_refined" not in experiment.grids()
     assert (experiment.plots_dir / "plane_components.png").is_file()
-    assert "## What the ε-set is" in (experiment.path / "report.md").read_text()
+    # The passes: the same numbers as lowest_passes on the stored grid, in JSON and report.
+    entry = analysis["passes"]["plane"]
+    expected = lowest_passes(experiment.load_grid("plane"), analysis["eps"])
+    assert {tuple(p["between"]): p["J"] for p in entry["passes"]} == pytest.approx(expected.heights)
+    assert entry["summary"] == expected.summary()
+    report = (experiment.path / "report.md").read_text()
+    assert "## What the ε-set is" in report
+    assert f"**Passes on grid 'plane':** {expected.summary()}" in report
+    if len(expected.points) >= 2:
+        assert (experiment.plots_dir / "plane_passes.png").is_file()
+        assert (experiment.plots_dir / "plane_disconnectivity.png").is_file()
     missing = _genni(tmp_path, "analyse", "nope", "--home", home)
     assert missing.returncode == 1 and "nope" in missing.stderr
     both = _genni(tmp_path, "analyse", "tiny", "--home", home, "--eps", "1", "--eps-relative", "1")
