@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
@@ -18,11 +19,11 @@ from genni_ext.core.grid import Grid
 from genni_ext.core.sgd_search import SearchResult
 from genni_ext.core.subspace import Subspace
 from genni_ext.errors import InputError, StoreError
-from genni_ext.run.chunk_runs import ConfigSource
+from genni_ext.run.chunk_runs import ConfigSource, StoreSource
 from genni_ext.run.plan import plan_sweep
 from genni_ext.run.resumable import run_planned_sweep
 from genni_ext.run.searches import search
-from genni_ext.store.config import build_problem, converged_center, set_key, validate_config
+from genni_ext.store.config import converged_center, set_key, validate_config
 from genni_ext.store.experiment import Experiment, search_id
 
 
@@ -40,10 +41,44 @@ def set_config_eps(config: dict[str, Any], problem: Any) -> float:
     return float(spec["eps"])
 
 
+PROBLEM_SECTIONS = ("model", "seed", "theta", "probes")
+"""The config's sections that make the problem (what problem.zarr keeps)."""
+
+
+def validated_config(raw: Mapping[str, Any], args: argparse.Namespace) -> tuple[dict, Experiment]:
+    """``raw`` validated, and its experiment. For an experiment that keeps its problem
+    (problem.zarr) θ's and the probes' files are not read, and the problem's sections stay
+    those of its config.yml: a config that gives others is warned about, not used."""
+    name = raw.get("experiment")
+    kept = False
+    if isinstance(name, str):
+        with contextlib.suppress(InputError):  # a bad name: validate_config names it
+            kept = Experiment(name, experiments_home(args)).keeps_problem
+    config = validate_config(raw, kept_problem=kept)
+    experiment = Experiment(config["experiment"], experiments_home(args))
+    made = None
+    if kept:
+        with contextlib.suppress(StoreError):  # damaged or missing: this config writes it anew
+            made = validate_config(experiment.load_config(), kept_problem=True)
+    if made is not None:
+        differ = [key for key in PROBLEM_SECTIONS if config[key] != made[key]]
+        for key in PROBLEM_SECTIONS:
+            config[key] = made[key]
+        if differ:
+            say(
+                f"warning: experiment '{experiment.name}' keeps the problem it was made with "
+                f"({experiment.problem_path}); this config's {', '.join(differ)} differ from "
+                "its config.yml and are not used (a new problem needs a new experiment)"
+            )
+    return config, experiment
+
+
 def run_search(
     config: dict[str, Any], experiment: Any, *, progress: bool, replace: bool = False
 ) -> tuple[Any, Any]:
-    """Build the problem, search, save config and search; return (problem, result).
+    """Build the problem, search, save config and search; return (problem, result). The
+    problem is the one the experiment keeps (problem.zarr), or, for a new experiment, built
+    from the config and kept once the search has finished.
 
     A search that grids were built from is replaced only with ``replace`` (refused before
     anything is computed otherwise); with it, the grids it leaves off its plane are named.
@@ -53,7 +88,8 @@ def run_search(
     built = experiment.grids_from_search(name)
     if built and not replace:
         experiment.refuse_to_replace(name)
-    problem = build_problem(config)
+    new = not (experiment.keeps_problem or experiment.searches() or experiment.grids())
+    problem = experiment.load_problem(config)
     set_config_eps(config, problem)
     start = time.perf_counter()
     try:
@@ -84,6 +120,8 @@ def run_search(
             "from the start"
         ) from None
     seconds = time.perf_counter() - start
+    if new:
+        experiment.save_problem(problem, config["model"])
     experiment.save_config(config)
     path = experiment.save_search(result, name, problem=problem, replace=replace)
     eps = config["subspace"]["eps"]
@@ -137,8 +175,7 @@ def search_command(args: argparse.Namespace) -> int:
     for key in ("restart_collapsed", "max_restarts"):
         if getattr(args, key, None) is not None:
             set_key(raw, f"search.{key}", getattr(args, key))
-    config = validate_config(raw)
-    experiment = Experiment(config["experiment"], experiments_home(args))
+    config, experiment = validated_config(raw, args)
     set_threads(config)
     run_search(config, experiment, progress=not args.no_progress, replace=args.replace)
     return 0
@@ -148,7 +185,7 @@ def _problem_for_search(config: dict[str, Any], experiment: Any) -> tuple[Any, A
     """The config's problem and the experiment's search, checked to belong together."""
     name = config["search"]["name"]
     metadata = experiment.search_metadata(name)
-    problem = build_problem(config)
+    problem = experiment.load_problem(config)
     set_config_eps(config, problem)
     saved = metadata.get("problem") or {}
     for key, what in (("theta_hash", "θ (model or seed)"), ("probes_hash", "probes")):
@@ -233,7 +270,7 @@ def sweep_grids(
                 num_threads=config["num_threads"],
                 progress=progress,
                 client=client,
-                source=None if client is None else ConfigSource(experiment.home, experiment.name),
+                source=_worker_source(experiment, config, client),
                 search=config["search"]["name"],
             )
         except KeyboardInterrupt:
@@ -252,6 +289,16 @@ def sweep_grids(
         )
         done.append((spec, grid_result, seconds))
     return done
+
+
+def _worker_source(experiment: Experiment, config: Mapping[str, Any], client: Any) -> Any:
+    """What Dask workers get the problem from: the store (problem.zarr) where the experiment
+    keeps it, else the config (None: no cluster)."""
+    if client is None:
+        return None
+    if experiment.keeps_problem:
+        return StoreSource(experiment.home, experiment.name, str(config["device"]))
+    return ConfigSource(experiment.home, experiment.name)
 
 
 def _saved_so_far(experiment: Any, name: str, finished: Sequence[str], cluster: bool) -> str:
@@ -286,8 +333,7 @@ def sweep_command(args: argparse.Namespace) -> int:
                 "experiment's saved config.yml"
             )
         base = Experiment(name, experiments_home(args)).load_config()
-    config = validate_config(raw_config(args, base))
-    experiment = Experiment(config["experiment"], experiments_home(args))
+    config, experiment = validated_config(raw_config(args, base), args)
     grids = config["grids"]
     if args.grid_names:
         known = {spec["name"] for spec in grids}

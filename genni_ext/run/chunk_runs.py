@@ -49,16 +49,32 @@ class ConfigSource:
         return build_problem(validate_config(experiment.load_config()))
 
 
+@dataclass(frozen=True)
+class StoreSource:
+    """A problem a worker reads from the experiment's store (problem.zarr: θ, the probes and
+    the targets) on ``device``, with the model built from its stored spec: the worker needs
+    the model's code on its path and the store at the same path, nothing else. ``genni sweep
+    --dask`` sends this for an experiment that keeps its problem."""
+
+    home: Path
+    experiment: str
+    device: str = "cpu"
+
+    def build(self) -> Problem:
+        return Experiment(self.experiment, self.home).load_problem(device=self.device)
+
+
 _worker_lock = threading.Lock()
-# The problem each ConfigSource last built in this process, with the hashes it was checked
-# against: a worker builds and hashes it once per sweep, not once per chunk.
-_built: dict[ConfigSource, tuple[tuple[Any, ...], Problem]] = {}
+# The problem each ConfigSource or StoreSource last built in this process, with the hashes it
+# was checked against: a worker builds and hashes it once per sweep, not once per chunk.
+_built: dict[ConfigSource | StoreSource, tuple[tuple[Any, ...], Problem]] = {}
 # The hashes each problem object here was found to have (a shipped problem is one object on
 # a worker for every task of a sweep), so that it is hashed once.
 _checked: weakref.WeakKeyDictionary[Problem, tuple[Any, ...]] = weakref.WeakKeyDictionary()
 
 
-ProblemSource = Any  # a Problem, or a ConfigSource
+ProblemSource = Any  # a Problem, a ConfigSource or a StoreSource
+_SOURCES = (ConfigSource, StoreSource)
 
 
 @dataclass(frozen=True)
@@ -100,11 +116,11 @@ class ChunkTask:
 
     def worker_problem(self, source: ProblemSource) -> Problem:
         """The problem ``source`` gives this worker, checked by :meth:`check_problem`: built
-        (for a ConfigSource) and checked once per worker and grid, then reused by its
-        other chunks."""
+        (for a ConfigSource or StoreSource) and checked once per worker and grid, then
+        reused by its other chunks."""
         expected = tuple(sorted(self.expected.items()))
         with _worker_lock:
-            if isinstance(source, ConfigSource):
+            if isinstance(source, _SOURCES):
                 cached = _built.get(source)
                 if cached is not None and cached[0] == expected:
                     return cached[1]
@@ -114,7 +130,7 @@ class ChunkTask:
                 if _checked.get(problem) == expected:
                     return problem
             self.check_problem(problem)
-            if isinstance(source, ConfigSource):
+            if isinstance(source, _SOURCES):
                 _built[source] = (expected, problem)
             else:
                 _checked[problem] = expected
@@ -168,10 +184,11 @@ def run_on_cluster(
 ) -> int:
     """One task per ``missing`` chunk on ``client``'s workers; returns how many ran.
 
-    The problem (or its ConfigSource) and the subspace go to every worker once; each task
-    gets its chunk's coefficient rows (CPU float64). A task that fails raises here, after
-    the others are cancelled (a task already running goes on: Dask cannot stop it, and what
-    it writes has passed its own checks); chunks already written stay, so a rerun resumes."""
+    The problem (or its ConfigSource or StoreSource) and the subspace go to every worker
+    once; each task gets its chunk's coefficient rows (CPU float64). A task that fails
+    raises here, after the others are cancelled (a task already running goes on: Dask
+    cannot stop it, and what it writes has passed its own checks); chunks already written
+    stay, so a rerun resumes."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 

@@ -70,7 +70,8 @@ def run_sweep(
     workers, which must see this experiment's folder at the same path (a shared file
     system). Each worker gets the problem from ``source`` (default: the problem
     itself, shipped once to every worker; :class:`ConfigSource` rebuilds it, once per
-    worker, from the experiment's config), checks its θ, probe and target hashes against
+    worker, from the experiment's config; :class:`StoreSource` reads it from the
+    experiment's problem.zarr), checks its θ, probe and target hashes against
     the grid's manifest, and writes its chunk.
     """
     experiment.grid_dir(name)  # a bad name is refused before anything else

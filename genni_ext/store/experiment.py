@@ -74,10 +74,12 @@ import torch
 from genni_ext._validate import positive_int
 from genni_ext.core.chunking import ChunkPlan
 from genni_ext.core.grid import Grid, GridResult, Marker
+from genni_ext.core.problem import Problem
 from genni_ext.core.sgd_search import SearchResult
 from genni_ext.core.subspace import Subspace
 from genni_ext.errors import InputError, StoreError
-from genni_ext.store import format1, zarr_grids, zarr_searches
+from genni_ext.store import format1, zarr_grids, zarr_problem, zarr_searches
+from genni_ext.store.config import build_problem, validate_config
 from genni_ext.store.files import (
     CHECKSUMS,
     Checksums,
@@ -85,6 +87,7 @@ from genni_ext.store.files import (
     atomic_write_bytes,
     atomic_write_text,
     bytes_digest,
+    file_digest,
     files_under,
     fsync_dir,
     json_text,
@@ -96,6 +99,7 @@ from genni_ext.store.files import (
     read_array,
     read_json,
     record_checksum,
+    record_checksums,
     room_for,
     staged_folder,
     tensor_hash,
@@ -111,7 +115,6 @@ if TYPE_CHECKING:
     import xarray
 
     from genni_ext.core.grid import Grid, GridResult
-    from genni_ext.core.problem import Problem
     from genni_ext.core.sgd_search import SearchResult
     from genni_ext.core.subspace import Subspace
 
@@ -314,15 +317,133 @@ class Experiment:
 
     def save_config(self, config: Mapping[str, Any]) -> Path:
         """Write ``config`` (a mapping of plain YAML values) to ``config.yml``."""
-        import yaml
+        return self._write_recorded(self.config_path, _config_bytes(config))
 
-        if not isinstance(config, Mapping):
-            raise InputError(f"config must be a mapping, got {type(config).__name__}")
-        try:
-            text = yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True)
-        except yaml.YAMLError as error:
-            raise InputError(f"config holds values YAML cannot store: {error}") from error
-        return self._write_recorded(self.config_path, text.encode("utf-8"))
+    # --- the problem itself: problem.zarr ---------------------------------------------------
+
+    @property
+    def problem_path(self) -> Path:
+        """``problem.zarr``: θ, the probes and the targets, kept when the experiment was made
+        (genni_ext.store.zarr_problem)."""
+        return self.path / zarr_problem.ZARR_NAME
+
+    @property
+    def keeps_problem(self) -> bool:
+        """Whether the experiment keeps its problem in problem.zarr (there, or recorded in
+        checksums.json: one deleted since is damage, not an experiment made before it)."""
+        if zarr_problem.exists(self.path):
+            return True
+        return bool(self._problem_files())
+
+    def _problem_files(self) -> list[str]:
+        """The files of problem.zarr recorded in the experiment's checksums.json."""
+        checksums, _damage = Checksums.load(self.path)
+        prefix = f"{zarr_problem.ZARR_NAME}/"
+        return [name for name in (checksums.files if checksums else ()) if name.startswith(prefix)]
+
+    def save_problem(self, problem: Problem, model: Mapping[str, Any] | None) -> Path:
+        """Keep ``problem`` (θ, probes, targets) in problem.zarr with the model spec ``model``
+        (a config's ``model`` mapping, or None); once: StoreError if it is kept already."""
+        if not isinstance(problem, Problem):
+            raise InputError(f"problem must be a genni_ext.Problem, got {type(problem).__name__}")
+        if self.keeps_problem:
+            raise StoreError(
+                f"experiment '{self.name}' keeps its problem already ({self.problem_path}); "
+                "it is written once, when the experiment is made"
+            )
+        record = zarr_problem.model_record(model)
+        with room_for(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
+        path = zarr_problem.write(self.path, problem, record)
+        names = [f"{path.name}/{name}" for name in files_under(path)]
+        record_checksums(self.path, {name: file_digest(self.path / name) for name in names})
+        return path
+
+    def load_problem(
+        self, config: Mapping[str, Any] | None = None, *, device: str | None = None
+    ) -> Problem:
+        """The experiment's problem on ``device`` (default: ``config``'s, else the CPU): the
+        one kept in problem.zarr (its model built from the stored spec and checked against
+        the stored targets: genni_ext.store.zarr_problem), or, for an experiment made before
+        problem.zarr, built from ``config`` (default: config.yml) as it was then."""
+        if self.keeps_problem:
+            self._check_problem_record()
+            where = device or (config or {}).get("device") or "cpu"
+            return zarr_problem.load(self.path, self.name, str(where))
+        return build_problem(config if config is not None else validate_config(self.load_config()))
+
+    def _check_problem_record(self) -> None:
+        """StoreError naming every file of problem.zarr that is not as written."""
+        checksums, bad = Checksums.load(self.path)
+        damage = [bad] if bad is not None else []
+        if checksums is not None:
+            damage += checksums.damage(self._problem_files())
+        if damage:
+            text = "; ".join(str(item) for item in damage)
+            raise StoreError(f"{text}; {zarr_problem.redo(self.path)}")
+
+    @classmethod
+    def create(
+        cls,
+        problem: Problem,
+        name: str,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        model_spec: str | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+    ) -> Experiment:
+        """A new experiment ``name`` (under ``home``) that keeps ``problem``: its θ, probes
+        and targets in problem.zarr, written once.
+
+        ``model_spec`` ("package.module:function" or "path/to/file.py:function", called with
+        ``model_kwargs``) is how the model's code is rebuilt by the CLI and Dask workers: it
+        is built and checked here to give the problem's targets at θ, and recorded with the
+        sha256 of its source file in problem.zarr and as ``model`` in a config.yml of
+        defaults (the problem's device, number and seed of probes; ``genni sweep
+        --experiment NAME`` and ``genni analyse`` read it; its θ and probe sections are not
+        used, the stored arrays are). Without it the experiment's stored arrays can still
+        be read (listed, plotted, analysed where that needs no model), and commands that
+        need the model say that it has no model factory. Bad input (a spec that cannot be
+        built or computes other targets, an experiment of that name already there) raises
+        before anything is written; the folder is written whole or not at all."""
+        experiment = cls(name, home)
+        if not isinstance(problem, Problem):
+            raise InputError(f"problem must be a genni_ext.Problem, got {type(problem).__name__}")
+        if experiment.exists:
+            raise StoreError(
+                f"experiment '{experiment.name}' exists already ({experiment.path}); an "
+                "experiment's problem is written once: pick another name"
+            )
+        config = None
+        record = None
+        if model_spec is None:
+            if model_kwargs:
+                raise InputError("model_kwargs given without model_spec (the factory to call)")
+        else:
+            raw = {
+                "experiment": experiment.name,
+                "model": {"factory": model_spec, "kwargs": dict(model_kwargs or {})},
+                "probes": {"num_probes": problem.num_probes, "seed": problem.seed},
+                "device": str(problem.inputs.device),
+            }
+            config = validate_config(raw)  # a spec that cannot be built: ConfigError
+            record = zarr_problem.model_record(config["model"])
+            try:
+                zarr_problem.check_model(
+                    zarr_problem.build(record, experiment.name),
+                    problem.theta,
+                    problem.inputs,
+                    problem.targets,
+                    f"model_spec {model_spec!r}",
+                )
+            except StoreError as error:
+                raise InputError(str(error)) from None
+        with staged_folder(experiment.path) as staging:
+            zarr_problem.write(staging, problem, record)
+            if config is not None:
+                atomic_write_bytes(staging / experiment.config_path.name, _config_bytes(config))
+            write_checksums(staging, files_under(staging))
+        return experiment
 
     def load_config(self) -> dict[str, Any]:
         """The mapping in ``config.yml`` (StoreError if there is none, or it is not as it
@@ -330,6 +451,8 @@ class Experiment:
         import yaml
 
         if not self.config_path.is_file():
+            if self.keeps_problem and not zarr_problem.has_model(self.path):
+                raise StoreError(zarr_problem.no_model(self.name))
             raise StoreError(
                 f"experiment '{self.name}' has no config.yml ({self.config_path}); run "
                 "`genni search --config FILE` first"
@@ -1021,6 +1144,16 @@ class Experiment:
                 continue
             state = "ok" if recorded else "ok (no checksum recorded: not checked)"
             findings.append(Finding(path.name, state, "ok"))
+        if self.keeps_problem:
+            where = zarr_problem.ZARR_NAME
+            try:
+                self._check_problem_record()
+                problems = zarr_problem.check(self.path)
+            except StoreError as error:
+                problems = [str(error)]
+            findings += [Finding(where, text, "damaged") for text in problems]
+            if not problems:
+                findings.append(Finding(where, "ok (θ, probes and targets as written)", "ok"))
         return findings
 
     def _check_grid_folder(self, name: str) -> list[Finding]:
@@ -1109,6 +1242,19 @@ class Experiment:
             )
         check_manifest(stored, wanted, self.name, name, folder)
         return stored
+
+
+def _config_bytes(config: Mapping[str, Any]) -> bytes:
+    """``config`` (a mapping of plain YAML values) as the bytes of config.yml."""
+    import yaml
+
+    if not isinstance(config, Mapping):
+        raise InputError(f"config must be a mapping, got {type(config).__name__}")
+    try:
+        text = yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True)
+    except yaml.YAMLError as error:
+        raise InputError(f"config holds values YAML cannot store: {error}") from error
+    return text.encode("utf-8")
 
 
 def search_id(result: SearchResult) -> str:

@@ -446,9 +446,15 @@ def write_checksums(
 
 
 def record_checksum(folder: Path, name: str, digest: str) -> None:
-    """Set file ``name``'s checksum in ``folder/checksums.json`` and keep the others (under
-    a short lock, so that two writers do not lose each other's entry). A damaged record is
-    started anew: the files it covered are then no longer verified."""
+    """Set file ``name``'s checksum in ``folder/checksums.json`` and keep the others: see
+    :func:`record_checksums`."""
+    record_checksums(folder, {name: digest})
+
+
+def record_checksums(folder: Path, digests: Mapping[str, str]) -> None:
+    """Set the checksums ``digests`` (file → SHA-256) in ``folder/checksums.json`` and keep
+    the others (under a short lock, so that two writers do not lose each other's entry). A
+    damaged record is started anew: the files it covered are then no longer verified."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no lock
@@ -458,7 +464,7 @@ def record_checksum(folder: Path, name: str, digest: str) -> None:
             with contextlib.suppress(OSError):  # no flock on this file system: go on
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         current, _damage = Checksums.load(folder)
-        files = {**(current.files if current is not None else {}), name: digest}
+        files = {**(current.files if current is not None else {}), **digests}
         extra = current.extra if current is not None else {}
         write_json(folder / CHECKSUMS, {"files": dict(sorted(files.items())), **extra})
 

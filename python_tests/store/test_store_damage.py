@@ -431,6 +431,23 @@ DAMAGE = [
         "refused",
         after=r"search/checksums\.json is missing",
     ),
+    # The problem the experiment keeps (problem.zarr): nothing recomputes it.
+    Damage(
+        "problem theta flipped",
+        f"{E}/problem.zarr/theta/c/0",
+        _flip,
+        rf"problem\.zarr/theta/c/0 {MISMATCH}; restore .* from a backup",
+        "refused",
+        after=rf"theta/c/0 {MISMATCH}",
+    ),
+    Damage(
+        "problem deleted",
+        f"{E}/problem.zarr",
+        shutil.rmtree,
+        r"problem\.zarr/zarr\.json is missing; restore .* from a backup",
+        "refused",
+        after=r"problem\.zarr/zarr\.json is missing",
+    ),
     # The experiment's own files.
     Damage(
         "config edited",
