@@ -18,6 +18,9 @@
   fed into the other's next layers through a linear (or permutation) layer.
 - :func:`lowest_passes`: the lowest pass (minimax J over grid paths) between every pair of
   found points and local minima on a swept grid, and which pairs the ε-set joins.
+- :func:`connect` and :func:`connect_many`: a path between two points in the full
+  parameter space (segment, G_ReLU orbit, trained curve, nudged elastic band), optionally
+  after matching one network's units to the other's, and the barrier of J along it.
 - :func:`morse_graph`: the Morse decomposition of gradient descent on J restricted to the
   swept plane or space (CMGDB): attracting minima, saddles between them, and which part of
   the plane flows where.
@@ -34,6 +37,7 @@ from genni_ext.analysis.alignment import (
     explain,
 )
 from genni_ext.analysis.baselines import Baselines
+from genni_ext.analysis.connections import Connection, connect, connect_many
 from genni_ext.analysis.dynamics import (
     MorseDecomposition,
     MorseGraph,
@@ -54,6 +58,7 @@ __all__ = [
     "Alignment",
     "Baselines",
     "Comparison",
+    "Connection",
     "Explanation",
     "HiddenLayer",
     "Identifiability",
@@ -68,6 +73,8 @@ __all__ = [
     "betti",
     "cka",
     "compare",
+    "connect",
+    "connect_many",
     "explain",
     "hidden_layer_names",
     "hidden_layers",

@@ -127,6 +127,15 @@ def _units(layer: HiddenLayer, point: torch.Tensor) -> torch.Tensor:
     return torch.cat([incoming, point[layer.bias][:, None]], dim=1)
 
 
+def hungarian(similarity: np.ndarray) -> np.ndarray:
+    """The permutation that maximises the total similarity of a square matrix
+    (``scipy.optimize.linear_sum_assignment``): entry i is the column matched with row i."""
+    rows, columns = linear_sum_assignment(-np.asarray(similarity, dtype=np.float64))
+    permutation = np.empty(len(rows), dtype=np.int64)
+    permutation[rows] = columns
+    return permutation
+
+
 def _match(mine: torch.Tensor, theirs: torch.Tensor) -> np.ndarray:
     """Hungarian matching of the units by cosine similarity of their incoming weights:
     entry i is the unit of ``mine`` that ``theirs``'s unit i is matched with."""
@@ -134,10 +143,7 @@ def _match(mine: torch.Tensor, theirs: torch.Tensor) -> np.ndarray:
     unit_theirs = theirs / theirs.norm(dim=1, keepdim=True).clamp_min(
         torch.finfo(theirs.dtype).tiny
     )
-    rows, columns = linear_sum_assignment(-(unit_theirs @ unit_mine.T).numpy())
-    permutation = np.empty(len(rows), dtype=np.int64)
-    permutation[rows] = columns
-    return permutation
+    return hungarian((unit_theirs @ unit_mine.T).numpy())
 
 
 def _objective(
@@ -237,11 +243,12 @@ def _narrower_search(layer: HiddenLayer) -> str | None:
     return None
 
 
-_Element = tuple[list[np.ndarray], list[np.ndarray]]
+Element = tuple[list[np.ndarray], list[np.ndarray]]
+"""One permutation and one array of positive scales per hidden layer: an element of G_ReLU."""
 
 
-def _act(
-    layers: list[HiddenLayer], theta: torch.Tensor, element: _Element, skip: int = -1
+def act(
+    layers: list[HiddenLayer], theta: torch.Tensor, element: Element, skip: int = -1
 ) -> torch.Tensor:
     """g·θ for g = ``element`` (one permutation and scales per layer), leaving out layer
     ``skip``. The layers' actions commute (each touches its own rows and the next
@@ -253,7 +260,7 @@ def _act(
     return point
 
 
-def _cosine_start(layers: list[HiddenLayer], theta: torch.Tensor, other: torch.Tensor) -> _Element:
+def _cosine_start(layers: list[HiddenLayer], theta: torch.Tensor, other: torch.Tensor) -> Element:
     """Layer by layer from the input: units matched by the cosine of their incoming
     weights, scaled by the positive least-squares fit of the incoming weights (1 where
     there is none)."""
@@ -273,18 +280,18 @@ def _cosine_start(layers: list[HiddenLayer], theta: torch.Tensor, other: torch.T
 
 
 def _descend(
-    layers: list[HiddenLayer], theta: torch.Tensor, other: torch.Tensor, element: _Element
-) -> tuple[_Element, float]:
+    layers: list[HiddenLayer], theta: torch.Tensor, other: torch.Tensor, element: Element
+) -> tuple[Element, float]:
     """Block coordinate descent on ‖other − g·θ‖² from ``element``: each layer's
     permutation and scales in turn set to their exact optimum given the others (a step
     that would not lower the distance is not taken), until a sweep lowers it by less than
     DESCENT_RELATIVE of itself or after MAX_SWEEPS sweeps."""
     permutations, scales = list(element[0]), list(element[1])
-    distance = float((other - _act(layers, theta, (permutations, scales))).square().sum())
+    distance = float((other - act(layers, theta, (permutations, scales))).square().sum())
     for _ in range(MAX_SWEEPS):
         start = distance
         for index, layer in enumerate(layers):
-            base = _act(layers, theta, (permutations, scales), skip=index)
+            base = act(layers, theta, (permutations, scales), skip=index)
             permutation, scale = _layer_step(layer, base, other)
             trial = float((other - _apply(layer, base, permutation, scale)).square().sum())
             if trial < distance:
@@ -294,13 +301,13 @@ def _descend(
     return (permutations, scales), distance
 
 
-def _align_points(
+def closest_image(
     layers: list[HiddenLayer], theta: torch.Tensor, other: torch.Tensor
 ) -> tuple[list[np.ndarray], list[np.ndarray], torch.Tensor, float]:
     """The permutations, scales, g·θ and residual for float64 CPU points: the better of
     the descents from the identity and from the cosine matching, and never worse than
     the identity itself."""
-    identity: _Element = (
+    identity: Element = (
         [np.arange(layer.num_units) for layer in layers],
         [np.ones(layer.num_units) for layer in layers],
     )
@@ -309,7 +316,7 @@ def _align_points(
         element, distance = _descend(layers, theta, other, start)
         if distance < best_distance:
             best, best_distance = element, distance
-    current = _act(layers, theta, best)
+    current = act(layers, theta, best)
     size = float(other.norm())
     distance = float((other - current).norm())
     residual = distance / size if size > 0 else (0.0 if distance == 0 else math.inf)
@@ -351,7 +358,7 @@ def align(
     reference = flat_point(model, theta, "theta").double().cpu()
     target = flat_point(model, other, "other").double().cpu()
     layers = hidden_layers(model, _input_shape(model, input_shape))
-    permutations, scales, aligned, residual = _align_points(layers, reference, target)
+    permutations, scales, aligned, residual = closest_image(layers, reference, target)
     notes = tuple(note for note in map(_narrower_search, layers) if note is not None)
     return Alignment(
         permutations=permutations,
@@ -684,7 +691,7 @@ def explain(
             continue
         loss = float(recomputed[index])
         point = row.double().cpu()
-        residual = _align_points(layers, theta, point)[3]
+        residual = closest_image(layers, theta, point)[3]
         units = _units_on_probes(problem, layers, point, tol)
         detail = ""
         if residual <= tol:
