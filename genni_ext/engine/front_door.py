@@ -29,6 +29,7 @@ from genni_ext._validate import (
     torch_threads,
 )
 from genni_ext.core.functional import (
+    ProbeRun,
     buffers_for,
     check_output_size,
     check_vmap,
@@ -41,7 +42,7 @@ from genni_ext.core.problem import expected_input_shape
 from genni_ext.engine import fused
 from genni_ext.engine.fused import CudaKernel, FirstLayer
 from genni_ext.engine.lowering import Program, check_lowerable, lower
-from genni_ext.engine.torch_func import torch_sweep
+from genni_ext.engine.torch_func import compile_choice, rule_text, torch_sweep
 from genni_ext.errors import BackendUnavailableError, InputError, LoweringError
 
 logger = logging.getLogger("genni_ext")
@@ -52,7 +53,12 @@ class Decision:
     """Everything the engine needs to run a sweep, decided once per sweep.
 
     ``backend`` names the engine as the store records it ("fused-cpu", "fused-cuda" or
-    "torch"); ``program`` is the lowered model (None for torch.func); ``precision`` "full"
+    "torch"); ``program`` is the lowered model (None for torch.func); ``compile`` whether
+    torch.func runs its chunk function through ``torch.compile`` (True, False, or None: by
+    :func:`genni_ext.engine.torch_func.compile_choice` for ``num_points``, the whole
+    sweep's grid points, with the activations each run counts on its first probes, so that
+    every chunk chooses the same; :func:`decide` resolves it where the model has run
+    already); ``precision`` "full"
     or "tf32"; ``first_layer`` the fused engine's first-layer form ("affine" or "direct"
     for the grid's number of directions, "auto" where that was not known); ``cuda_kernel``
     "tiled" or "reference" on CUDA (None elsewhere) and ``tile_plan`` the tiled kernel's
@@ -68,6 +74,8 @@ class Decision:
     first_layer: FirstLayer = "auto"
     cuda_kernel: CudaKernel | None = None
     tile_plan: _C.TilePlan | None = None
+    compile: bool | None = None
+    num_points: int | None = None
 
     @property
     def engine_plan(self) -> fused.EnginePlan:
@@ -79,8 +87,10 @@ class Decision:
 class SweepInputs:
     """A sweep's arguments after every check the front door makes before any work: the
     tensors detached and contiguous, of one dtype and device, the model in eval mode and
-    known to take the probes; ``outputs`` is its output width per probe and ``program`` the
-    model lowered for the probes' shape (None where it does not lower)."""
+    known to take the probes; ``outputs`` is its output width per probe, ``program`` the
+    model lowered for the probes' shape (None where it does not lower) and
+    ``activations_per_sample`` the activation scalars a probe where the checks ran the
+    model (None where the lowering checked it)."""
 
     model: nn.Module
     center: torch.Tensor
@@ -90,6 +100,7 @@ class SweepInputs:
     targets: torch.Tensor
     outputs: int
     program: Program | None = None
+    activations_per_sample: int | None = None
 
 
 def _lowering_explanation(model: nn.Module, error: LoweringError) -> str:
@@ -116,12 +127,18 @@ def decide(
     *,
     precision: str = "full",
     num_directions: int | None = None,
+    num_points: int | None = None,
+    compile: bool | None = None,
+    activations_per_sample: int | None = None,
     program: Program | None = None,
     log: bool = False,
 ) -> Decision:
     """The one Decision for sweeping ``model`` on these probes (checked as :func:`sweep`
     checks them), with ``num_directions`` directions where known (it fixes the first-layer
-    form); the grid runners make it once and run every chunk with it. ``program``: the
+    form) and ``num_points`` grid points where known (it decides, with ``compile``, whether
+    torch.func compiles: :func:`genni_ext.engine.torch_func.compile_choice`, resolved here
+    where ``activations_per_sample`` is known, else by each run); the grid runners make it
+    once and run every chunk with it. ``program``: the
     model lowered for these probes' shape already (:attr:`SweepInputs.program`), else it
     is lowered here.
 
@@ -134,10 +151,13 @@ def decide(
     """
     if backend not in BACKENDS:
         raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
+    if compile is not None and not isinstance(compile, bool):
+        raise InputError(f"compile must be True, False or None, got {compile!r}")
     device, dtype = inputs.device, inputs.dtype
     fused.check_precision(precision, dtype, device)
+    on_torch = _TorchChoice(inputs, num_points, compile, activations_per_sample, precision, log)
     if backend == "torch":
-        return Decision("torch", None, precision, "torch: backend='torch' was asked for")
+        return on_torch.decision("torch: backend='torch' was asked for", log=False)
     name = type(model).__name__
     try:
         if program is None:
@@ -145,16 +165,16 @@ def decide(
     except LoweringError as error:
         if backend == "fused":
             raise
-        return _torch_decision(_lowering_explanation(model, error), precision, log)
+        return on_torch.decision(_lowering_explanation(model, error))
     unavailable = fused.fused_unavailable_reason(device)
     if backend == "auto" and unavailable is not None:
         reason = f"torch: the fused backend cannot run on {device}: {unavailable}"
-        return _torch_decision(reason, precision, log)
+        return on_torch.decision(reason)
     reason = f"fused ({device.type}): {program.ops.shape[0]} ops lowered from {name}"
     if backend == "auto" and device.type == "cuda":
         use_fused, why = fused.cuda_auto_choice(program, inputs.shape[0], dtype, device, precision)
         if not use_fused:
-            return _torch_decision(f"torch: {why}", precision, log)
+            return on_torch.decision(f"torch: {why}")
         reason = f"fused (cuda): {program.ops.shape[0]} ops lowered from {name}; {why}"
     if targets is not None:
         check_output_size(program.output_size, targets.shape[1])
@@ -178,18 +198,55 @@ def decide(
     return Decision("fused-cuda", program, precision, reason, first_layer, kernel, tile_plan)
 
 
-def _torch_decision(reason: str, precision: str, log: bool) -> Decision:
-    """The torch.func Decision ``backend="auto"`` falls back to, logged when ``log``."""
-    if log:
-        logger.info("sweep backend: %s", reason)
-    return Decision("torch", None, precision, reason)
+@dataclass(frozen=True)
+class _TorchChoice:
+    """What a torch.func Decision holds besides why torch.func: ``compile`` and the sweep's
+    grid points, from which each run chooses eager or compiled (the model is not run
+    here: the rule needs its activation count, which the run measures anyway)."""
+
+    inputs: torch.Tensor
+    num_points: int | None
+    compile: bool | None
+    activations_per_sample: int | None
+    precision: str
+    log: bool
+
+    def decision(self, reason: str, *, log: bool = True) -> Decision:
+        """The torch.func Decision for ``reason`` (why torch.func), logged when asked; the
+        reason says eager or compiled where the grid's size or ``compile`` is given."""
+        compile, device = self.compile, self.inputs.device
+        if compile is None and self.num_points is None:
+            how = ""
+        elif self.activations_per_sample is None:
+            how = rule_text(compile, self.num_points, device)
+        else:
+            choice = compile_choice(
+                compile, self.num_points, self.inputs.shape[0], self.activations_per_sample, device
+            )
+            how = choice.reason
+            if self.num_points is not None:
+                compile = choice.compiled
+        reason = f"{reason}; {how}" if how else reason
+        if self.log and log:
+            logger.info("sweep backend: %s", reason)
+        return Decision(
+            "torch", None, self.precision, reason, compile=compile, num_points=self.num_points
+        )
 
 
 def explain_backend(
-    model: nn.Module, inputs: torch.Tensor | None = None, *, precision: str = "full"
+    model: nn.Module,
+    inputs: torch.Tensor | None = None,
+    *,
+    precision: str = "full",
+    num_points: int | None = None,
+    compile: bool | None = None,
 ) -> str:
     """One line: which backend ``sweep(..., backend="auto")`` uses for ``model`` and why, or
     ``"refused: ..."`` with the error ``sweep`` would raise for this model before any work.
+    Where that is torch.func and ``inputs`` and ``num_points`` (the grid's size) or
+    ``compile`` (as ``sweep`` takes it) are given, the line also says whether that sweep
+    runs eagerly or compiled and why (from how many grid points the rule compiles).
 
     With ``inputs`` ([N, ...], float32 or float64) the checks are those ``sweep`` makes: the
     model (parameters, eval mode), then a forward pass at the model's own parameters on two
@@ -217,11 +274,20 @@ def explain_backend(
             check_vmap_layers(model)
         else:
             center = flatten_params(model).to(dtype=inputs.dtype, device=inputs.device)
-            _check_model_runs(model, center, inputs)
+            probe = _check_model_runs(model, center, inputs)
     except InputError as error:
         return f"refused: {error}"
     if inputs is not None:
-        return decide(model, inputs, None, "auto", precision=precision).reason
+        return decide(
+            model,
+            inputs,
+            None,
+            "auto",
+            precision=precision,
+            num_points=num_points,
+            compile=compile,
+            activations_per_sample=probe.activations_per_sample,
+        ).reason
     name = type(model).__name__
     try:
         check_lowerable(model)
@@ -302,18 +368,18 @@ def _validate(
     return tuple(contiguous_finite(name, tensor) for name, tensor in named.items())
 
 
-def _check_model_runs(model: nn.Module, center: torch.Tensor, inputs: torch.Tensor) -> int:
+def _check_model_runs(model: nn.Module, center: torch.Tensor, inputs: torch.Tensor) -> ProbeRun:
     """Run the model at ``center`` on two probes, plain and under vmap, so that inputs it
     cannot take, an output that is not one tensor or a model vmap cannot run raise
     InputError on every backend before any work (the fused engine would report them as
-    lowering problems); return the outputs per probe."""
+    lowering problems); return what the run showed (outputs and activations a probe)."""
     params, buffers = every_path(model, center), buffers_for(model, inputs)
     with torch.no_grad():
         probe = probe_forward(
             model, params, buffers, inputs, expected_shape=expected_input_shape(model)
         )
         check_vmap(model, params, buffers, inputs)
-    return probe.outputs_per_sample
+    return probe
 
 
 def sweep(
@@ -329,6 +395,7 @@ def sweep(
     batch_points: int | None = None,
     progress: bool = False,
     precision: str = "full",
+    compile: bool | None = None,
 ) -> torch.Tensor:
     """J(center + c @ directions) for every row c of ``coeffs``, as float64 [G].
 
@@ -367,6 +434,12 @@ def sweep(
     sums in float32, on tensor cores; the fused kernel does it where its tile fits, else
     torch with cuBLAS/cuDNN in TF32. Measured error against float64: see the README
     ("Precision").
+
+    ``compile`` applies where torch.func runs: True runs its chunk function (the model
+    under vmap, the squared errors and their sum) through ``torch.compile``, False eagerly,
+    None (default) compiles on the CPU where the sweep is long enough to repay the compile
+    (:data:`genni_ext.engine.torch_func.COMPILE_MIN_WORK`). Compiled J equals eager J within
+    the dtype's round-off; a compile that fails logs a warning and the sweep runs eagerly.
     """
     if backend not in BACKENDS:
         raise InputError(f"backend={backend!r} is not known; use one of {', '.join(BACKENDS)}")
@@ -384,6 +457,9 @@ def sweep(
         backend,
         precision=precision,
         num_directions=checked.directions.shape[0],
+        num_points=checked.coeffs.shape[0],
+        compile=compile,
+        activations_per_sample=checked.activations_per_sample,
         program=checked.program,
         log=True,
     )
@@ -423,9 +499,15 @@ def check_sweep_inputs(
     # Lowering walked the model's layers for the probes' shape, each of a kind that vmap
     # runs, so a model that lowers takes these probes and returns one tensor of output_size
     # values a probe: running it on two of them would only say that again.
-    outputs = _check_model_runs(model, center, inputs) if program is None else program.output_size
+    if program is not None:
+        outputs, activations = program.output_size, None
+    else:
+        probe = _check_model_runs(model, center, inputs)
+        outputs, activations = probe.outputs_per_sample, probe.activations_per_sample
     check_output_size(outputs, targets.shape[1])
-    return SweepInputs(model, center, directions, coeffs, inputs, targets, outputs, program)
+    return SweepInputs(
+        model, center, directions, coeffs, inputs, targets, outputs, program, activations
+    )
 
 
 def run_decided(
@@ -455,6 +537,8 @@ def run_decided(
                 targets,
                 batch_points=batch_points,
                 progress=progress,
+                compile=decision.compile,
+                sweep_points=decision.num_points,
             )
     return fused.fused_sweep(
         decision.program,

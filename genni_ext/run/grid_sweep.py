@@ -24,6 +24,7 @@ def sweep_grid(
     chunk_points: int | None = None,
     progress: bool = False,
     precision: str = "full",
+    compile: bool | None = None,
     client: object = None,
 ) -> GridResult:
     """J(θ₀ + c @ B) at every point of ``grid`` on ``subspace``, as a :class:`GridResult`.
@@ -31,12 +32,12 @@ def sweep_grid(
     Computes what :func:`genni_ext.sweep` computes on the problem's model, probes and
     targets (coefficients cast to θ's dtype), planned once by :func:`plan_sweep` (the model
     is not run on the probes again: the problem's targets stand for that run); ``backend``,
-    ``num_threads``, ``progress`` and ``precision`` are passed on. ``chunk_points`` is the
-    number of grid points computed as one piece: here per engine call (``sweep``'s
-    ``batch_points``; default from a memory budget), on a cluster per task (default
-    :func:`~genni_ext.run.plan.auto_chunk_points`). The markers' J is computed on the same
-    engine as the grid's. The subspace must be in the problem's dtype and on its device, and
-    have as many directions as the grid has coefficients. A subspace that records the
+    ``num_threads``, ``progress``, ``precision`` and ``compile`` are passed on.
+    ``chunk_points`` is the number of grid points computed as one piece: here per engine
+    call (``sweep``'s ``batch_points``; default from a memory budget), on a cluster per task
+    (default :func:`~genni_ext.run.plan.auto_chunk_points`). The markers' J is computed on
+    the same engine as the grid's. The subspace must be in the problem's dtype and on its
+    device, and have as many directions as the grid has coefficients. A subspace that records the
     problem its points solve (``Subspace.from_search``) must come from this problem (same θ
     and probes); one without that record (``Subspace.from_points``) is accepted as it is.
 
@@ -58,6 +59,7 @@ def sweep_grid(
         grid,
         backend=backend,
         precision=precision,
+        compile=compile,
         chunk_points=chunk_points,
         chunked=client is not None,
         log=True,

@@ -114,6 +114,7 @@ def plan_sweep(
     *,
     backend: str = "auto",
     precision: str = "full",
+    compile: bool | None = None,
     chunk_points: int | None = None,
     chunked: bool = True,
     experiment: Experiment | None = None,
@@ -123,7 +124,8 @@ def plan_sweep(
     """The one preamble of ``sweep_grid`` and ``run_sweep``: every check, the Decision (logged
     when ``log``) and, when ``chunked``, the ChunkPlan of about ``chunk_points`` points a
     chunk (None: the one grid ``name`` of ``experiment`` was begun with, if any, else
-    :func:`auto_chunk_points`).
+    :func:`auto_chunk_points`). ``compile``: whether torch.func compiles, as
+    :func:`genni_ext.sweep` takes it (None: by the rule, for the whole grid's size).
 
     Nothing :func:`genni_ext.sweep` checks is checked again here: the Problem, the Subspace
     and the Grid checked their tensors when they were made (shapes, dtypes, devices,
@@ -154,6 +156,8 @@ def plan_sweep(
         backend,
         precision=precision,
         num_directions=subspace.dim,
+        num_points=grid.coeffs.shape[0],
+        compile=compile,
         log=log,
     )
     chunks = None
