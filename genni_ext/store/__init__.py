@@ -2,8 +2,9 @@
 
 What is here: the home and its names (``home``, ``names``), atomic files, checksums and
 locks (``files``), what a sweep is of (``manifest``), the zarr arrays of grids and
-searches (``zarr_grids``, ``zarr_searches``), the run configuration (``config``) and the
-``Experiment`` that holds them (``experiment``).
+searches (``zarr_grids``, ``zarr_searches``), the problem an experiment keeps (θ, probes
+and targets: ``zarr_problem``), the reader of the store's first format (``format1``), the
+run configuration (``config``) and the ``Experiment`` that holds them (``experiment``).
 
 May import: ``genni_ext.core`` and below. Never the engine or the runners
 (``genni_ext.run.resumable.run_sweep`` sweeps into an experiment).

@@ -4,8 +4,12 @@ Layout under the home (see :func:`genni_home`)::
 
     experiments/<experiment>/
         config.yml                       the run's configuration (YAML)
+        problem.zarr/                    θ, the probes and the targets, written once when the
+                                         experiment was made (genni_ext.store.zarr_problem;
+                                         absent in an experiment made before it)
         analysis.json                    what `genni analyse` found
-        checksums.json                   SHA-256 of config.yml and analysis.json
+        checksums.json                   SHA-256 of config.yml, analysis.json and
+                                         problem.zarr's files
         searches/<search>/               one SearchResult
             search.zarr/                 params, starts, losses, history, history_steps,
                                          restarts (absent in a search saved before them)
@@ -1097,7 +1101,8 @@ class Experiment:
 
     def check(self) -> list[Finding]:
         """Every file of the experiment read back against the checksum recorded when it was
-        written (``genni check``): config.yml and analysis.json, every search, and every grid
+        written (``genni check``): config.yml, analysis.json and problem.zarr (its arrays
+        also against their recorded hashes), every search, and every grid
         (each chunk of J against its record). One Finding per damaged file (naming it and
         what repairs it), per thing worth knowing (a lock left by a process that died, a
         grid stopped before anything was written, a grid whose search was replaced, files

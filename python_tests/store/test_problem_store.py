@@ -258,3 +258,28 @@ def test_a_factory_file_named_relative_is_kept_absolute(
     monkeypatch.chdir(tmp_path)
     assert experiment.load_config()["model"]["factory"] == f"{factory}:small"
     assert experiment.load_problem().num_params == 3 * 4 + 4 + 4 + 1
+
+
+def test_a_config_naming_another_problem_is_warned_about_and_not_used(
+    tmp_path: Path, factory: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    problem = _problem(factory)
+    home = str(tmp_path / "home")
+    spec = {"factory": f"{factory}:small", "kwargs": {"width": 4}}
+    Experiment.create(problem, "made", home=home, model_spec=spec["factory"],
+                      model_kwargs=spec["kwargs"])  # fmt: skip
+    config = {
+        "experiment": "made",
+        "model": spec,
+        "seed": 99,  # another θ, and 16384 Gaussian probes: neither is used
+        "search": {"starts": 2, "steps": 5, "batch_size": 16, "seed": 200},
+    }
+    path = tmp_path / "other.yml"
+    path.write_text(yaml.safe_dump(config))
+    status, out, err = _genni(capsys, "search", "--config", str(path), "--home", home,
+                              "--no-progress")  # fmt: skip
+    assert status == 0, err
+    assert "this config's seed, probes differ from its config.yml and are not used" in out + err
+    saved = Experiment("made", home).search_metadata()["problem"]
+    assert (saved["theta_hash"], saved["probes_hash"]) == (problem.theta_hash, problem.probes_hash)
+    assert Experiment("made", home).load_config()["seed"] == 0  # config.yml keeps the problem's
