@@ -41,16 +41,22 @@ DEMO_TWO_NEURON_PAPER: dict[str, Any] = {
 # The default demo: the paper's net and settings, but a θ whose function is not trivial
 # (seed 5: a and b of opposite sign, so [θ] is the 2-D rescaling orbit) and ε relative to J
 # of the best constant function (5 % of it is about the paper's 0.0025), so every point of the
-# ε-set fits θ 20× better than any constant; 32 starts, since fewer reach that ε. The search
-# is Algorithm 1: the README's pictures and analysis of the demo are of its plane.
-# `--set search.restart_collapsed=true` restarts collapsed starts (README "Restarting
-# collapsed starts"), which changes the found points and so the plane.
+# ε-set fits θ 20× better than any constant; 32 starts, since fewer reach that ε. Collapsed
+# starts (both hidden units on one side of 0, or one dead) are restarted, up to 5 times each,
+# within the same 2000 steps (README "Restarting collapsed starts" has the yield with and
+# without; `--set search.restart_collapsed=false` runs the paper's Algorithm 1).
 DEMO_TWO_NEURON: dict[str, Any] = {
     **DEMO_TWO_NEURON_PAPER,
     "experiment": "demo",
     "seed": 5,
     "probes": {"num_probes": 16384, "seed": 5},
-    "search": {**DEMO_TWO_NEURON_PAPER["search"], "starts": 32, "seed": 40},
+    "search": {
+        **DEMO_TWO_NEURON_PAPER["search"],
+        "starts": 32,
+        "seed": 40,
+        "restart_collapsed": True,
+        "max_restarts": 5,
+    },
     "subspace": {"eps_relative": 0.05, "m": 2},
     # Odd sizes put c = 0, the plane of the found points, on the grid; ±2.5 holds them all
     # (at ±2, two of them fell just outside).
@@ -163,8 +169,9 @@ def demo_help() -> list[str]:
         f"{search['batch_size']}, lr {search['lr']:g}, {search['steps']} steps), with θ from "
         f"seed {demo['seed']} and ε = {100 * relative:g} % of the J of the best constant "
         f"function ({relative * DEMO_TWO_NEURON_CONSTANT_LOSS:.2g}), {search['starts']} "
-        "starts (Algorithm 1; --set search.restart_collapsed=true restarts starts whose "
-        f"hidden units collapsed), grids "
+        f"starts (a start whose hidden units collapsed is restarted with a fresh seed, at "
+        f"most {search['max_restarts']} times, within the same steps; --set "
+        "search.restart_collapsed=false runs the paper's Algorithm 1), grids "
         f"{_grids(demo['grids'])}. Why not the paper's θ and ε: its θ (seed "
         f"{paper['seed']}) computes a function so small that ε = {_number(_eps(paper))} is "
         "18× the J of the zero function, so most of that ε-set is functions that ignore "
@@ -175,7 +182,7 @@ def demo_help() -> list[str]:
         "sweep).",
         f"--paper: the paper's exact settings (seed {paper['seed']}, "
         f"{paper['search']['starts']} starts, ε = {_number(_eps(paper))}, grids "
-        f"{_grids(paper['grids'], dims=False)}); the run warns "
+        f"{_grids(paper['grids'], dims=False)}; no restarts: Algorithm 1); the run warns "
         "that its ε-set holds trivial functions.",
         f"lenet: LeNet-5 ({_lenet_shape(lenet)}, {_outputs(lenet)}), sized to finish in a few "
         f"minutes on two cores: seed {lenet['seed']}, {lenet['probes']['num_probes']} probes, "

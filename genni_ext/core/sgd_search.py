@@ -128,6 +128,14 @@ class SearchResult:
         eps = resolve_eps(eps, eps_relative, self.config.get("constant_loss"), "this search")
         return self.losses < eps
 
+    def restarts_summary(self) -> str:
+        """How many collapsed starts the search restarted (``restart_collapsed``)."""
+        total, starts = int(self.restarts.sum()), int((self.restarts > 0).sum())
+        return (
+            f"restarts of collapsed starts: {total} ({starts} of {self.restarts.shape[0]} "
+            f"starts restarted, at most {self.config.get('max_restarts')} each)"
+        )
+
 
 def _reset_owners(model: nn.Module) -> list[str]:
     """Names of parameters that no ``reset_parameters()`` of their owning module redraws."""

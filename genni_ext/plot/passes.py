@@ -77,7 +77,8 @@ def pass_map(passes: Passes, result: GridResult) -> Figure:
             )
     joined = sum(1 for group in passes.groups() if len(group) > 1)
     ax.set_title(
-        f"Lowest passes on the grid (ε = {passes.eps:.3g}): {len(saddles)} {'pass' if len(saddles) == 1 else 'passes'} between "
+        f"Lowest passes on the grid (ε = {passes.eps:.3g}): {len(saddles)} "
+        f"{'pass' if len(saddles) == 1 else 'passes'} between "
         f"{len(passes.found)} found points and {len(minima)} local minima; "
         f"{joined} {'group' if joined == 1 else 'groups'} of points joined below ε",
         fontsize=9,
@@ -88,10 +89,10 @@ def pass_map(passes: Passes, result: GridResult) -> Figure:
 
 
 def disconnectivity_graph(passes: Passes, result: GridResult) -> Figure:
-    """The merge tree of the points on a log J axis: a point's branch starts at its own J,
-    two branches join at the pass between them, and the dashed line is ε (the points under
-    one branch below it share an ε-component of the grid). Found points are named in their
-    colour; local minima in black."""
+    """The merge tree of the points on a log J axis: a point's branch starts at its own J
+    (a dot there), two branches join at the pass between them, and the dashed line is ε (the
+    points under one branch below it share an ε-component of the grid). Found points are
+    named and dotted in their colour; local minima in black."""
     passes, result = _check(passes, result, "disconnectivity_graph")
     names = list(passes.points)
     if len(names) < 2:
@@ -121,6 +122,16 @@ def disconnectivity_graph(passes: Passes, result: GridResult) -> Figure:
                 ys[end] = max(passes.levels[leaf_x[x]], floor)
         ax.plot(xs, [max(y, floor) for y in ys], color="black", linewidth=1)
     marker_index = {marker.name: index for index, marker in enumerate(result.markers)}
+    for x, name in leaf_x.items():  # each point at its own J (a branch may have no length)
+        found = name in marker_index
+        ax.scatter(
+            [x],
+            [max(passes.levels[name], floor)],
+            s=40 if found else 12,
+            color=_style.marker_colour(marker_index[name]) if found else "black",
+            edgecolors="black",
+            zorder=5,
+        )
     ax.set_xticks(list(leaf_x))
     ax.set_xticklabels(list(leaf_x.values()), rotation=60, ha="right", fontsize=7)
     for label in ax.get_xticklabels():

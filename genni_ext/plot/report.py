@@ -205,7 +205,12 @@ def draw_experiment(
             f"## Search '{search}'",
             "",
             f"{converged} of {result.losses.shape[0]} starts converged (J < {eps:g}); final J "
-            f"from {float(result.losses.min()):.3g} to {float(result.losses.max()):.3g}.",
+            f"from {float(result.losses.min()):.3g} to {float(result.losses.max()):.3g}."
+            + (
+                f" {result.restarts_summary().capitalize()}."
+                if result.config.get("restart_collapsed")
+                else ""
+            ),
             "",
         ]
         lines += _draw(

@@ -162,6 +162,9 @@ def test_demo_quick(tmp_path: Path) -> None:
     assert pictures | {"space3d_scatter3d.html"} <= drawn
     report = (experiment.path / "report.md").read_text()
     assert "space3d_umap" in report  # drawn, or listed with the reason it was not
+    # The demo restarts collapsed starts and says how often, in the run and the report.
+    restarts = r"estarts of collapsed starts: \d+ \(\d+ of 32 starts restarted, at most 5 each\)"
+    assert re.search("r" + restarts, out) and re.search("R" + restarts, report)
     assert "## What the ε-set is" in report and "**Class dimension** (at θ)" in report
     for figure in ("found_points", "plane2d_components", "space3d_betti_curve"):
         assert (experiment.plots_dir / f"{figure}.png").is_file()
