@@ -16,7 +16,6 @@ from genni_ext.cli.configure import experiments_home, raw_config, set_threads
 from genni_ext.cli.output import format_seconds, format_shape, say
 from genni_ext.cluster import connect
 from genni_ext.core.grid import Grid
-from genni_ext.core.sgd_search import SearchResult
 from genni_ext.core.subspace import Subspace
 from genni_ext.errors import InputError, StoreError
 from genni_ext.run.chunk_runs import ConfigSource, StoreSource
@@ -134,21 +133,10 @@ def run_search(
         f"to {float(losses.max()):.3g}"
     )
     if spec["restart_collapsed"]:
-        say(f"  {restarts_line(result)}")
+        say(f"  {result.restarts_summary()}")
     say(f"  saved to {path}")
     _say_replaced(built, search_id(result))
     return problem, result
-
-
-def restarts_line(result: SearchResult) -> str:
-    """How many collapsed starts a search restarted, for its summary."""
-    restarts = result.restarts
-    total, starts = int(restarts.sum()), int((restarts > 0).sum())
-    limit = result.config.get("max_restarts")
-    return (
-        f"restarts of collapsed starts: {total} ({starts} of {restarts.shape[0]} starts "
-        f"restarted, at most {limit} each)"
-    )
 
 
 def _say_replaced(built: Mapping[str, str | None], new_id: str) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from genni_ext.cli.analyse import analyse_experiment, unavailable_analyses
-from genni_ext.cli.compute import restarts_line, run_search, set_config_eps, sweep_grids
+from genni_ext.cli.compute import run_search, set_config_eps, sweep_grids
 from genni_ext.cli.configure import experiments_home, raw_config, set_threads
 from genni_ext.cli.output import format_seconds, format_shape, say
 from genni_ext.cli.presets import demo_preset
@@ -89,7 +89,7 @@ def demo_command(args: argparse.Namespace) -> int:
     say(
         f"               {converged} of {result.losses.shape[0]} starts converged "
         f"(J < {eps:g}), {format_seconds(search_seconds)}"
-        + (f"; {restarts_line(result)}" if config["search"]["restart_collapsed"] else "")
+        + (f"; {result.restarts_summary()}" if config["search"]["restart_collapsed"] else "")
     )
     for spec, grid_result, seconds in swept:
         inside = int(grid_result.eps_mask(eps).sum())
