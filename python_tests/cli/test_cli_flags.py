@@ -298,10 +298,11 @@ def test_restart_keys_are_checked() -> None:
     with pytest.raises(InputError, match=r"with 32 seeds search\.seed must be at most"):
         validate_config({**TINY, "seed": 0, "search": high})
     validate_config({**TINY, "seed": 0, "search": {**high, "restart_collapsed": False}})
-    # The demos run Algorithm 1 (the README's pictures are of its plane).
-    for paper in (False, True):
-        demo, _title = demo_preset(None, paper=paper, quick=False)
-        assert validate_config(demo)["search"]["restart_collapsed"] is False
+    # The default demo restarts collapsed starts (at most 5 each); --paper runs Algorithm 1.
+    demo = validate_config(demo_preset(None, paper=False, quick=False)[0])["search"]
+    assert demo["restart_collapsed"] is True and demo["max_restarts"] == 5
+    paper = validate_config(demo_preset(None, paper=True, quick=False)[0])["search"]
+    assert paper["restart_collapsed"] is False
 
 
 @pytest.mark.slow
