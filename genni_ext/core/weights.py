@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,10 +37,12 @@ def _torch_file(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        what = f"it names {found.group(1)}" if found else "torch refused it"
         raise InputError(
             f"{path} holds objects other than tensors and plain containers, which loading "
-            f"would have to run code for; refused ({str(error).splitlines()[0]}). Save the "
-            "weights with torch.save(model.state_dict(), path) or as .safetensors"
+            f"would have to run code for; refused ({what}). Save the weights with "
+            "torch.save(model.state_dict(), path) or as .safetensors"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError) as error:
         raise InputError(f"{path} is not a readable torch file: {error}") from None
