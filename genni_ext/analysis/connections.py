@@ -139,7 +139,17 @@ class Connection:
             f"{self.barrier_constant:.3g} × J of the best constant function)."
         )
         if self.below_eps:
-            text += " J stays below ε at every evaluated point: the path joins its ends below ε."
+            text += (
+                " J stays below ε at every evaluated point: the path joins its first and last "
+                "points below ε"
+                + (
+                    "; a permutation stands between one of them and the point given, so this "
+                    "path does not join the given points continuously"
+                    if self.discontinuous
+                    else ""
+                )
+                + "."
+            )
         else:
             text += (
                 " J reaches ε on this path; no path was found below ε, which is not a proof "
