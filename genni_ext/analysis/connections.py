@@ -33,7 +33,10 @@ fixed coefficients, so many paths are one sweep. It is evaluated at ``points`` p
 along the path and around its highest one, ``REFINE_ROUNDS`` times more finely; between
 the points J is not checked. What is certified: a path whose J stays below ε at the
 evaluated points joins a and b below ε at that resolution. "No path found below ε" is not
-a proof that a and b lie in different components: another path may exist.
+a proof that a and b lie in different components: another path may exist. The highest J
+of any path is an upper bound of the lowest pass between its ends; curves and bands are
+local searches and can settle on a higher pass (on the demo, a band from θ to a
+unit-swapped image of θ crossed at the higher of the two half-line passes).
 """
 
 from __future__ import annotations
