@@ -435,10 +435,9 @@ class Experiment:
             try:
                 zarr_problem.check_model(
                     zarr_problem.build(record, experiment.name),
-                    problem.theta,
-                    problem.inputs,
-                    problem.targets,
+                    zarr_problem.of_problem(problem),
                     f"model_spec {model_spec!r}",
+                    str(problem.inputs.device),
                 )
             except StoreError as error:
                 raise InputError(str(error)) from None

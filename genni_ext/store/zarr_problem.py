@@ -3,15 +3,17 @@
 An experiment made since this file exists (``genni search`` on a new experiment,
 ``Experiment.create`` from Python) keeps θ, the probes and the targets as the arrays
 ``theta`` [parameter], ``probes`` [probe, ...] and ``targets`` [probe, output] of one zarr v3
-group, written once and atomically (staged, then renamed into place), with their hashes and
-the model's description in the group's attributes: the model spec (the config's ``model``
+group, with the model's buffers (state that is not in θ, such as BatchNorm's running
+statistics from the trained weights) as the arrays of its subgroup ``buffers``; written
+once and atomically (staged, then renamed into place), with their hashes and the model's
+description in the group's attributes: the model spec (the config's ``model``
 mapping; for a factory also the sha256 of the source file it came from), or none for a
 problem made in Python without a factory. Every command and Dask worker then takes θ, the
 probes and the targets from here and only the model's code from the spec, so a weights or
 probes file edited or moved after the experiment was made cannot change a resumed sweep.
 
-Loading (:func:`load`) builds the model from its spec, checks the arrays' hashes, loads θ
-into the model and checks that its output on the probes at θ equals the stored targets
+Loading (:func:`load`) builds the model from its spec, checks the arrays' hashes, loads the
+buffers and θ into the model and checks that its output on the probes at θ equals the stored targets
 (within float round-off): a model whose code changed since is refused with a StoreError
 that says so. A factory source file that changed is logged as a warning (the stored arrays
 are still used). An experiment without ``problem.zarr`` (made before it) rebuilds its
@@ -25,6 +27,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,8 @@ ZARR_NAME = "problem.zarr"
 FORMAT = 1
 """The layout of problem.zarr (arrays and attributes as the module docstring says)."""
 ARRAYS = ("theta", "probes", "targets")
+BUFFERS = "buffers"
+"""The subgroup of the model's buffers, one array each, named as ``named_buffers`` names them."""
 _TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 """Relative difference (to the largest target) allowed between the stored targets and the
 model's output at θ: float round-off of another thread count or library, not a changed model."""
@@ -68,8 +73,37 @@ def model_record(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return record
 
 
-def _hashes(arrays: Mapping[str, torch.Tensor]) -> dict[str, str]:
-    return {key: tensor_hash(arrays[key]) for key in ARRAYS}
+@dataclass(frozen=True)
+class Stored:
+    """What problem.zarr holds: its attributes, ``arrays`` (theta, probes, targets) and the
+    model's ``buffers``."""
+
+    attributes: dict[str, Any]
+    arrays: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+
+    def hashes(self) -> dict[str, Any]:
+        """The hash of every array and buffer, as the attributes record them."""
+        hashes: dict[str, Any] = {key: tensor_hash(self.arrays[key]) for key in ARRAYS}
+        hashes[BUFFERS] = {name: tensor_hash(value) for name, value in self.buffers.items()}
+        return hashes
+
+
+def of_problem(problem: Problem) -> Stored:
+    """What problem.zarr keeps of ``problem`` (its attributes still to be filled in)."""
+    arrays = {"theta": problem.theta, "probes": problem.inputs, "targets": problem.targets}
+    return Stored({}, arrays, dict(problem.model.named_buffers()))
+
+
+def _store_array(group: Any, key: str, tensor: torch.Tensor, dims: tuple[str, ...]) -> None:
+    data = tensor.detach().cpu().contiguous().numpy()
+    array = group.create_array(key, shape=data.shape, dtype=data.dtype, dimension_names=dims)
+    array[...] = data
+
+
+def _tensor(array: Any) -> torch.Tensor:
+    # np.array, not np.ascontiguousarray: that makes a 0-d buffer (num_batches_tracked) 1-d.
+    return torch.from_numpy(np.array(array[...], order="C"))
 
 
 def write(folder: Path, problem: Problem, model: Mapping[str, Any] | None) -> Path:
@@ -78,10 +112,10 @@ def write(folder: Path, problem: Problem, model: Mapping[str, Any] | None) -> Pa
     whole or absent."""
     import zarr
 
-    arrays = {"theta": problem.theta, "probes": problem.inputs, "targets": problem.targets}
+    stored = of_problem(problem)
     attributes = {
         "format": FORMAT,
-        "hashes": _hashes(arrays),
+        "hashes": stored.hashes(),
         "theta_hash": problem.theta_hash,
         "probes_hash": problem.probes_hash,
         "model": None if model is None else dict(model),
@@ -96,16 +130,12 @@ def write(folder: Path, problem: Problem, model: Mapping[str, Any] | None) -> Pa
     target = folder / ZARR_NAME
     with room_for(target), staged_folder(target) as staging:
         group = zarr.open_group(store=str(staging), mode="w", zarr_format=3, attributes=attributes)
-        for key, tensor in arrays.items():
-            data = tensor.detach().cpu().contiguous().numpy()
-            dims = ("probe", *(f"{key}_{axis}" for axis in range(1, data.ndim)))
-            array = group.create_array(
-                key,
-                shape=data.shape,
-                dtype=data.dtype,
-                dimension_names=("parameter",) if key == "theta" else dims,
-            )
-            array[...] = data
+        for key, tensor in stored.arrays.items():
+            dims = ("probe", *(f"{key}_{axis}" for axis in range(1, tensor.ndim)))
+            _store_array(group, key, tensor, ("parameter",) if key == "theta" else dims)
+        inner = group.create_group(BUFFERS)
+        for name, buffer in stored.buffers.items():
+            _store_array(inner, name, buffer, tuple(f"{name}_{i}" for i in range(buffer.ndim)))
     return target
 
 
@@ -118,30 +148,35 @@ def redo(folder: Path) -> str:
     )
 
 
-def read(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The attributes and arrays of ``folder/problem.zarr``, every array checked against the
-    hash recorded when it was written (StoreError naming what is wrong otherwise)."""
+def read(folder: Path) -> Stored:
+    """What ``folder/problem.zarr`` holds, every array and buffer checked against the hash
+    recorded when it was written (StoreError naming what is wrong otherwise)."""
     import zarr
 
     path = folder / ZARR_NAME
     try:
         group = zarr.open_group(store=str(path), mode="r", zarr_format=3)
         attributes = dict(group.attrs)
-        arrays = {key: torch.from_numpy(np.ascontiguousarray(group[key][...])) for key in ARRAYS}
+        recorded = attributes.get("hashes")
+        names = recorded.get(BUFFERS, {}) if isinstance(recorded, dict) else {}
+        stored = Stored(
+            attributes,
+            {key: _tensor(group[key]) for key in ARRAYS},
+            {name: _tensor(group[f"{BUFFERS}/{name}"]) for name in names},
+        )
     except Exception as error:  # zarr raises FileNotFoundError, KeyError or codec errors
         raise StoreError(
             f"{path} cannot be read ({type(error).__name__}: {error}); {redo(folder)}"
         ) from None
-    recorded = attributes.get("hashes")
     if not isinstance(recorded, dict):
         raise StoreError(f"{path} holds no hashes of its arrays; {redo(folder)}")
-    wrong = [key for key, value in _hashes(arrays).items() if recorded.get(key) != value]
+    wrong = [key for key, value in stored.hashes().items() if recorded.get(key) != value]
     if wrong:
         raise StoreError(
             f"{path}: {', '.join(wrong)} do(es) not match the hash recorded when it was "
             f"written; {redo(folder)}"
         )
-    return attributes, arrays
+    return stored
 
 
 def check(folder: Path) -> list[str]:
@@ -207,54 +242,57 @@ def build(record: Mapping[str, Any], name: str) -> nn.Module:
         ) from None
 
 
-def check_model(
-    model: nn.Module, theta: torch.Tensor, probes: torch.Tensor, targets: torch.Tensor, what: str
-) -> Problem:
-    """The Problem of ``model`` at ``theta`` on ``probes``, checked to give ``targets``
-    (within float round-off); StoreError naming ``what`` otherwise."""
+def _changed(what: str, detail: str) -> StoreError:
+    return StoreError(
+        f"{what}: {detail}: the model's code changed since the experiment was made; restore "
+        "it, or make a new experiment"
+    )
+
+
+def check_model(model: nn.Module, stored: Stored, what: str, device: str = "cpu") -> Problem:
+    """The Problem of ``model`` with the ``stored`` buffers and θ, on the stored probes on
+    ``device``, checked to give the stored targets (within float round-off); StoreError
+    naming ``what`` otherwise."""
+    theta, probes, targets = (stored.arrays[key].to(device) for key in ARRAYS)
+    buffers = dict(model.named_buffers())
+    if sorted(buffers) != sorted(stored.buffers):
+        raise _changed(what, f"its buffers {sorted(buffers)} are not {sorted(stored.buffers)}")
     count = num_params(model)
     if count != theta.shape[0]:
-        raise StoreError(
-            f"{what}: the model has {count} parameters but the stored θ has {theta.shape[0]}: "
-            "the model's code changed since the experiment was made"
-        )
+        raise _changed(what, f"it has {count} parameters but θ has {theta.shape[0]}")
+    with torch.no_grad():
+        for name, buffer in buffers.items():
+            if buffer.shape != stored.buffers[name].shape:
+                raise _changed(what, f"its buffer {name} is not of shape {list(buffer.shape)}")
+            buffer.copy_(stored.buffers[name])
     model = model.to(dtype=theta.dtype, device=theta.device)
     load_flat_params(model, theta)
     problem = Problem(model, inputs=probes, theta=theta)
     computed = problem.targets
-    tolerance = _TOLERANCE[theta.dtype] * max(1.0, float(targets.abs().max()))
-    if computed.shape != targets.shape or not bool(
-        ((computed - targets.to(computed.device)).abs() <= tolerance).all()
-    ):
-        gap = (
-            float((computed - targets.to(computed.device)).abs().max())
-            if computed.shape == targets.shape
-            else f"shape {list(computed.shape)} for {list(targets.shape)}"
+    if computed.shape != targets.shape:
+        raise _changed(
+            what, f"its output has shape {list(computed.shape)}, not {list(targets.shape)}"
         )
-        raise StoreError(
-            f"{what}: the model's output on the probes at θ is not the stored targets "
-            f"(largest difference {gap}, allowed {tolerance:.3g}): the model's code changed "
-            "since the experiment was made; restore it, or make a new experiment"
+    tolerance = _TOLERANCE[theta.dtype] * max(1.0, float(targets.abs().max()))
+    gap = float((computed - targets).abs().max())
+    if not gap <= tolerance:
+        raise _changed(
+            what,
+            f"its output on the probes at θ is not the stored targets (largest difference "
+            f"{gap:.3g}, allowed {tolerance:.3g})",
         )
     return problem
 
 
 def load(folder: Path, name: str, device: str = "cpu") -> Problem:
     """The Problem kept in ``folder/problem.zarr`` on ``device``: see the module docstring."""
-    attributes, arrays = read(folder)
-    record = attributes.get("model")
+    stored = read(folder)
+    record = stored.attributes.get("model")
     if record is None:
         raise StoreError(no_model(name))
-    model = build(record, name)
-    problem = check_model(
-        model,
-        arrays["theta"].to(device),
-        arrays["probes"].to(device),
-        arrays["targets"],
-        f"experiment '{name}'",
-    )
-    problem.targets = arrays["targets"].to(device)  # the problem as stored, to the last bit
-    seed = (attributes.get("problem") or {}).get("seed")
+    problem = check_model(build(record, name), stored, f"experiment '{name}'", device)
+    problem.targets = stored.arrays["targets"].to(device)  # as stored, to the last bit
+    seed = (stored.attributes.get("problem") or {}).get("seed")
     if isinstance(seed, int):
         problem.seed = seed
     return problem
@@ -262,6 +300,7 @@ def load(folder: Path, name: str, device: str = "cpu") -> Problem:
 
 __all__ = [
     "ZARR_NAME",
+    "Stored",
     "build",
     "check",
     "check_model",
@@ -270,6 +309,7 @@ __all__ = [
     "load",
     "model_record",
     "no_model",
+    "of_problem",
     "read",
     "redo",
     "write",

@@ -181,7 +181,7 @@ def test_bad_input_leaves_no_experiment_folder(tmp_path: Path, factory: Path) ->
     other.write_text(FACTORY.replace("nn.ReLU()", "nn.Tanh()"))
     bad = [
         (f"{tmp_path / 'absent.py'}:small", {}, "no file"),
-        (f"{factory}:small", {"width": 5}, "parameters but the stored θ has"),
+        (f"{factory}:small", {"width": 5}, "parameters but θ has"),
         (f"{factory}:small", {"depth": 2}, "wrong kwargs"),
         (f"{other}:small", {}, "the model's code changed"),
     ]
@@ -283,3 +283,31 @@ def test_a_config_naming_another_problem_is_warned_about_and_not_used(
     saved = Experiment("made", home).search_metadata()["problem"]
     assert (saved["theta_hash"], saved["probes_hash"]) == (problem.theta_hash, problem.probes_hash)
     assert Experiment("made", home).load_config()["seed"] == 0  # config.yml keeps the problem's
+
+
+NORM_FACTORY = """\
+from torch import nn
+
+
+def normed():
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1)).eval()
+"""
+
+
+def test_buffers_such_as_batchnorm_statistics_are_kept(tmp_path: Path) -> None:
+    """Running statistics are not in θ but change the function: kept with it, so the model
+    rebuilt from its code computes the stored targets."""
+    path = tmp_path / "normed.py"
+    path.write_text(NORM_FACTORY)
+    config = validate_config({"experiment": "x", "model": {"factory": f"{path}:normed"}})
+    problem = build_problem({**config, "probes": {**config["probes"], "num_probes": 32}})
+    norm = problem.model[1]
+    with torch.no_grad():
+        norm.running_mean.fill_(0.7)
+        norm.running_var.fill_(3.0)
+    problem = Problem(problem.model, problem.inputs)  # targets with those statistics
+    experiment = Experiment.create(problem, "normed", home=tmp_path, model_spec=f"{path}:normed")
+    loaded = experiment.load_problem()
+    assert torch.equal(loaded.targets, problem.targets)
+    assert torch.equal(dict(loaded.model.named_buffers())["1.running_var"], norm.running_var)
+    assert loaded.unchecked_loss(problem.theta[None]).item() == 0.0
