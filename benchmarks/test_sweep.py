@@ -1,10 +1,15 @@
-"""Speed of the sweep: fused CPU engine vs the torch.func fallback vs a per-point loop.
+"""Speed of the sweep: fused CPU engine vs torch.compile, the torch.func fallback and a loop.
 
 Each workload is one pytest-benchmark group with these benchmarks:
 
 * ``fused``: ``genni_ext.sweep(..., backend="fused")`` on the full grid;
 * ``torch``: ``genni_ext.sweep(..., backend="torch")`` on the full grid, or on an evenly
   spaced subset when the full grid would take more than ~20 s (``scaled`` in extra_info);
+* ``compiled``: ``torch.compile`` of the vmapped J a user would write without this package
+  (:func:`user_j`), called on the chunks the torch backend uses; the first pass over the
+  grid (which compiles) is timed apart (``first_pass_seconds``, ``compile_seconds`` in
+  extra_info), the steady state is the benchmark; under --benchmark-disable it runs on a
+  small slice of the grid (it still compiles and is checked);
 * ``loop``: ``genni_ext.testing.loop_sweep`` (θ(c) copied into the model, probes in
   batches of 256, MSE) on an evenly spaced subset of a few grid points;
 * for (c) and (d) also ``fused-affine`` and ``fused-direct``: ``genni_ext.engine.fused.fused_sweep``
@@ -36,8 +41,15 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 from torch import nn
+from torch.func import functional_call, vmap
 
 import genni_ext
+from genni_ext.core.functional import (
+    DEFAULT_MEMORY_BUDGET,
+    buffers_for,
+    every_path,
+    probe_forward,
+)
 from genni_ext.core.models import LeNet5, TwoNeuronNet, mlp
 from genni_ext.engine import fused
 from genni_ext.engine.lowering import Program, lower
@@ -47,6 +59,7 @@ THETA_SEED = 0
 PROBE_SEED = 100
 LOOP_BATCH = 256
 TIMING_STATISTIC = "min"
+SMOKE_COMPILED_POINTS = 16  # the compiled baseline's slice of the grid under --benchmark-disable
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,7 @@ class Workload:
     fused_rounds: Rounds
     torch_rounds: Rounds
     loop_rounds: Rounds
+    compiled_rounds: Rounds
     first_layer_variants: bool = False
 
     @property
@@ -101,6 +115,7 @@ WORKLOADS: tuple[Workload, ...] = (
         fused_rounds=Rounds(7, 2),
         torch_rounds=Rounds(3, 1),
         loop_rounds=Rounds(5, 1),
+        compiled_rounds=Rounds(7, 1),
     ),
     Workload(
         key="b",
@@ -116,6 +131,7 @@ WORKLOADS: tuple[Workload, ...] = (
         fused_rounds=Rounds(3, 1),
         torch_rounds=Rounds(3, 1),
         loop_rounds=Rounds(5, 1),
+        compiled_rounds=Rounds(3, 1),
     ),
     Workload(
         key="c",
@@ -131,6 +147,7 @@ WORKLOADS: tuple[Workload, ...] = (
         fused_rounds=Rounds(5, 1),
         torch_rounds=Rounds(3, 1),
         loop_rounds=Rounds(5, 1),
+        compiled_rounds=Rounds(3, 0),
         first_layer_variants=True,
     ),
     Workload(
@@ -147,6 +164,7 @@ WORKLOADS: tuple[Workload, ...] = (
         fused_rounds=Rounds(9, 1),
         torch_rounds=Rounds(2, 1),
         loop_rounds=Rounds(3, 1),
+        compiled_rounds=Rounds(3, 1),
         first_layer_variants=True,
     ),
 )
@@ -174,6 +192,39 @@ def problem(workload: Workload) -> Problem:
         theta_seed=THETA_SEED, probe_seed=PROBE_SEED,
     )  # fmt: skip
     return Problem(data=data, program=lower(data.model, workload.input_shape))
+
+
+def user_j(
+    model: nn.Module,
+    center: torch.Tensor,
+    directions: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The J a user writes without this package: vmap over grid points c ([B, m]) of the
+    mean squared error of ``functional_call(model, θ₀ + c @ D, inputs)`` against the
+    targets (float32 throughout), compiled with ``torch.compile``'s defaults."""
+    buffers = dict(model.named_buffers())
+    layout = [(name, parameter.shape) for name, parameter in model.named_parameters()]
+    sizes = [shape.numel() for _, shape in layout]
+
+    def loss(c: torch.Tensor) -> torch.Tensor:
+        theta = center + c @ directions
+        pieces = torch.split(theta, sizes)
+        params = {name: pieces[index].view(shape) for index, (name, shape) in enumerate(layout)}
+        out = functional_call(model, (params, buffers), (inputs,))
+        return (out.reshape(targets.shape) - targets).square().sum(dim=-1).mean()
+
+    return torch.compile(vmap(loss))  # type: ignore[return-value]
+
+
+def torch_chunk_points(data: Problem) -> int:
+    """Grid points a chunk of ``genni_ext.sweep(..., backend="torch")`` holds for this problem
+    (the default memory budget over the activations a grid point writes)."""
+    model, inputs = data.model, data.inputs
+    probe = probe_forward(model, every_path(model, data.center), buffers_for(model, inputs), inputs)
+    bytes_per_point = 2 * probe.activations_per_sample * inputs.element_size() * inputs.shape[0]
+    return max(1, DEFAULT_MEMORY_BUDGET // bytes_per_point)
 
 
 class _Timed:
@@ -275,7 +326,7 @@ def _cases() -> list[object]:
     """(workload key, method) in workload-major order: a group's benchmarks run back to back."""
     cases: list[object] = []
     for workload in WORKLOADS:
-        methods = ["fused", "torch", "loop"]
+        methods = ["fused", "torch", "compiled", "loop"]
         if workload.first_layer_variants:
             methods += ["fused-affine", "fused-direct"]
         cases += [
@@ -345,6 +396,26 @@ def test_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
             return genni_ext.sweep(data.model, *args, coeffs, *probes, backend="torch")
 
         rounds = workload.torch_rounds
+    elif method == "compiled":
+        coeffs = data.coeffs
+        if benchmark.disabled:
+            coeffs = data.subset(SMOKE_COMPILED_POINTS)
+        chunk = torch_chunk_points(data)
+        function = user_j(data.model, *args, *probes)
+
+        def call() -> torch.Tensor:
+            with torch.no_grad():
+                parts = [
+                    function(coeffs[start : start + chunk])
+                    for start in range(0, len(coeffs), chunk)
+                ]
+            return torch.cat(parts).double()
+
+        first_start = time.perf_counter()
+        call()  # compiles, for every chunk length
+        first_pass = time.perf_counter() - first_start
+        benchmark.extra_info.update({"chunk_points": chunk, "first_pass_seconds": first_pass})
+        rounds = workload.compiled_rounds
     elif method == "loop":
         coeffs = data.subset(workload.loop_points)
         benchmark.extra_info["batch_size"] = LOOP_BATCH
@@ -358,7 +429,10 @@ def test_sweep(benchmark: BenchmarkFixture, key: str, method: str) -> None:
 
     values, fastest, median = _run(benchmark, call, rounds)
     _record(benchmark, workload, data, coeffs.shape[0], fastest, median)
+    if method == "compiled":
+        first_pass = float(benchmark.extra_info["first_pass_seconds"])  # type: ignore[arg-type]
+        benchmark.extra_info["compile_seconds"] = first_pass - fastest
     assert values.shape == (coeffs.shape[0],)
     assert bool(torch.isfinite(values).all())
-    if method in ("torch", "loop"):
+    if method in ("torch", "compiled", "loop"):
         _check_against_fused(benchmark, data, coeffs, values)

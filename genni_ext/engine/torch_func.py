@@ -44,12 +44,14 @@ COMPILE_MIN_WORK = 2e10
 """Activation scalars (grid points × probes × activations per probe) from which the
 torch.func sweep compiles its chunk function on the CPU (``compile=None``).
 
-From timings on the 2-core development machine (torch 2.13, float32, shared with other
-work; benchmarks/README.md, "Compiled fallback"): compiling took 7-40 s (the first compile
-of a process is the slowest), eager torch.func took 4-20 ns per activation scalar, and the
-compiled function saved 10-60 % of that. At 2·10¹⁰ scalars the eager sweep takes about
-80-400 s, so even the smallest saving measured (10 %) is about as much as the slowest
-compile; below it a compile may cost more than it saves."""
+From timings of this sweep, eager and compiled, on the 2-core development machine (torch
+2.13, float32; shared, load average 7-9; benchmarks/README.md, "Compiled fallback") on a
+residual CNN with BatchNorm and MLPs with GELU or Tanh: eager took 20-38 ns per activation
+scalar, the compile 36-207 s (the first of a process), and the compiled sweep ran
+0.95-2.6× as fast as eager. Where compiling paid, it paid back its compile after
+3.5·10⁹ to 1.9·10¹⁰ activation scalars; the threshold is the largest of these. Where it
+does not pay (one Tanh MLP run at 0.95×), a compile at the threshold costs at most about
+half of the eager sweep's 400-750 s."""
 
 ChunkFunction = Callable[
     [dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor
