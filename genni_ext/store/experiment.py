@@ -377,11 +377,12 @@ class Experiment:
         return build_problem(config if config is not None else validate_config(self.load_config()))
 
     def _check_problem_record(self) -> None:
-        """StoreError naming every file of problem.zarr that is not as written."""
-        checksums, bad = Checksums.load(self.path)
-        damage = [bad] if bad is not None else []
-        if checksums is not None:
-            damage += checksums.damage(self._problem_files())
+        """StoreError naming every file of problem.zarr that is not as its checksum says. A
+        damaged checksums.json is not one of them: it is reported on its own (and written
+        anew by the next command that writes config.yml); the arrays are then checked
+        against the hashes in problem.zarr's attributes alone."""
+        checksums, _bad = Checksums.load(self.path)
+        damage = checksums.damage(self._problem_files()) if checksums is not None else []
         if damage:
             text = "; ".join(str(item) for item in damage)
             raise StoreError(f"{text}; {zarr_problem.redo(self.path)}")
@@ -1158,6 +1159,23 @@ class Experiment:
             findings += [Finding(where, text, "damaged") for text in problems]
             if not problems:
                 findings.append(Finding(where, "ok (θ, probes and targets as written)", "ok"))
+        # A name no file of the experiment has: checksums.json changed, or a file went.
+        covered = (self.config_path.name, self.analysis_path.name)
+        others = [
+            name
+            for name in (checksums.files if checksums is not None else ())
+            if name not in covered and not name.startswith(f"{zarr_problem.ZARR_NAME}/")
+        ]
+        if others and checksums is not None:
+            findings += [
+                Finding(
+                    CHECKSUMS,
+                    f"{item}, a file {self.path / CHECKSUMS} records; restore it (or "
+                    f"{CHECKSUMS}) from a backup",
+                    "damaged",
+                )
+                for item in checksums.damage(others)
+            ]
         return findings
 
     def _check_grid_folder(self, name: str) -> list[Finding]:

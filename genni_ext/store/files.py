@@ -453,8 +453,9 @@ def record_checksum(folder: Path, name: str, digest: str) -> None:
 
 def record_checksums(folder: Path, digests: Mapping[str, str]) -> None:
     """Set the checksums ``digests`` (file → SHA-256) in ``folder/checksums.json`` and keep
-    the others (under a short lock, so that two writers do not lose each other's entry). A
-    damaged record is started anew: the files it covered are then no longer verified."""
+    the others (under a short lock, so that two writers do not lose each other's entry); not
+    written again when it records them already. A damaged record is started anew: the files
+    it covered are then no longer verified."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no lock
@@ -464,6 +465,8 @@ def record_checksums(folder: Path, digests: Mapping[str, str]) -> None:
             with contextlib.suppress(OSError):  # no flock on this file system: go on
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         current, _damage = Checksums.load(folder)
+        if current is not None and all(current.files.get(k) == v for k, v in digests.items()):
+            return  # recorded already (a file written anew with the same bytes)
         files = {**(current.files if current is not None else {}), **digests}
         extra = current.extra if current is not None else {}
         write_json(folder / CHECKSUMS, {"files": dict(sorted(files.items())), **extra})
