@@ -45,13 +45,13 @@ COMPILE_MIN_WORK = 2e10
 torch.func sweep compiles its chunk function on the CPU (``compile=None``).
 
 From timings of this sweep, eager and compiled, on the 2-core development machine (torch
-2.13, float32; shared, load average 7-9; benchmarks/README.md, "Compiled fallback") on a
-residual CNN with BatchNorm and MLPs with GELU or Tanh: eager took 20-38 ns per activation
-scalar, the compile 36-207 s (the first of a process), and the compiled sweep ran
+2.13, float32; shared, load average 5-9; benchmarks/README.md, "Compiled fallback") on a
+residual CNN with BatchNorm and MLPs with GELU or Tanh: eager took 16-38 ns per activation
+scalar, the compile 16-207 s (the first of a process), and the compiled sweep ran
 0.95-2.6× as fast as eager. Where compiling paid, it paid back its compile after
-3.5·10⁹ to 1.9·10¹⁰ activation scalars; the threshold is the largest of these. Where it
-does not pay (one Tanh MLP run at 0.95×), a compile at the threshold costs at most about
-half of the eager sweep's 400-750 s."""
+2.7·10⁹ to 1.9·10¹⁰ activation scalars; the threshold is the largest of these. Where it
+does not pay (one Tanh MLP run at 0.95×; 1.59× in another), a compile at the threshold
+costs at most about two thirds of the eager sweep's 320-750 s."""
 
 ChunkFunction = Callable[
     [dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor
