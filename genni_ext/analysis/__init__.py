@@ -20,7 +20,8 @@
   found points and local minima on a swept grid, and which pairs the ε-set joins.
 - :func:`connect` and :func:`connect_many`: a path between two points in the full
   parameter space (segment, G_ReLU orbit, trained curve, nudged elastic band), optionally
-  after matching one network's units to the other's, and the barrier of J along it.
+  after matching one network's units to the other's, and the barrier of J along it;
+  :func:`connectivity_graph`: which of θ and the found points such paths join below ε.
 - :func:`morse_graph`: the Morse decomposition of gradient descent on J restricted to the
   swept plane or space (CMGDB): attracting minima, saddles between them, and which part of
   the plane flows where.
@@ -38,6 +39,7 @@ from genni_ext.analysis.alignment import (
 )
 from genni_ext.analysis.baselines import Baselines
 from genni_ext.analysis.connections import Connection, connect, connect_many
+from genni_ext.analysis.connectivity import ConnectivityGraph, connectivity_graph
 from genni_ext.analysis.dynamics import (
     MorseDecomposition,
     MorseGraph,
@@ -59,6 +61,7 @@ __all__ = [
     "Baselines",
     "Comparison",
     "Connection",
+    "ConnectivityGraph",
     "Explanation",
     "HiddenLayer",
     "Identifiability",
@@ -75,6 +78,7 @@ __all__ = [
     "compare",
     "connect",
     "connect_many",
+    "connectivity_graph",
     "explain",
     "hidden_layer_names",
     "hidden_layers",

@@ -22,14 +22,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from genni_ext.analysis import (
     Baselines,
+    ConnectivityGraph,
     Explanation,
     Identifiability,
     MorseGraph,
     Passes,
     Topology,
     compare,
+    connectivity_graph,
     explain,
     identifiability,
     lowest_passes,
@@ -39,8 +43,10 @@ from genni_ext.analysis import (
 )
 from genni_ext.analysis.persistence import UNSEEN
 from genni_ext.core.grid import Grid, GridResult
+from genni_ext.core.problem import Problem
 from genni_ext.errors import InputError, LoweringError, StoreError
 from genni_ext.plot import analysis as figures
+from genni_ext.plot import connectivity as connectivity_figures
 from genni_ext.plot import passes as pass_figures
 from genni_ext.plot.report import save_figure
 from genni_ext.run.resumable import run_sweep
@@ -347,6 +353,58 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _connectivity_entry(graph: ConnectivityGraph) -> dict[str, Any]:
+    return {
+        "eps": graph.eps,
+        "points": graph.names,
+        "paths": [
+            {
+                "between": [a, b],
+                "method": path.method,
+                "J_max": _finite(path.peak),
+                "barrier": _finite(path.barrier),
+                "barrier_eps": _finite(path.barrier_eps),
+                "below_eps": path.below_eps,
+            }
+            for (a, b), path in graph.edges.items()
+        ],
+        "groups_below_eps": graph.components(),
+        "tried": graph.tried,
+        "seconds": graph.seconds,
+        "summary": graph.summary(),
+    }
+
+
+def _connectivity(
+    experiment: Experiment,
+    problem: Problem,
+    search_name: str,
+    eps: float,
+    analysis: dict[str, Any],
+    timings: dict[str, float],
+    say: Say,
+) -> list[str]:
+    """Which of θ and the search's converged points are joined below ε in the full space,
+    into ``analysis``, with its two figures; the paths of the saved figures."""
+    result = experiment.load_search(search_name)
+    converged = torch.nonzero(result.converged(eps)).flatten().tolist()
+    if not converged:
+        analysis.setdefault("skipped", {})["connectivity"] = "no start converged below ε"
+        say("connectivity: not computed: no start converged below ε")
+        return []
+    points = {f"start {k}": result.params[k] for k in converged}
+    graph = connectivity_graph(problem, points, eps)
+    timings["connectivity"] = graph.seconds
+    analysis["connectivity"] = _connectivity_entry(graph)
+    say(f"connectivity: {graph.summary()}")
+    return [
+        save_figure(connectivity_figures.connectivity_graph_figure(graph), experiment,
+                    "connectivity"),
+        save_figure(connectivity_figures.connection_profiles(graph), experiment,
+                    "connection_profiles"),
+    ]  # fmt: skip
+
+
 def _passes_entry(passes: Passes, seconds: float) -> dict[str, Any]:
     return {
         "eps": passes.eps,
@@ -408,6 +466,7 @@ def analyse_experiment(
     refine: bool = True,
     topology_of_grids: bool = True,
     morse: bool = False,
+    connect: bool = False,
     similarity: bool = False,
     stitching: bool = False,
     skipped: dict[str, str] | None = None,
@@ -422,6 +481,8 @@ def analyse_experiment(
     ``morse=True`` adds the Morse graph of descent on each 2-D and 3-D grid (CMGDB), checked
     against the components of the grid's ε-set when the topology is computed (where they
     disagree, recomputed on finer boxes if that fits in dynamics.DEFAULT_REFINE_SECONDS);
+    ``connect=True`` adds :func:`~genni_ext.analysis.connectivity_graph` of θ and the search's
+    converged points (paths in the full parameter space; which are joined below ε).
     ``similarity=True`` and ``stitching=True`` compare θ with the found point of lowest J
     on the probes (CKA, G_ReLU-Procrustes and G_ReLU-CKA per layer; a ps_inv-initialised
     linear stitch after every hidden layer, with its representation fit and the same stitch
@@ -477,6 +538,8 @@ def analyse_experiment(
             )
     else:
         analysis["found_points"] = None
+    if connect and search_name in experiment.searches():
+        plots += _connectivity(experiment, problem, search_name, eps, analysis, timings, say)
 
     analysis["topology"] = {}
     for name in names:

@@ -67,6 +67,7 @@ def demo_command(args: argparse.Namespace) -> int:
         experiment,
         topology_of_grids="topology" not in skipped,
         morse="morse" not in skipped,
+        connect=True,
         similarity=True,
         stitching=True,
         skipped=skipped,

@@ -302,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also the Morse graph of descent on each grid (needs the dynamics extra, CMGDB)",
     )
     analyse.add_argument(
+        "--connect",
+        action="store_true",
+        help="also paths in the full parameter space between θ and every converged found "
+        "point (segment, G_ReLU orbit, a trained curve between groups): which are joined "
+        "below ε, certified by the path",
+    )
+    analyse.add_argument(
         "--no-progress", action="store_true", help="no progress bars (they go to stderr)"
     )
     _add_home(analyse)

@@ -160,6 +160,7 @@ def analyse_command(args: argparse.Namespace) -> int:
         eps_relative=args.eps_relative,
         refine=not args.no_refine,
         morse=args.morse,
+        connect=args.connect,
         similarity=args.similarity,
         stitching=args.stitching,
         progress=not args.no_progress,

@@ -102,6 +102,15 @@ def _analysis_lines(analysis: dict, grids: Sequence[str]) -> list[str]:
             "A resolution check sweeps the grid again at twice the resolution and compares "
             f"the Betti numbers; unchanged numbers are not proof: {UNSEEN}.",
         ]
+    connected = analysis.get("connectivity")
+    if connected:
+        lines += [
+            "",
+            f"**Connectivity in the full parameter space:** {connected['summary']}",
+            "",
+            "![connectivity](plots/connectivity.png)",
+            "![connection profiles](plots/connection_profiles.png)",
+        ]
     representations = analysis.get("representations")
     if representations:
         lines += [

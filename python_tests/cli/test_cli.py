@@ -207,7 +207,7 @@ def test_analyse_command(tmp_path: Path) -> None:
         done = _genni(tmp_path, command, "--config", str(config), "--home", home, "--no-progress")
         assert done.returncode == 0, done.stderr
     done = _genni(tmp_path, "analyse", "tiny", "plane", "--home", home, "--no-refine",
-                  "--eps-relative", "0.5", "--no-progress")  # fmt: skip
+                  "--eps-relative", "0.5", "--connect", "--no-progress")  # fmt: skip
     assert done.returncode == 0, done.stderr
     experiment = Experiment("tiny", Path(home))
     analysis = experiment.load_analysis()
@@ -226,6 +226,13 @@ def test_analyse_command(tmp_path: Path) -> None:
     report = (experiment.path / "report.md").read_text()
     assert "## What the ε-set is" in report
     assert f"**Passes on grid 'plane':** {expected.summary()}" in report
+    # --connect: θ and every converged start, grouped by paths below ε, in JSON and report.
+    connected = analysis["connectivity"]
+    converged = int(experiment.load_search().converged(analysis["eps"]).sum())
+    assert connected["points"][0] == "θ" and len(connected["points"]) == 1 + converged
+    assert sum(len(group) for group in connected["groups_below_eps"]) == 1 + converged
+    assert f"**Connectivity in the full parameter space:** {connected['summary']}" in report
+    assert (experiment.plots_dir / "connectivity.png").is_file()
     if len(expected.points) >= 2:
         assert (experiment.plots_dir / "plane_passes.png").is_file()
         assert (experiment.plots_dir / "plane_disconnectivity.png").is_file()
