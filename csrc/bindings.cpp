@@ -302,6 +302,7 @@ py::dict build_info() {
   info["compiler"] = std::string(GENNI_COMPILER);
   info["max_ops"] = genni::kMaxOps;
   info["cpu_lanes"] = std::vector<int>{16, 64, 256};  // tile widths, chosen by network width
+  info["small_net_max_width"] = genni::kSmallNetMaxWidth;  // widest hidden layer of that path
   return info;
 }
 
@@ -365,8 +366,15 @@ PYBIND11_MODULE(_C, m) {
         "What the compiled engine contains and sees now: cpu, cuda (the CUDA kernel was "
         "compiled), cuda_devices (visible now), openmp, cuda_archs, cuda_note (why CUDA was "
         "not built and how to add it; empty when it was), the compiler and its flags, "
-        "max_ops and cpu_lanes.");
+        "max_ops, cpu_lanes and small_net_max_width (the widest hidden layer of the CPU's "
+        "small-net path, see uses_small_net).");
   m.def("sweep_cpu", &sweep_cpu, "Fused sweep on the CPU; writes J to loss[G].");
+  m.def(
+      "uses_small_net",
+      [](const BoundProgram& program) { return genni::uses_small_net(program.program); },
+      "Whether the CPU sweep runs this program on its small-net path (all activations in "
+      "registers) rather than the general driver; decided from its shapes alone. The "
+      "first_layer='affine' option still takes the general driver.");
   m.def("cuda_plan", &cuda_plan, "Launch plan and scratch sizes of a CUDA sweep.");
   m.def("sweep_cuda", &sweep_cuda,
         "Fused sweep on CUDA, reference kernel; writes partial sums [G, blocks].");

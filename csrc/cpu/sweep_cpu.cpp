@@ -1,5 +1,6 @@
 // Threaded driver of the fused sweep on the CPU. The arithmetic lives in genni/ops.h, the
-// threads in thread_pool.h (why not OpenMP: see there).
+// threads in thread_pool.h (why not OpenMP: see there). Small dense nets take their own
+// path, with every activation in registers (small_net.h); the rest run here.
 //
 // The probe set is cut into tiles of kLanes samples, transposed once per chunk of tiles
 // into the feature-major layout the ops read. Work items are (grid point, group of tiles),
@@ -13,6 +14,7 @@
 
 #include "../genni/ops.h"
 #include "../genni/sweep.h"
+#include "small_net.h"
 #include "thread_pool.h"
 
 namespace genni {
@@ -144,6 +146,7 @@ void sweep_tiles(const Program& program, const SweepArgs<S>& a, double* loss, in
 template <typename S>
 void sweep_cpu(const Program& program, const SweepArgs<S>& args, double* loss, int num_threads) {
   const int threads = resolve_threads(num_threads);
+  if (try_sweep_small_net(small_net_plan(program), args, loss, threads)) return;
   const int64_t wide_scratch = int64_t(2) * program.max_activation * kWideLanes * sizeof(S);
   if (program.max_activation <= kWidestMaxActivation)
     sweep_tiles<S, kWidestLanes>(program, args, loss, threads);
@@ -152,6 +155,8 @@ void sweep_cpu(const Program& program, const SweepArgs<S>& args, double* loss, i
   else
     sweep_tiles<S, kNarrowLanes>(program, args, loss, threads);
 }
+
+bool uses_small_net(const Program& program) { return small_net_plan(program).ok; }
 
 template void sweep_cpu<float>(const Program&, const SweepArgs<float>&, double*, int);
 template void sweep_cpu<double>(const Program&, const SweepArgs<double>&, double*, int);

@@ -27,13 +27,24 @@ GENNI_HD double fast_tanh(double v) { return tanh(v); }
 GENNI_HD float fast_exp(float v) { return expf(v); }
 GENNI_HD double fast_exp(double v) { return exp(v); }
 
+// ReLU and LeakyReLU, written once for one value (T = S) and for a GCC vector of S (the CPU's
+// small-net path, cpu/small_net.h).
+template <typename S, typename T>
+GENNI_HD T relu_value(T v) {
+  return v > S(0) ? v : T{};
+}
+template <typename S, typename T>
+GENNI_HD T leaky_relu_value(T v, S slope) {
+  return v > S(0) ? v : v * slope;
+}
+
 template <typename S>
 GENNI_HD S activate(int kind, S v, S slope) {
   switch (kind) {
     case kRelu:
-      return v > S(0) ? v : S(0);
+      return relu_value<S>(v);
     case kLeakyRelu:
-      return v > S(0) ? v : v * slope;
+      return leaky_relu_value<S>(v, slope);
     case kTanh:
       return fast_tanh(v);
     default:  // kSigmoid
@@ -111,10 +122,10 @@ GENNI_HD void activation_op(const Op& op, const S* in, int in_stride, S* out, in
     S* y = out + static_cast<long>(f) * out_stride;
     switch (op.kind) {  // hoisted out of the lane loop so that it vectorises
       case kRelu:
-        GENNI_SIMD for (int l = 0; l < L; ++l) y[l] = x[l] > S(0) ? x[l] : S(0);
+        GENNI_SIMD for (int l = 0; l < L; ++l) y[l] = relu_value<S>(x[l]);
         break;
       case kLeakyRelu:
-        GENNI_SIMD for (int l = 0; l < L; ++l) y[l] = x[l] > S(0) ? x[l] : x[l] * slope;
+        GENNI_SIMD for (int l = 0; l < L; ++l) y[l] = leaky_relu_value<S>(x[l], slope);
         break;
       default:
         for (int l = 0; l < L; ++l) y[l] = activate(op.kind, x[l], slope);

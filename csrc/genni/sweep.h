@@ -15,6 +15,15 @@ namespace genni {
 template <typename S>
 void sweep_cpu(const Program& program, const SweepArgs<S>& args, double* loss, int num_threads);
 
+// Whether sweep_cpu runs `program` on the small-net path (cpu/small_net.h): Linear layers,
+// each followed by at most one ReLU or LeakyReLU, the last by none, hidden layers at most
+// kSmallNetMaxWidth wide. Sweeps with affine_first take the general driver. The width limit,
+// measured against the general driver (float32, 2 threads, mlp([4, w, w, 2]) with ReLU, a
+// loaded machine): 3-4x faster at w = 8, 2x at 16, 1.2x at 24 and 32, where the activations
+// no longer fit the 16 vector registers.
+constexpr int kSmallNetMaxWidth = 16;
+bool uses_small_net(const Program& program);
+
 // CUDA launch plan: blocks of kCudaLanes samples; partial sums are [G, sample_blocks].
 constexpr int kCudaLanes = 128;
 struct CudaPlan {

@@ -1,0 +1,359 @@
+// The CPU sweep of small dense nets with every activation in registers.
+//
+// A program of Linear layers, each followed by at most one ReLU or LeakyReLU and the last by
+// none, whose hidden layers are at most kSmallNetMaxWidth wide (genni/sweep.h; the paper's
+// two-neuron net, small MLPs), spends the general driver's time on loop overhead and on
+// writing each activation to memory and reading it back. Here a block of V SIMD vectors of
+// samples runs the whole forward pass and the loss in registers: the hidden activations
+// h[H][V] (H, the hidden width rounded up to a power of two, is a template argument, so
+// the compiler keeps h in vector registers), the activation applied to a layer's
+// accumulators before the next layer reads them, and the squared error summed per lane.
+// The grid point's parameters are built once (grid_param, genni/params.h) into a packed
+// layout with each hidden layer padded to H units with zero weights and biases, so every
+// hidden layer is the same unrolled code and the padded units add nothing.
+//
+// Sum order, fixed by the program and N alone (not by the threads, the grid or its
+// chunks): the samples are cut into segments of kSmallNetSegmentBlocks blocks; within a
+// segment each lane sums its squared errors in S, then the lanes are added in double in
+// lane order; J is the segments' double sums added in segment order, divided by N.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../genni/ops.h"
+#include "../genni/params.h"
+#include "../genni/program.h"
+#include "../genni/sweep.h"
+#include "../genni/tile_steps.h"
+#include "thread_pool.h"
+
+namespace genni {
+
+// Blocks of V vectors per segment: each lane sums this many squared errors in S before they
+// join the double sum.
+constexpr int kSmallNetSegmentBlocks = 64;
+
+// Bytes per SIMD vector: the widest registers the build targets (GENNI_NATIVE=OFF: SSE2).
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+#else
+constexpr int kVectorBytes = 16;
+#endif
+
+// A GCC vector of S filling one register (an alias template cannot carry the attribute).
+template <typename S>
+struct VectorOf;
+template <>
+struct VectorOf<float> {
+  typedef float type __attribute__((vector_size(kVectorBytes)));
+};
+template <>
+struct VectorOf<double> {
+  typedef double type __attribute__((vector_size(kVectorBytes)));
+};
+template <typename S>
+using Lanes = typename VectorOf<S>::type;
+
+// One Linear layer of a small net and the activation after it (kind -1: none).
+struct SmallLayer {
+  int in, out;
+  int64_t weight, bias;  // offsets in the flat parameter vector (bias -1: none)
+  int act;
+  double slope;
+  int64_t packed;  // offset of its weights in the packed layout
+};
+
+// How a program runs on this path (ok false: it does not).
+struct SmallNetPlan {
+  bool ok = false;
+  int width = 0;   // H: the hidden width rounded up to a power of two
+  int act = -1;    // the hidden layers' one activation kind, or -1 when they differ
+  std::vector<SmallLayer> layers;
+  // packed[i] = params[source[i]], or 0 where source[i] is -1 (padding).
+  std::vector<int64_t> source;
+};
+
+// The plan for `program`, or one with ok false. Packed layout per layer: the first layer's
+// weights [in][H] (input-major) then bias [H]; each further hidden layer [H][H] then [H];
+// the output layer [out][H] then bias [out].
+inline SmallNetPlan small_net_plan(const Program& program) {
+  SmallNetPlan plan;
+  for (int i = 0; i < program.n_ops; ++i) {
+    const Op& op = program.ops[i];
+    if (op.kind != kLinear) return plan;
+    SmallLayer layer{op.in_size(), op.out_c, op.weight, op.bias, -1, 0.0, 0};
+    if (i + 1 < program.n_ops && is_activation(program.ops[i + 1].kind)) {
+      layer.act = program.ops[i + 1].kind;
+      // Tanh and sigmoid have no vector form here: lane by lane, each call spills every
+      // register, slower than the general driver (0.8-0.9x measured).
+      if (layer.act != kRelu && layer.act != kLeakyRelu) return plan;
+      layer.slope = program.ops[i + 1].slope;
+      ++i;
+    }
+    plan.layers.push_back(layer);
+  }
+  const int n = static_cast<int>(plan.layers.size());
+  if (n < 2 || plan.layers[n - 1].act >= 0) return plan;  // the output layer is linear
+  int hidden = 1;
+  for (int k = 0; k + 1 < n; ++k) hidden = std::max(hidden, plan.layers[k].out);
+  if (hidden > kSmallNetMaxWidth) return plan;
+  int H = 2;  // a width of 1 runs as 2, with a zero unit: one fewer kernel to compile
+  while (H < hidden) H *= 2;
+  plan.width = H;
+  plan.act = plan.layers[0].act;
+  for (int k = 1; k + 1 < n; ++k) {
+    const SmallLayer& l = plan.layers[k];
+    if (l.act != plan.act || l.slope != plan.layers[0].slope) plan.act = -1;
+  }
+  for (int k = 0; k < n; ++k) {
+    SmallLayer& l = plan.layers[k];
+    l.packed = static_cast<int64_t>(plan.source.size());
+    const bool first = k == 0, last = k + 1 == n;
+    const int rows = first ? l.in : last ? l.out : H;  // packed rows, of H columns each
+    const int units = last ? l.out : H;                 // bias entries
+    // Row r, column c: first and hidden layers (input r, unit c); output layer (output r,
+    // input c). torch's weight is [out][in].
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < H; ++c) {
+        const int unit = last ? r : c, input = last ? c : r;
+        const bool real = unit < l.out && input < l.in;
+        plan.source.push_back(real ? l.weight + int64_t(unit) * l.in + input : -1);
+      }
+    }
+    for (int u = 0; u < units; ++u)
+      plan.source.push_back(l.bias >= 0 && u < l.out ? l.bias + u : -1);
+  }
+  plan.ok = true;
+  return plan;
+}
+
+namespace small_net {
+
+// {s, s, ..., s}: one broadcast instruction (a lane-by-lane fill compiles to inserts).
+template <typename S, size_t... I>
+inline Lanes<S> broadcast(S s, std::index_sequence<I...>) {
+  return Lanes<S>{((void)I, s)...};
+}
+template <typename S>
+inline Lanes<S> broadcast(S s) {
+  return broadcast(s, std::make_index_sequence<kVectorBytes / sizeof(S)>{});
+}
+
+template <typename S>
+inline Lanes<S> load(const S* p) {
+  Lanes<S> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// The activation `kind` (kRelu, kLeakyRelu or -1: none) on H x V vectors, padding included
+// (the next layer's zero weights ignore it); Act, when not -1, is `kind` known at compile
+// time.
+template <typename S, int Act, int H, int V>
+inline void activate_all(Lanes<S> (&h)[H][V], int kind, S slope) {
+  const int k = Act >= 0 ? Act : kind;
+  if (k == kRelu) {
+    for (int j = 0; j < H; ++j)
+      for (int v = 0; v < V; ++v) h[j][v] = relu_value<S>(h[j][v]);
+  } else if (k == kLeakyRelu) {
+    for (int j = 0; j < H; ++j)
+      for (int v = 0; v < V; ++v) h[j][v] = leaky_relu_value<S>(h[j][v], slope);
+  }
+}
+
+// Sum of squared errors of blocks [b0, b1) of V vectors, lanes past N (in the last block)
+// left out: each lane in S, then the lanes in double.
+template <typename S, int H, int V, int Act>
+double segment(const SmallNetPlan& plan, const S* packed, const S* x, const S* t, int64_t stride,
+               int64_t b0, int64_t b1, int64_t N) {
+  using T = Lanes<S>;
+  constexpr int kLanes = kVectorBytes / int(sizeof(S));
+  constexpr int kBlock = V * kLanes;
+  const int n_layers = static_cast<int>(plan.layers.size());
+  const SmallLayer& first = plan.layers[0];
+  const SmallLayer& last = plan.layers[n_layers - 1];
+  const S first_slope = static_cast<S>(first.slope);
+  const S* w_first = packed + first.packed;
+  const S* b_first = w_first + int64_t(first.in) * H;
+  const S* w_last = packed + last.packed;
+  const S* b_last = w_last + int64_t(last.out) * H;
+  T acc[V], keep[V];  // keep: 1 in the lanes of the last block that hold a sample, else 0
+  for (int v = 0; v < V; ++v) {
+    acc[v] = T{};
+    for (int l = 0; l < kLanes; ++l) keep[v][l] = (N - 1) % kBlock >= v * kLanes + l ? S(1) : S(0);
+  }
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t n = b * kBlock;
+    T h[H][V];
+    for (int j = 0; j < H; ++j) {
+      const T bias = broadcast(b_first[j]);
+      for (int v = 0; v < V; ++v) h[j][v] = bias;
+    }
+    for (int i = 0; i < first.in; ++i) {
+      T xv[V];
+      for (int v = 0; v < V; ++v) xv[v] = load(x + i * stride + n + v * kLanes);
+      for (int j = 0; j < H; ++j) {
+        const T w = broadcast(w_first[i * H + j]);
+        for (int v = 0; v < V; ++v) h[j][v] = w * xv[v] + h[j][v];
+      }
+    }
+    activate_all<S, Act, H, V>(h, first.act, first_slope);
+    for (int k = 1; k + 1 < n_layers; ++k) {
+      const SmallLayer& layer = plan.layers[k];
+      const S* w = packed + layer.packed;
+      T next[H][V];
+      for (int j = 0; j < H; ++j) {
+        const T bias = broadcast(w[H * H + j]);
+        for (int v = 0; v < V; ++v) next[j][v] = bias;
+      }
+      for (int i = 0; i < H; ++i) {
+        for (int j = 0; j < H; ++j) {
+          const T wij = broadcast(w[i * H + j]);
+          for (int v = 0; v < V; ++v) next[j][v] = wij * h[i][v] + next[j][v];
+        }
+      }
+      activate_all<S, Act, H, V>(next, layer.act, static_cast<S>(layer.slope));
+      for (int j = 0; j < H; ++j)
+        for (int v = 0; v < V; ++v) h[j][v] = next[j][v];
+    }
+    const bool partial = n + kBlock > N;  // the last block, with lanes past N
+    for (int o = 0; o < last.out; ++o) {
+      T e[V];
+      const T bias = broadcast(b_last[o]);
+      for (int v = 0; v < V; ++v) e[v] = bias;
+      for (int j = 0; j < H; ++j) {
+        const T w = broadcast(w_last[o * H + j]);
+        for (int v = 0; v < V; ++v) e[v] = w * h[j][v] + e[v];
+      }
+      for (int v = 0; v < V; ++v) e[v] -= load(t + o * stride + n + v * kLanes);
+      if (partial) {
+        for (int v = 0; v < V; ++v) e[v] = keep[v] > S(0) ? e[v] : T{};
+      }
+      for (int v = 0; v < V; ++v) acc[v] = e[v] * e[v] + acc[v];
+    }
+  }
+  double sum = 0.0;
+  for (int v = 0; v < V; ++v)
+    for (int l = 0; l < kLanes; ++l) sum += double(acc[v][l]);
+  return sum;
+}
+
+// Vectors per block: enough independent chains to hide the FMA latency, few enough that
+// h and the next layer's accumulators stay in the 16 vector registers of AVX2 and SSE2.
+template <int H>
+constexpr int vectors_per_block() {
+  return H <= 2 ? 4 : H <= 4 ? 2 : 1;
+}
+
+}  // namespace small_net
+
+// J for every grid point of `a` (mean squared error, summed in double) on the small-net
+// path: `plan` from small_net_plan(program), H = plan.width, Act = plan.act or -1.
+template <typename S, int H, int Act>
+void sweep_small_net(const SmallNetPlan& plan, const SweepArgs<S>& a, double* loss, int threads) {
+  constexpr int V = small_net::vectors_per_block<H>();
+  constexpr int kLanes = kVectorBytes / int(sizeof(S));
+  constexpr int kBlock = V * kLanes;
+  const int64_t G = a.num_points, N = a.num_samples;
+  const int in = plan.layers.front().in, out = plan.layers.back().out;
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const int64_t stride = blocks * kBlock;
+  const int64_t segments = (blocks + kSmallNetSegmentBlocks - 1) / kSmallNetSegmentBlocks;
+
+  // Feature-major probes and targets, zero past N.
+  std::vector<S> x(int64_t(in) * stride, S(0)), t(int64_t(out) * stride, S(0));
+  bool eager = false;  // thread_pool.h
+  const int64_t rows_per_item = 4096;
+  ThreadPool::run((N + rows_per_item - 1) / rows_per_item, threads, eager, [&](int64_t item, int) {
+    const int64_t end = std::min(N, (item + 1) * rows_per_item);
+    for (int64_t n = item * rows_per_item; n < end; ++n) {
+      for (int f = 0; f < in; ++f) x[f * stride + n] = a.inputs[n * in + f];
+      for (int o = 0; o < out; ++o) t[o * stride + n] = a.targets[n * out + o];
+    }
+  });
+
+  struct alignas(64) Own {
+    std::vector<S> packed;
+    int64_t built = -1;
+  };
+  std::vector<Own> own(threads);
+  for (Own& o : own) o.packed.resize(plan.source.size());
+  const int64_t packed_size = static_cast<int64_t>(plan.source.size());
+  auto build = [&](Own& o, int64_t g) {
+    if (o.built == g) return;
+    for (int64_t i = 0; i < packed_size; ++i)
+      o.packed[i] = plan.source[i] >= 0 ? grid_param(a, g, plan.source[i]) : S(0);
+    o.built = g;
+  };
+  auto run_segment = [&](const Own& o, int64_t s) {
+    const int64_t b0 = s * kSmallNetSegmentBlocks;
+    const int64_t b1 = std::min(blocks, b0 + kSmallNetSegmentBlocks);
+    return small_net::segment<S, H, V, Act>(plan, o.packed.data(), x.data(), t.data(), stride, b0,
+                                            b1, N);
+  };
+
+  // Few points: one item per (point, segment), the segments' sums kept and added in order
+  // afterwards; many points: one item per point, adding its segments in the same order.
+  const bool split = G < 8 * int64_t(threads) && segments > 1;
+  if (split) {
+    std::vector<double> partial(G * segments);
+    ThreadPool::run(G * segments, threads, eager, [&](int64_t item, int slot) {
+      Own& o = own[slot];
+      build(o, item / segments);
+      partial[item] = run_segment(o, item % segments);
+    });
+    for (int64_t g = 0; g < G; ++g) {
+      double total = 0.0;
+      for (int64_t s = 0; s < segments; ++s) total += partial[g * segments + s];
+      loss[g] = total / double(N);
+    }
+  } else {
+    ThreadPool::run(G, threads, eager, [&](int64_t g, int slot) {
+      Own& o = own[slot];
+      build(o, g);
+      double total = 0.0;
+      for (int64_t s = 0; s < segments; ++s) total += run_segment(o, s);
+      loss[g] = total / double(N);
+    });
+  }
+}
+
+// Runs the sweep on the small-net path when `plan` allows it; false (nothing written) when
+// it does not.
+template <typename S>
+bool try_sweep_small_net(const SmallNetPlan& plan, const SweepArgs<S>& a, double* loss,
+                         int threads) {
+  if (!plan.ok || a.affine_first) return false;
+  auto with_width = [&](auto width) {
+    constexpr int H = decltype(width)::value;
+    if (plan.act == kRelu)
+      sweep_small_net<S, H, kRelu>(plan, a, loss, threads);
+    else if (plan.act == kLeakyRelu)
+      sweep_small_net<S, H, kLeakyRelu>(plan, a, loss, threads);
+    else
+      sweep_small_net<S, H, -1>(plan, a, loss, threads);
+  };
+  switch (plan.width) {
+    case 2:
+      with_width(std::integral_constant<int, 2>{});
+      return true;
+    case 4:
+      with_width(std::integral_constant<int, 4>{});
+      return true;
+    case 8:
+      with_width(std::integral_constant<int, 8>{});
+      return true;
+    default:
+      with_width(std::integral_constant<int, 16>{});
+      return true;
+  }
+}
+
+}  // namespace genni
