@@ -4,8 +4,12 @@ Trains a small MLP on the 8×8 digits to good accuracy (θ), searches for parame
 compute the same function on the digits themselves (the probes are the images, not
 Gaussian noise), says what the found points are, and compares θ's representations with
 theirs: CKA and the G_ReLU-invariant similarities per layer, and stitching θ's layers into
-a found network. Run it with ``python examples/digits.py`` (``--quick`` for a smaller run,
-as CI does; ``--out DIR`` for where the figures go, default ``digits_out``); needs
+a found network. The trained network, the digits and the search are kept as the
+experiment ``digits`` in ``DIR/genni_home`` (``Experiment.create`` with the factory of
+``examples/own_network/models.py``), so ``genni ls``, ``genni sweep --experiment digits``
+and ``genni analyse digits`` (``--home DIR/genni_home``) go on from there, on a Dask cluster
+too. Run it with ``python examples/digits.py`` (``--quick`` for a smaller run, as CI does;
+``--out DIR`` for where the figures and the store go, default ``digits_out``); needs
 ``pip install "genni_ext[examples]"`` (scikit-learn).
 """
 
@@ -18,10 +22,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genni_ext import Problem, search
+from genni_ext import Experiment, Problem, search
 from genni_ext.analysis import compare, explain, stitch_all
 from genni_ext.core.models import load_flat_params, mlp
 from genni_ext.plot.analysis import similarity_heatmap, stitching_penalties
+
+# The factory that rebuilds this example's network for the CLI and Dask workers.
+FACTORY = f"{Path(__file__).resolve().parent / 'own_network' / 'models.py'}:digits_mlp"
+WIDTHS = [32, 16]
 
 
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,7 +44,7 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
 def train(images: torch.Tensor, labels: torch.Tensor, steps: int, seed: int) -> nn.Module:
     """An mlp([64, 32, 16, 10]) trained with Adam on all digits (full batch)."""
     torch.manual_seed(seed)
-    model = mlp([64, 32, 16, 10])
+    model = mlp([64, *WIDTHS, 10])
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(steps):
         optimizer.zero_grad()
@@ -47,7 +55,7 @@ def train(images: torch.Tensor, labels: torch.Tensor, steps: int, seed: int) -> 
 
 def accuracy(model: nn.Module, params: torch.Tensor, images: torch.Tensor, labels: torch.Tensor):
     """Fraction of digits a copy of ``model`` with flat ``params`` classifies correctly."""
-    copy = mlp([64, 32, 16, 10])
+    copy = mlp([64, *WIDTHS, 10])
     load_flat_params(copy, params)
     with torch.no_grad():
         return float((copy(images).argmax(dim=1) == labels).float().mean())
@@ -79,6 +87,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
           f"{eps:.3g}")  # fmt: skip
     explanation = explain(found, problem, eps)
     print(f"found points: {explanation.summary()}")
+    home = out / "genni_home"
+    if Experiment("digits", home).exists:
+        print(f"experiment 'digits' exists in {home} already; this run is not kept")
+    else:
+        kept = Experiment.create(problem, "digits", home=home, model_spec=FACTORY,
+                                 model_kwargs={"widths": WIDTHS})  # fmt: skip
+        kept.save_search(found, problem=problem)
+        print(f"kept: θ, the digits and the search as experiment 'digits' in {home} "
+              f"(genni ls --home {home})")  # fmt: skip
 
     best = int(torch.argmin(found.losses))
     other = found.params[best]

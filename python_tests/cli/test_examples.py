@@ -40,6 +40,10 @@ def test_digits_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert all(math.isfinite(s.penalty) and s.penalty >= 0 for s in stitches)
     for name in ("similarity_cka.png", "similarity_relu_procrustes.png", "stitching.png"):
         assert (tmp_path / name).is_file()
+    # The trained network and its search are kept in the store, rebuilt from the factory.
+    kept = Experiment("digits", home=tmp_path / "genni_home")
+    problem = kept.load_problem()
+    assert problem.num_probes == 1797 and kept.load_search().params.shape[0] == 6
 
 
 OWN = EXAMPLES / "own_network"
