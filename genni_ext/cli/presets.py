@@ -177,9 +177,9 @@ def demo_help() -> list[str]:
         "18× the J of the zero function, so most of that ε-set is functions that ignore "
         f"their input; seed {demo['seed']} has a and b of opposite sign, so [θ] is the 2-D "
         "rescaling orbit, and the relative ε keeps every point of the ε-set "
-        f"{1 / relative:g}× better than a constant. Measured on two idle cores: about "
-        "2.5 min end to end, 77 s of it the analysis (37 s its resolution check's 101³ "
-        "sweep).",
+        f"{1 / relative:g}× better than a constant. Measured on two cores with a benchmark "
+        "running beside it: 5.4 min end to end, 3.7 min of it the analysis (87 s its "
+        "resolution check's 101³ sweep).",
         f"--paper: the paper's exact settings (seed {paper['seed']}, "
         f"{paper['search']['starts']} starts, ε = {_number(_eps(paper))}, grids "
         f"{_grids(paper['grids'], dims=False)}; no restarts: Algorithm 1); the run warns "
