@@ -15,6 +15,7 @@ disconnectivity graph per grid; the found points).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import time
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from genni_ext.analysis import (
@@ -124,10 +126,6 @@ def _identifiability(
 
 def _to(value: Any, like: Any) -> Any:
     """A copy of dataclass ``value`` with its tensors in ``like``'s dtype and device."""
-    import dataclasses
-
-    import torch
-
     moved = {
         field.name: getattr(value, field.name).to(dtype=like.dtype, device=like.device)
         for field in dataclasses.fields(value)
@@ -293,8 +291,6 @@ def _representations(
     say: Say,
 ) -> list[Path]:
     """Similarity and stitching between θ and the found point of lowest J."""
-    import numpy as np
-
     losses = np.where(np.isfinite(found.losses), found.losses, np.inf)
     best = int(np.argmin(losses))
     config = validate_config(experiment.load_config(), kept_problem=experiment.keeps_problem)
