@@ -53,6 +53,7 @@ def brute_force_distance(theta: np.ndarray, other: np.ndarray) -> float:
     return float(np.sqrt(best) / np.linalg.norm(other))
 
 
+@pytest.mark.slow
 def test_align_equals_the_brute_force_orbit_distance_on_the_two_neuron_net() -> None:
     model = TwoNeuronNet().double()
     generator = np.random.default_rng(16)
