@@ -61,6 +61,29 @@ class Passes:
             raise InputError(f"{a!r} is one point; ask for the pass between two")
         return self.heights[(a, b)] if (a, b) in self.heights else self.heights[(b, a)]
 
+    def saddle(self, a: str, b: str) -> tuple[float, ...] | None:
+        """Where the points ``a`` and ``b`` first join, in either order (None: never)."""
+        return self.saddles[(a, b)] if (a, b) in self.saddles else self.saddles[(b, a)]
+
+    @property
+    def minima(self) -> list[str]:
+        """The local minima without a found point, in ``points`` order."""
+        return [name for name in self.points if name not in self.found]
+
+    def lowest_found(self, name: str) -> str:
+        """The found point that ``name`` joins at the lowest pass."""
+        return min(self.found, key=lambda other: self.height(name, other))
+
+    def shown_pairs(self) -> list[tuple[str, str]]:
+        """The pairs the summary and the pass map name: every two found points, then each
+        local minimum with the found point it joins lowest (every pair without found points)."""
+        if not self.found:
+            return list(self.heights)
+        return [
+            *itertools.combinations(self.found, 2),
+            *((m, self.lowest_found(m)) for m in self.minima),
+        ]
+
     def joined(self) -> list[tuple[str, str]]:
         """The pairs joined by a grid path that stays below ε (J < ε at every point)."""
         return [pair for pair, height in self.heights.items() if height < self.eps]
@@ -89,7 +112,7 @@ class Passes:
         two found points and from each local minimum to the nearest-in-J found point."""
         if len(self.points) < 2:
             return "Fewer than two points on the grid: no passes."
-        minima = [name for name in self.points if name not in self.found]
+        minima = self.minima
         together = [group for group in self.groups() if len(group) > 1]
         parts = [
             f"Lowest passes on the grid between {len(self.found)} found points and "
@@ -110,9 +133,7 @@ class Passes:
         if pairs:
             parts.append("Between found points: " + "; ".join(pairs) + ".")
         if self.found and minima:
-            nearest = [
-                self._pair(m, min(self.found, key=lambda f, m=m: self.height(m, f))) for m in minima
-            ]
+            nearest = [self._pair(m, self.lowest_found(m)) for m in minima]
             parts.append(
                 "From each local minimum to the found point it joins lowest: "
                 + "; ".join(nearest)

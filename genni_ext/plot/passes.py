@@ -33,18 +33,6 @@ def _check(passes: object, result: object, what: str) -> tuple[Passes, GridResul
     return passes, result
 
 
-def shown_pairs(passes: Passes) -> list[tuple[str, str]]:
-    """The pairs the summary names: every two found points, and each local minimum with the
-    found point it joins lowest (every pair when there is no found point)."""
-    minima = [name for name in passes.points if name not in passes.found]
-    if not passes.found:
-        return list(passes.heights)
-    pairs = [(a, b) for (a, b) in passes.heights if a in passes.found and b in passes.found]
-    for m in minima:
-        pairs.append((m, min(passes.found, key=lambda f, m=m: passes.height(m, f))))
-    return pairs
-
-
 def pass_map(passes: Passes, result: GridResult) -> Figure:
     """The log contour of a 2-D grid with the J = ε line and the found points; each pass the
     summary names drawn as a white cross at the grid point where the two first join,
@@ -54,13 +42,13 @@ def pass_map(passes: Passes, result: GridResult) -> Figure:
     if result.grid.dim != 2:
         raise InputError("pass_map draws a 2-D grid; for a 3-D grid see disconnectivity_graph")
     fig, ax, layer = plane_figure(result, eps=passes.eps, what="pass_map")
-    minima = [passes.coords[name] for name in passes.points if name not in passes.found]
+    minima = [passes.coords[name] for name in passes.minima]
     if minima:
         xs, ys = zip(*minima, strict=True)
         ax.scatter(xs, ys, label="local minimum without a found point", **MINIMUM_STYLE)
     saddles: dict[tuple[float, ...], float] = {}
-    for a, b in shown_pairs(passes):
-        where = passes.saddles[(a, b)] if (a, b) in passes.saddles else passes.saddles[(b, a)]
+    for a, b in passes.shown_pairs():
+        where = passes.saddle(a, b)
         if where is not None:
             saddles[where] = passes.height(a, b)
     if saddles:
@@ -157,4 +145,4 @@ def disconnectivity_graph(passes: Passes, result: GridResult) -> Figure:
     return fig
 
 
-__all__ = ["disconnectivity_graph", "pass_map", "shown_pairs"]
+__all__ = ["disconnectivity_graph", "pass_map"]

@@ -6,7 +6,6 @@ permutation alignment of two separately trained digits MLPs."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -23,13 +22,7 @@ THETA = (0.8, -0.6, 0.9, 0.7)
 """a > 0 > b: [θ] is the 2-D rescaling orbit; s₊ = c·a = 0.72, s₋ = d·b = −0.42."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: these small batches run many times faster so on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

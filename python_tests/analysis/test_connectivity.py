@@ -5,8 +5,6 @@ path found may undercut."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -22,13 +20,7 @@ THETA_VALUES = (0.8, -0.6, 0.9, 0.7)  # a > 0 > b: [θ] is the 2-D rescaling orb
 EPS = 1e-3
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: these small batches run many times faster so on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _point(a: float, b: float, c: float, d: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from genni_ext.analysis import lowest_passes
 from genni_ext.core.grid import Grid, GridResult, Marker
 from genni_ext.errors import InputError
-from genni_ext.plot.passes import disconnectivity_graph, pass_map, shown_pairs
+from genni_ext.plot.passes import disconnectivity_graph, pass_map
 
 
 def _double_well(n: int = 41, dim: int = 2) -> GridResult:
@@ -55,7 +55,7 @@ def test_disconnectivity_graph_joins_at_the_pass() -> None:
     tops = [max(line.get_ydata()) for line in ax.get_lines() if len(line.get_ydata()) == 4]
     assert max(tops) == pytest.approx(max(passes.heights.values()))
     assert [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] == [2.0]
-    assert ("θ0", "θ1") in shown_pairs(passes)
+    assert ("θ0", "θ1") in passes.shown_pairs()
     flat = GridResult(result.values, result.grid, result.markers[:1], {})
     lonely = lowest_passes(flat, eps=2.0, minima=False)
     with pytest.raises(InputError, match="at least two points"):
