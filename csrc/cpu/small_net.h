@@ -12,18 +12,33 @@
 // layout with each hidden layer padded to H units with zero weights and biases, so every
 // hidden layer is the same unrolled code and the padded units add nothing.
 //
+// On the paper's net a vector of samples costs 8 floating-point instructions (2 multiplies,
+// 2 max, 2 multiply-adds, the subtraction of the target and 1 multiply-add into the sum):
+// ReLU is one max instruction, and the last, partial block runs apart so that full blocks
+// carry no mask. The output is computed in torch's order, bias first, then the target
+// subtracted, so that J is exactly 0 where the net reproduces the targets it made (starting
+// from the negated target saves one instruction, 5 % of the time, but leaves the rounding
+// of the products in J: 1e-33 instead of 0 at θ itself).
+//
 // Sum order, fixed by the program and N alone (not by the threads, the grid or its
 // chunks): the samples are cut into segments of kSmallNetSegmentBlocks blocks; within a
 // segment each lane sums its squared errors in S, then the lanes are added in double in
 // lane order; J is the segments' double sums added in segment order, divided by N.
 #pragma once
 
+#include <immintrin.h>
+
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include "../genni/ops.h"
 #include "../genni/params.h"
@@ -37,6 +52,10 @@ namespace genni {
 // Blocks of V vectors per segment: each lane sums this many squared errors in S before they
 // join the double sum.
 constexpr int kSmallNetSegmentBlocks = 64;
+
+// Grid points per work item: each segment of samples is read from memory once per item and
+// stays in the L1 cache while every point of the item runs on it.
+constexpr int kSmallNetPointsPerItem = 16;
 
 // Bytes per SIMD vector: the widest registers the build targets (GENNI_NATIVE=OFF: SSE2).
 #if defined(__AVX512F__)
@@ -73,8 +92,11 @@ struct SmallLayer {
 // How a program runs on this path (ok false: it does not).
 struct SmallNetPlan {
   bool ok = false;
-  int width = 0;   // H: the hidden width rounded up to a power of two
-  int act = -1;    // the hidden layers' one activation kind, or -1 when they differ
+  int width = 0;  // H: the hidden width rounded up to a power of two
+  int act = -1;   // the hidden layers' one activation kind, or -1 when they differ
+  // The first layer has one input and no bias and ReLU follows it (the paper's nets): its
+  // activations are |w| relu(x) or |w| relu(-x), from rows precomputed once per sweep.
+  bool scalar_relu_first = false;
   std::vector<SmallLayer> layers;
   // packed[i] = params[source[i]], or 0 where source[i] is -1 (padding).
   std::vector<int64_t> source;
@@ -117,7 +139,7 @@ inline SmallNetPlan small_net_plan(const Program& program) {
     l.packed = static_cast<int64_t>(plan.source.size());
     const bool first = k == 0, last = k + 1 == n;
     const int rows = first ? l.in : last ? l.out : H;  // packed rows, of H columns each
-    const int units = last ? l.out : H;                 // bias entries
+    const int units = last ? l.out : H;                // bias entries
     // Row r, column c: first and hidden layers (input r, unit c); output layer (output r,
     // input c). torch's weight is [out][in].
     for (int r = 0; r < rows; ++r) {
@@ -130,6 +152,8 @@ inline SmallNetPlan small_net_plan(const Program& program) {
     for (int u = 0; u < units; ++u)
       plan.source.push_back(l.bias >= 0 && u < l.out ? l.bias + u : -1);
   }
+  const SmallLayer& first = plan.layers[0];
+  plan.scalar_relu_first = first.in == 1 && first.bias < 0 && first.act == kRelu;
   plan.ok = true;
   return plan;
 }
@@ -153,6 +177,31 @@ inline Lanes<S> load(const S* p) {
   return v;
 }
 
+// max(v, 0) lane by lane as one instruction: the same as relu_value (v > 0 ? v : 0) in
+// every lane, NaN and -0 included, since max returns its second operand when either is NaN
+// or both are zero; the compiler does not make a max of the comparison on its own.
+template <typename S>
+inline Lanes<S> relu_lanes(Lanes<S> v) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(S) == 4)
+    return _mm512_max_ps(v, Lanes<S>{});
+  else
+    return _mm512_max_pd(v, Lanes<S>{});
+#elif defined(__AVX__)
+  if constexpr (sizeof(S) == 4)
+    return _mm256_max_ps(v, Lanes<S>{});
+  else
+    return _mm256_max_pd(v, Lanes<S>{});
+#elif defined(__SSE2__)
+  if constexpr (sizeof(S) == 4)
+    return _mm_max_ps(v, Lanes<S>{});
+  else
+    return _mm_max_pd(v, Lanes<S>{});
+#else
+  return relu_value<S>(v);
+#endif
+}
+
 // The activation `kind` (kRelu, kLeakyRelu or -1: none) on H x V vectors, padding included
 // (the next layer's zero weights ignore it); Act, when not -1, is `kind` known at compile
 // time.
@@ -161,37 +210,36 @@ inline void activate_all(Lanes<S> (&h)[H][V], int kind, S slope) {
   const int k = Act >= 0 ? Act : kind;
   if (k == kRelu) {
     for (int j = 0; j < H; ++j)
-      for (int v = 0; v < V; ++v) h[j][v] = relu_value<S>(h[j][v]);
+      for (int v = 0; v < V; ++v) h[j][v] = relu_lanes<S>(h[j][v]);
   } else if (k == kLeakyRelu) {
     for (int j = 0; j < H; ++j)
       for (int v = 0; v < V; ++v) h[j][v] = leaky_relu_value<S>(h[j][v], slope);
   }
 }
 
-// Sum of squared errors of blocks [b0, b1) of V vectors, lanes past N (in the last block)
-// left out: each lane in S, then the lanes in double.
-template <typename S, int H, int V, int Act>
-double segment(const SmallNetPlan& plan, const S* packed, const S* x, const S* t, int64_t stride,
-               int64_t b0, int64_t b1, int64_t N) {
+// Adds to acc the squared errors of the block of V vectors of samples from sample n;
+// Partial: the last block, whose lanes past N give 0. With plan.scalar_relu_first, unit j
+// of the first layer is scale[j] times row[j] (relu(x) or relu(-x)). Inlined by force: as a call,
+// once per block, the sums went through memory and the sweep ran 2x slower (GCC 12).
+template <typename S, int H, int V, int Act, bool Partial>
+__attribute__((always_inline)) inline void block(const SmallNetPlan& plan, const S* packed,
+                                                 const S* x, const S* t, int64_t stride, int64_t n,
+                                                 int64_t N, const S* const (&row)[H],
+                                                 const S (&scale)[H], Lanes<S> (&acc)[V]) {
   using T = Lanes<S>;
   constexpr int kLanes = kVectorBytes / int(sizeof(S));
-  constexpr int kBlock = V * kLanes;
   const int n_layers = static_cast<int>(plan.layers.size());
   const SmallLayer& first = plan.layers[0];
   const SmallLayer& last = plan.layers[n_layers - 1];
-  const S first_slope = static_cast<S>(first.slope);
   const S* w_first = packed + first.packed;
   const S* b_first = w_first + int64_t(first.in) * H;
-  const S* w_last = packed + last.packed;
-  const S* b_last = w_last + int64_t(last.out) * H;
-  T acc[V], keep[V];  // keep: 1 in the lanes of the last block that hold a sample, else 0
-  for (int v = 0; v < V; ++v) {
-    acc[v] = T{};
-    for (int l = 0; l < kLanes; ++l) keep[v][l] = (N - 1) % kBlock >= v * kLanes + l ? S(1) : S(0);
-  }
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t n = b * kBlock;
-    T h[H][V];
+  T h[H][V];
+  if (plan.scalar_relu_first) {
+    for (int j = 0; j < H; ++j) {
+      const T w = broadcast(scale[j]);
+      for (int v = 0; v < V; ++v) h[j][v] = w * load(row[j] + n + v * kLanes);
+    }
+  } else {
     for (int j = 0; j < H; ++j) {
       const T bias = broadcast(b_first[j]);
       for (int v = 0; v < V; ++v) h[j][v] = bias;
@@ -204,41 +252,76 @@ double segment(const SmallNetPlan& plan, const S* packed, const S* x, const S* t
         for (int v = 0; v < V; ++v) h[j][v] = w * xv[v] + h[j][v];
       }
     }
-    activate_all<S, Act, H, V>(h, first.act, first_slope);
-    for (int k = 1; k + 1 < n_layers; ++k) {
-      const SmallLayer& layer = plan.layers[k];
-      const S* w = packed + layer.packed;
-      T next[H][V];
-      for (int j = 0; j < H; ++j) {
-        const T bias = broadcast(w[H * H + j]);
-        for (int v = 0; v < V; ++v) next[j][v] = bias;
-      }
-      for (int i = 0; i < H; ++i) {
-        for (int j = 0; j < H; ++j) {
-          const T wij = broadcast(w[i * H + j]);
-          for (int v = 0; v < V; ++v) next[j][v] = wij * h[i][v] + next[j][v];
-        }
-      }
-      activate_all<S, Act, H, V>(next, layer.act, static_cast<S>(layer.slope));
-      for (int j = 0; j < H; ++j)
-        for (int v = 0; v < V; ++v) h[j][v] = next[j][v];
+    activate_all<S, Act, H, V>(h, first.act, static_cast<S>(first.slope));
+  }
+  for (int k = 1; k + 1 < n_layers; ++k) {
+    const SmallLayer& layer = plan.layers[k];
+    const S* w = packed + layer.packed;
+    T next[H][V];
+    for (int j = 0; j < H; ++j) {
+      const T bias = broadcast(w[H * H + j]);
+      for (int v = 0; v < V; ++v) next[j][v] = bias;
     }
-    const bool partial = n + kBlock > N;  // the last block, with lanes past N
-    for (int o = 0; o < last.out; ++o) {
-      T e[V];
-      const T bias = broadcast(b_last[o]);
-      for (int v = 0; v < V; ++v) e[v] = bias;
+    for (int i = 0; i < H; ++i) {
       for (int j = 0; j < H; ++j) {
-        const T w = broadcast(w_last[o * H + j]);
-        for (int v = 0; v < V; ++v) e[v] = w * h[j][v] + e[v];
+        const T wij = broadcast(w[i * H + j]);
+        for (int v = 0; v < V; ++v) next[j][v] = wij * h[i][v] + next[j][v];
       }
-      for (int v = 0; v < V; ++v) e[v] -= load(t + o * stride + n + v * kLanes);
-      if (partial) {
-        for (int v = 0; v < V; ++v) e[v] = keep[v] > S(0) ? e[v] : T{};
-      }
-      for (int v = 0; v < V; ++v) acc[v] = e[v] * e[v] + acc[v];
+    }
+    activate_all<S, Act, H, V>(next, layer.act, static_cast<S>(layer.slope));
+    for (int j = 0; j < H; ++j)
+      for (int v = 0; v < V; ++v) h[j][v] = next[j][v];
+  }
+  const S* w_last = packed + last.packed;
+  const S* b_last = w_last + int64_t(last.out) * H;
+  for (int o = 0; o < last.out; ++o) {
+    T e[V];
+    const T bias = broadcast(b_last[o]);
+    for (int v = 0; v < V; ++v) e[v] = bias;
+    for (int j = 0; j < H; ++j) {
+      const T w = broadcast(w_last[o * H + j]);
+      for (int v = 0; v < V; ++v) e[v] = w * h[j][v] + e[v];
+    }
+    for (int v = 0; v < V; ++v) e[v] -= load(t + o * stride + n + v * kLanes);
+    if constexpr (Partial) {
+      for (int v = 0; v < V; ++v)
+        for (int l = 0; l < kLanes; ++l)
+          if (n + v * kLanes + l >= N) e[v][l] = S(0);
+    }
+    for (int v = 0; v < V; ++v) acc[v] = e[v] * e[v] + acc[v];
+  }
+}
+
+// Sum of squared errors of blocks [b0, b1) of V vectors, lanes past N (in the last block)
+// left out: each lane in S, then the lanes in double. With plan.scalar_relu_first, x holds
+// the input, relu(input) and relu(-input) as rows 0, 1 and 2.
+//
+// That shortcut is exact: relu(w x) is |w| relu(x) for w >= 0 and |w| relu(-x) for w < 0,
+// bitwise, since rounding a product does not depend on the signs and a product with 0 is 0.
+// Unit j's row is chosen once per grid point from the sign of w_j, and a sample costs one
+// multiply per unit instead of a multiply and a max (the two-neuron net: 1.2x faster).
+template <typename S, int H, int V, int Act>
+double segment(const SmallNetPlan& plan, const S* packed, const S* x, const S* t, int64_t stride,
+               int64_t b0, int64_t b1, int64_t N) {
+  using T = Lanes<S>;
+  constexpr int kLanes = kVectorBytes / int(sizeof(S));
+  constexpr int kBlock = V * kLanes;
+  const int64_t full = std::min(b1, N / kBlock);  // blocks with every lane a sample
+  const S* row[H] = {};
+  S scale[H] = {};
+  if (plan.scalar_relu_first) {
+    const S* w = packed + plan.layers[0].packed;
+    for (int j = 0; j < H; ++j) {
+      row[j] = x + (w[j] >= S(0) ? 1 : 2) * stride;
+      scale[j] = std::abs(w[j]);
     }
   }
+  T acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = T{};
+  for (int64_t b = b0; b < full; ++b)
+    block<S, H, V, Act, false>(plan, packed, x, t, stride, b * kBlock, N, row, scale, acc);
+  if (full < b1)
+    block<S, H, V, Act, true>(plan, packed, x, t, stride, full * kBlock, N, row, scale, acc);
   double sum = 0.0;
   for (int v = 0; v < V; ++v)
     for (int l = 0; l < kLanes; ++l) sum += double(acc[v][l]);
@@ -247,9 +330,11 @@ double segment(const SmallNetPlan& plan, const S* packed, const S* x, const S* t
 
 // Vectors per block: enough independent chains to hide the FMA latency, few enough that
 // h and the next layer's accumulators stay in the 16 vector registers of AVX2 and SSE2.
+// For H = 2, 3 vectors ran 4-6 % faster than 2 and 20 % faster than 4 (the two-neuron net,
+// float32, AVX2), whose h, sums and weights no longer fit the registers.
 template <int H>
 constexpr int vectors_per_block() {
-  return H <= 2 ? 4 : H <= 4 ? 2 : 1;
+  return H <= 2 ? 3 : H <= 4 ? 2 : 1;
 }
 
 }  // namespace small_net
@@ -267,47 +352,53 @@ void sweep_small_net(const SmallNetPlan& plan, const SweepArgs<S>& a, double* lo
   const int64_t stride = blocks * kBlock;
   const int64_t segments = (blocks + kSmallNetSegmentBlocks - 1) / kSmallNetSegmentBlocks;
 
-  // Feature-major probes and targets, zero past N.
-  std::vector<S> x(int64_t(in) * stride, S(0)), t(int64_t(out) * stride, S(0));
+  // Feature-major probes (with plan.scalar_relu_first, then relu of the probe and of its
+  // negative) and targets, zero past N.
+  const int x_rows = plan.scalar_relu_first ? 3 : in;
+  std::vector<S> x(int64_t(x_rows) * stride, S(0)), t(int64_t(out) * stride, S(0));
   bool eager = false;  // thread_pool.h
   const int64_t rows_per_item = 4096;
   ThreadPool::run((N + rows_per_item - 1) / rows_per_item, threads, eager, [&](int64_t item, int) {
     const int64_t end = std::min(N, (item + 1) * rows_per_item);
     for (int64_t n = item * rows_per_item; n < end; ++n) {
       for (int f = 0; f < in; ++f) x[f * stride + n] = a.inputs[n * in + f];
+      if (plan.scalar_relu_first) {
+        x[stride + n] = relu_value<S>(a.inputs[n]);
+        x[2 * stride + n] = relu_value<S>(-a.inputs[n]);
+      }
       for (int o = 0; o < out; ++o) t[o * stride + n] = a.targets[n * out + o];
     }
   });
 
-  struct alignas(64) Own {
-    std::vector<S> packed;
-    int64_t built = -1;
-  };
-  std::vector<Own> own(threads);
-  for (Own& o : own) o.packed.resize(plan.source.size());
   const int64_t packed_size = static_cast<int64_t>(plan.source.size());
-  auto build = [&](Own& o, int64_t g) {
-    if (o.built == g) return;
+  auto build = [&](S* packed, int64_t g) {
     for (int64_t i = 0; i < packed_size; ++i)
-      o.packed[i] = plan.source[i] >= 0 ? grid_param(a, g, plan.source[i]) : S(0);
-    o.built = g;
+      packed[i] = plan.source[i] >= 0 ? grid_param(a, g, plan.source[i]) : S(0);
   };
-  auto run_segment = [&](const Own& o, int64_t s) {
+  auto run_segment = [&](const S* packed, int64_t s) {
     const int64_t b0 = s * kSmallNetSegmentBlocks;
     const int64_t b1 = std::min(blocks, b0 + kSmallNetSegmentBlocks);
-    return small_net::segment<S, H, V, Act>(plan, o.packed.data(), x.data(), t.data(), stride, b0,
-                                            b1, N);
+    return small_net::segment<S, H, V, Act>(plan, packed, x.data(), t.data(), stride, b0, b1, N);
   };
 
   // Few points: one item per (point, segment), the segments' sums kept and added in order
-  // afterwards; many points: one item per point, adding its segments in the same order.
+  // afterwards; many points: one item per kSmallNetPointsPerItem points, each adding its
+  // segments in the same order.
   const bool split = G < 8 * int64_t(threads) && segments > 1;
   if (split) {
+    struct alignas(64) Own {
+      std::vector<S> packed;
+      int64_t built = -1;
+    };
+    std::vector<Own> own(threads);
+    for (Own& o : own) o.packed.resize(packed_size);
     std::vector<double> partial(G * segments);
     ThreadPool::run(G * segments, threads, eager, [&](int64_t item, int slot) {
       Own& o = own[slot];
-      build(o, item / segments);
-      partial[item] = run_segment(o, item % segments);
+      const int64_t g = item / segments;
+      if (o.built != g) build(o.packed.data(), g);
+      o.built = g;
+      partial[item] = run_segment(o.packed.data(), item % segments);
     });
     for (int64_t g = 0; g < G; ++g) {
       double total = 0.0;
@@ -315,12 +406,17 @@ void sweep_small_net(const SmallNetPlan& plan, const SweepArgs<S>& a, double* lo
       loss[g] = total / double(N);
     }
   } else {
-    ThreadPool::run(G, threads, eager, [&](int64_t g, int slot) {
-      Own& o = own[slot];
-      build(o, g);
-      double total = 0.0;
-      for (int64_t s = 0; s < segments; ++s) total += run_segment(o, s);
-      loss[g] = total / double(N);
+    // Up to kSmallNetPointsPerItem points per item, as long as every thread gets 8 items.
+    const int64_t P = std::clamp<int64_t>(G / (8 * int64_t(threads)), 1, kSmallNetPointsPerItem);
+    std::vector<std::vector<S>> own(threads, std::vector<S>(P * packed_size));
+    ThreadPool::run((G + P - 1) / P, threads, eager, [&](int64_t item, int slot) {
+      const int64_t g0 = item * P, points = std::min<int64_t>(P, G - g0);
+      S* packed = own[slot].data();
+      for (int64_t p = 0; p < points; ++p) build(packed + p * packed_size, g0 + p);
+      double total[kSmallNetPointsPerItem] = {};
+      for (int64_t s = 0; s < segments; ++s)
+        for (int64_t p = 0; p < points; ++p) total[p] += run_segment(packed + p * packed_size, s);
+      for (int64_t p = 0; p < points; ++p) loss[g0 + p] = total[p] / double(N);
     });
   }
 }

@@ -2,7 +2,7 @@
 
 Dense nets whose hidden layers are at most ``build_info()["small_net_max_width"]`` wide,
 with ReLU, LeakyReLU or no activation between them, run with every activation in
-registers: blocks of SIMD vectors of samples (32 float32 samples per block for a hidden
+registers: blocks of SIMD vectors of samples (24 float32 samples per block for a hidden
 width of 2 on AVX2, 8 for widths 8 and 16), summed per lane over segments of 64 blocks.
 The probe counts below straddle a block and a segment; the sum order depends on the
 program and the probe count alone, so J is bitwise the same for any thread count, any
@@ -146,3 +146,45 @@ def test_forced_affine_first_layer_takes_the_general_driver(
     affine = fused_first_layer(case, "affine")
     check_j(affine, direct, case)
     assert not torch.equal(affine, direct)
+
+
+def _with_zero_first_bias(model: nn.Sequential) -> nn.Sequential:
+    """A copy of ``model`` whose first Linear has a bias, set to zero."""
+    first = model[0]
+    biased = nn.Linear(first.in_features, first.out_features, dtype=first.weight.dtype)
+    with torch.no_grad():
+        biased.weight.copy_(first.weight)
+        biased.bias.zero_()
+    return nn.Sequential(biased, *list(model)[1:])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [[2], [5, 3]], ids=["two-neuron", "two-hidden"])
+def test_scalar_input_relu_shortcut_is_exact(
+    hidden: list[int], dtype: torch.dtype, make_case: MakeCase
+) -> None:
+    """A first layer with one input and no bias, then ReLU, runs as |w| relu(±x) from rows
+    computed once per sweep; the same net with a zero first-layer bias (held at zero by the
+    directions) runs the layer as w x + 0 then ReLU. J must agree bitwise."""
+    torch.manual_seed(7 + len(hidden))
+    model = mlp([1, *hidden, 1], bias=False).to(dtype)
+    with torch.no_grad():  # units of both signs at the centre: both rows are used
+        signs = torch.tensor([(-1.0) ** unit for unit in range(hidden[0])], dtype=dtype)
+        model[0].weight.copy_(model[0].weight.abs() * signs[:, None])
+    case = make_case(model, (1,), dtype=dtype, num_samples=2100, num_points=9)
+    _, center, directions, coeffs, inputs, targets = case
+    weights = model[0].out_features  # the first layer's weights come first in θ
+
+    def insert_bias(flat: torch.Tensor) -> torch.Tensor:
+        zeros = flat.new_zeros((*flat.shape[:-1], weights))
+        return torch.cat([flat[..., :weights], zeros, flat[..., weights:]], dim=-1)
+
+    biased = _with_zero_first_bias(model)
+    assert _uses_small_net(model, 1) and _uses_small_net(biased, 1)
+    shortcut = _fused(case)
+    direct = _fused(
+        (biased, insert_bias(center), insert_bias(directions).contiguous(), coeffs, inputs, targets)
+    )
+    assert torch.equal(shortcut, direct)
+    signs = torch.sign(center[:weights] + coeffs @ directions[:, :weights])
+    assert bool((signs > 0).any()) and bool((signs < 0).any())  # both rows are used
