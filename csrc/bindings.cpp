@@ -1,7 +1,7 @@
 // Python bindings of the fused sweep. Tensors cross as integer addresses (tensor.data_ptr())
 // so that the extension needs no torch headers; genni_ext/engine/front_door.py validates them
-// first. The op program and the tiled kernel's plan are bound objects (Program, TilePlan):
-// built and checked once per sweep, then passed to every chunk's call as they are.
+// first. The op program and the CUDA kernels' plans are bound objects (Program, TilePlan,
+// CudaPlan): built and checked once per sweep, then passed to every chunk's call as they are.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -88,31 +88,19 @@ void sweep_cpu(const BoundProgram& program, const std::string& dtype, uintptr_t 
   });
 }
 
-py::dict cuda_plan(const BoundProgram& program, int m, int64_t num_points, int64_t num_samples,
-                   int scalar_bytes, bool affine_first) {
+genni::CudaPlan cuda_plan(const BoundProgram& program, int m, int64_t num_points,
+                          int64_t num_samples, int scalar_bytes, bool affine_first) {
   check_sizes(program, program.num_params, m, num_points, num_samples);
-  const genni::CudaPlan plan = genni::cuda_plan(program.program, program.num_params, m,
-                                                num_points, num_samples, scalar_bytes,
-                                                affine_first);
-  py::dict out;
-  out["blocks"] = plan.blocks;
-  out["sample_blocks"] = plan.sample_blocks;
-  out["scratch_bytes"] = plan.scratch_bytes;
-  out["affine_bytes"] = plan.affine_bytes;
-  return out;
+  return genni::cuda_plan(program.program, program.num_params, m, num_points, num_samples,
+                          scalar_bytes, affine_first);
 }
 
 void sweep_cuda(const BoundProgram& program, const std::string& dtype, uintptr_t center,
                 uintptr_t directions, uintptr_t coeffs, uintptr_t inputs, uintptr_t targets,
                 int64_t num_params, int m, int64_t num_points, int64_t num_samples,
-                const py::dict& plan_dict, uintptr_t partial, uintptr_t scratch, uintptr_t affine,
-                uintptr_t stream) {
+                const genni::CudaPlan& plan, uintptr_t partial, uintptr_t scratch,
+                uintptr_t affine, uintptr_t stream) {
   check_sizes(program, num_params, m, num_points, num_samples);
-  genni::CudaPlan plan{};
-  plan.blocks = plan_dict["blocks"].cast<int64_t>();
-  plan.sample_blocks = plan_dict["sample_blocks"].cast<int64_t>();
-  plan.scratch_bytes = plan_dict["scratch_bytes"].cast<int64_t>();
-  plan.affine_bytes = plan_dict["affine_bytes"].cast<int64_t>();
   auto* out = reinterpret_cast<double*>(partial);
   auto* scratch_ptr = reinterpret_cast<void*>(scratch);
   auto* affine_ptr = reinterpret_cast<void*>(affine);
@@ -375,7 +363,17 @@ PYBIND11_MODULE(_C, m) {
       "Whether the CPU sweep runs this program on its small-net path (all activations in "
       "registers) rather than the general driver; decided from its shapes alone. The "
       "first_layer='affine' option still takes the general driver.");
-  m.def("cuda_plan", &cuda_plan, "Launch plan and scratch sizes of a CUDA sweep.");
+  py::class_<genni::CudaPlan>(m, "CudaPlan",
+                              "The reference CUDA kernel's launch plan (cuda_plan()): resident "
+                              "blocks, sample blocks per grid point and the bytes of device "
+                              "scratch and first-layer responses the caller allocates. A plan "
+                              "made for n grid points runs any chunk of at most n.")
+      .def_readonly("blocks", &genni::CudaPlan::blocks)
+      .def_readonly("sample_blocks", &genni::CudaPlan::sample_blocks)
+      .def_readonly("scratch_bytes", &genni::CudaPlan::scratch_bytes)
+      .def_readonly("affine_bytes", &genni::CudaPlan::affine_bytes);
+  m.def("cuda_plan", &cuda_plan,
+        "Launch plan and scratch sizes of a CUDA sweep of up to num_points grid points.");
   m.def("sweep_cuda", &sweep_cuda,
         "Fused sweep on CUDA, reference kernel; writes partial sums [G, blocks].");
   m.def("tile_plan", &tile_plan, "Tile size, threads and shared memory of a tiled CUDA sweep.");

@@ -182,6 +182,9 @@ def fused_sweep(
         step = min(step, max(1, _CUDA_PARAM_BYTES // per_point))
     loss = torch.empty(num_points, dtype=torch.float64, device=device)
     tensors = _Tensors(center, directions, inputs, targets, native, dtype_name)
+    reference = None
+    if device.type == "cuda" and tile_plan is None:
+        reference = _plan_reference(ext, tensors, m, min(step, num_points), affine)
 
     with tqdm(total=num_points, disable=not progress, unit="pt", desc="sweep (fused)") as bar:
         for start in range(0, num_points, step):
@@ -197,7 +200,7 @@ def fused_sweep(
             elif tile_plan is not None:
                 loss[start:stop] = _sweep_cuda_tiled_chunk(ext, tensors, chunk, tile_plan)
             else:
-                loss[start:stop] = _sweep_cuda_chunk(ext, tensors, chunk, affine)
+                loss[start:stop] = _sweep_cuda_chunk(ext, tensors, chunk, reference)
             bar.update(stop - start)
     return loss
 
@@ -275,8 +278,33 @@ class _Tensors:
     dtype_name: str
 
 
+@dataclass(frozen=True)
+class _ReferenceLaunch:
+    """The reference CUDA kernel's plan for one sweep and the device buffers it sizes."""
+
+    plan: _C.CudaPlan
+    scratch: torch.Tensor
+    responses: torch.Tensor
+
+
+def _plan_reference(
+    ext: ModuleType, tensors: _Tensors, m: int, points: int, affine: bool
+) -> _ReferenceLaunch:
+    """Planned once per sweep for its largest chunk (``points`` grid points): the kernel
+    strides over its items, so the plan and buffers serve every smaller chunk as well."""
+    center, inputs = tensors.center, tensors.inputs
+    device = center.device
+    with torch.cuda.device(device):
+        plan = ext.cuda_plan(
+            tensors.native, m, points, inputs.shape[0], center.element_size(), affine
+        )
+        scratch = torch.empty(plan.scratch_bytes, dtype=torch.uint8, device=device)
+        responses = torch.empty(max(1, plan.affine_bytes), dtype=torch.uint8, device=device)
+    return _ReferenceLaunch(plan, scratch, responses)
+
+
 def _sweep_cuda_chunk(
-    ext: ModuleType, tensors: _Tensors, chunk: torch.Tensor, affine: bool
+    ext: ModuleType, tensors: _Tensors, chunk: torch.Tensor, launch: _ReferenceLaunch
 ) -> torch.Tensor:
     """One chunk of grid points on the current CUDA stream; returns J [chunk] (float64)."""
     center, inputs = tensors.center, tensors.inputs
@@ -284,19 +312,14 @@ def _sweep_cuda_chunk(
     num_samples, num_params = inputs.shape[0], center.numel()
     device = center.device
     with torch.cuda.device(device):
-        plan = ext.cuda_plan(
-            tensors.native, m, num_points, num_samples, center.element_size(), affine
-        )
         partial = torch.empty(
-            (num_points, plan["sample_blocks"]), dtype=torch.float64, device=device
+            (num_points, launch.plan.sample_blocks), dtype=torch.float64, device=device
         )
-        scratch = torch.empty(plan["scratch_bytes"], dtype=torch.uint8, device=device)
-        responses = torch.empty(max(1, plan["affine_bytes"]), dtype=torch.uint8, device=device)
         ext.sweep_cuda(
             tensors.native, tensors.dtype_name, center.data_ptr(),
             tensors.directions.data_ptr(), chunk.data_ptr(), inputs.data_ptr(),
-            tensors.targets.data_ptr(), num_params, m, num_points, num_samples, plan,
-            partial.data_ptr(), scratch.data_ptr(), responses.data_ptr(),
+            tensors.targets.data_ptr(), num_params, m, num_points, num_samples, launch.plan,
+            partial.data_ptr(), launch.scratch.data_ptr(), launch.responses.data_ptr(),
             torch.cuda.current_stream(device).cuda_stream,
         )  # fmt: skip
         return partial.sum(dim=1) / num_samples

@@ -647,3 +647,28 @@ def test_cuda_tf32_through_sweep_and_the_torch_backend(make_case: MakeCase) -> N
     explanation = genni_ext.explain_backend(mlp_cuda[0], mlp_cuda[4], precision="tf32")
     assert explanation.startswith("fused (cuda)") and "TF32 tensor cores" in explanation
     check_tf32(genni_ext.sweep(*mlp_cuda, precision="tf32"), mlp_case)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reference_kernel_plans_once_for_all_chunks(
+    dtype: torch.dtype, make_case: MakeCase, check_j: CheckJ, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One engine call of 5 chunks (the last one shorter) makes one CudaPlan, for the
+    largest chunk, and every chunk runs on it with the same J as one chunk of them all."""
+    torch.manual_seed(12)
+    cpu_case = make_case(mlp([6, 16, 1]), (6,), dtype=dtype, num_samples=300, num_points=27)
+    case = _to_cuda(cpu_case)
+    plans: list[_C.CudaPlan] = []
+    original = _C.cuda_plan
+
+    def counted(*args: object) -> _C.CudaPlan:
+        plans.append(original(*args))
+        return plans[-1]
+
+    monkeypatch.setattr(_C, "cuda_plan", counted)
+    chunked = _cuda_fused(case, cuda_kernel="reference", batch_points=6)
+    assert len(plans) == 1 and isinstance(plans[0], _C.CudaPlan)
+    whole = _cuda_fused(case, cuda_kernel="reference")
+    assert torch.equal(chunked, whole)
+    check_j(whole.cpu(), _cuda_fused(case, cuda_kernel="tiled").cpu(), cpu_case)
