@@ -120,12 +120,16 @@ GENNI_HD void activation_op(const Op& op, const S* in, int in_stride, S* out, in
   for (int f = 0; f < n; ++f) {
     const S* x = in + static_cast<long>(f) * in_stride;
     S* y = out + static_cast<long>(f) * out_stride;
-    switch (op.kind) {  // hoisted out of the lane loop so that it vectorises
+    // The switch is hoisted out of the lane loop so that it vectorises. ReLU and LeakyReLU
+    // are written out here as relu_value and leaky_relu_value compute them: through those
+    // templates GCC 12 vectorised the loops differently and LeNet-5's CPU sweep ran 2.6 %
+    // slower (benchmarks/README.md, issue 20).
+    switch (op.kind) {
       case kRelu:
-        GENNI_SIMD for (int l = 0; l < L; ++l) y[l] = relu_value<S>(x[l]);
+        GENNI_SIMD for (int l = 0; l < L; ++l) y[l] = x[l] > S(0) ? x[l] : S(0);
         break;
       case kLeakyRelu:
-        GENNI_SIMD for (int l = 0; l < L; ++l) y[l] = leaky_relu_value<S>(x[l], slope);
+        GENNI_SIMD for (int l = 0; l < L; ++l) y[l] = x[l] > S(0) ? x[l] : x[l] * slope;
         break;
       default:
         for (int l = 0; l < L; ++l) y[l] = activate(op.kind, x[l], slope);
