@@ -12,21 +12,22 @@
 // layout with each hidden layer padded to H units with zero weights and biases, so every
 // hidden layer is the same unrolled code and the padded units add nothing.
 //
-// On the paper's net a vector of samples costs 8 floating-point instructions (2 multiplies,
-// 2 max, 2 multiply-adds, the subtraction of the target and 1 multiply-add into the sum):
-// ReLU is one max instruction, and the last, partial block runs apart so that full blocks
-// carry no mask. The output is computed in torch's order, bias first, then the target
-// subtracted, so that J is exactly 0 where the net reproduces the targets it made (starting
-// from the negated target saves one instruction, 5 % of the time, but leaves the rounding
-// of the products in J: 1e-33 instead of 0 at θ itself).
+// Instructions per vector of samples are what the time goes to: ReLU is one max
+// instruction, the last, partial block runs apart so that full blocks carry no mask, and a
+// first layer with one input and no bias followed by ReLU (the paper's nets) reads its
+// activations from rows made once per sweep (segment() says why that is exact), so that
+// the two-neuron net costs 6 floating-point instructions a vector: 2 multiplies, 2
+// multiply-adds, the subtraction of the target and 1 multiply-add into the sum. The
+// output is computed in torch's order, bias first, then the target subtracted, so that J
+// is exactly 0 where the net reproduces the targets it made (starting from the negated
+// target saves one instruction but leaves the rounding of the products in J: 1e-33
+// instead of 0 at θ itself).
 //
 // Sum order, fixed by the program and N alone (not by the threads, the grid or its
 // chunks): the samples are cut into segments of kSmallNetSegmentBlocks blocks; within a
 // segment each lane sums its squared errors in S, then the lanes are added in double in
 // lane order; J is the segments' double sums added in segment order, divided by N.
 #pragma once
-
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
