@@ -43,11 +43,13 @@ def _assert_identical(remote: SearchResult, local: SearchResult) -> None:
     assert remote.config == local.config
 
 
-def _workers_used(client: object, run: Callable[[], object]) -> set[str]:
-    """The workers that ran tasks while ``run()`` ran."""
+def _group_tasks(client: object, run: Callable[[], object]) -> list[str]:
+    """The worker of each search-group task that ran while ``run()`` ran. Which worker
+    takes which group is the scheduler's choice: usually one group each, but both on one
+    worker when the other is still busy (seen once in CI)."""
     with distributed.get_task_stream(client) as stream:
         run()
-    return {task["worker"] for task in stream.data}
+    return [task["worker"] for task in stream.data if "run_group" in str(task["key"])]
 
 
 # --- the same result as a local run -------------------------------------------------------------
@@ -65,7 +67,7 @@ OPTIMIZERS = [
 def test_two_neuron_net_equals_local(
     dask_client: object, dtype: torch.dtype, options: dict[str, Any]
 ) -> None:
-    """5 starts on 2 workers (groups of 3 and 2): bitwise the local run, on both workers."""
+    """5 starts on 2 workers' threads (groups of 3 and 2, two tasks): bitwise the local run."""
     problem = _paper_problem(1000, dtype)
     settings: dict[str, Any] = {
         "steps": 90,
@@ -77,11 +79,11 @@ def test_two_neuron_net_equals_local(
     settings.update(options)
     local = search(problem, 5, **settings)
     remote: list[SearchResult] = []
-    workers = _workers_used(
+    groups = _group_tasks(
         dask_client,
         lambda: remote.append(search(problem, 5, client=dask_client, **settings)),
     )
-    assert len(workers) == 2, workers
+    assert len(groups) == 2, groups
     _assert_identical(remote[0], local)
     assert remote[0].history_steps.tolist() == [0, 40, 80, 90]
     assert not torch.equal(local.params, local.starts), "nothing was trained"
