@@ -295,7 +295,7 @@ __attribute__((always_inline)) inline void block(const SmallNetPlan& plan, const
 
 // Sum of squared errors of blocks [b0, b1) of V vectors, lanes past N (in the last block)
 // left out: each lane in S, then the lanes in double. With plan.scalar_relu_first, x holds
-// the input, relu(input) and relu(-input) as rows 0, 1 and 2.
+// relu(input) and relu(-input) as rows 0 and 1 (the input itself is never read).
 //
 // That shortcut is exact: relu(w x) is |w| relu(x) for w >= 0 and |w| relu(-x) for w < 0,
 // bitwise, since rounding a product does not depend on the signs and a product with 0 is 0.
@@ -313,7 +313,7 @@ double segment(const SmallNetPlan& plan, const S* packed, const S* x, const S* t
   if (plan.scalar_relu_first) {
     const S* w = packed + plan.layers[0].packed;
     for (int j = 0; j < H; ++j) {
-      row[j] = x + (w[j] >= S(0) ? 1 : 2) * stride;
+      row[j] = x + (w[j] >= S(0) ? 0 : 1) * stride;
       scale[j] = std::abs(w[j]);
     }
   }
@@ -353,19 +353,20 @@ void sweep_small_net(const SmallNetPlan& plan, const SweepArgs<S>& a, double* lo
   const int64_t stride = blocks * kBlock;
   const int64_t segments = (blocks + kSmallNetSegmentBlocks - 1) / kSmallNetSegmentBlocks;
 
-  // Feature-major probes (with plan.scalar_relu_first, then relu of the probe and of its
-  // negative) and targets, zero past N.
-  const int x_rows = plan.scalar_relu_first ? 3 : in;
+  // Feature-major probes (with plan.scalar_relu_first, relu of the probe and of its
+  // negative instead) and targets, zero past N.
+  const int x_rows = plan.scalar_relu_first ? 2 : in;
   std::vector<S> x(int64_t(x_rows) * stride, S(0)), t(int64_t(out) * stride, S(0));
   bool eager = false;  // thread_pool.h
   const int64_t rows_per_item = 4096;
   ThreadPool::run((N + rows_per_item - 1) / rows_per_item, threads, eager, [&](int64_t item, int) {
     const int64_t end = std::min(N, (item + 1) * rows_per_item);
     for (int64_t n = item * rows_per_item; n < end; ++n) {
-      for (int f = 0; f < in; ++f) x[f * stride + n] = a.inputs[n * in + f];
       if (plan.scalar_relu_first) {
-        x[stride + n] = relu_value<S>(a.inputs[n]);
-        x[2 * stride + n] = relu_value<S>(-a.inputs[n]);
+        x[n] = relu_value<S>(a.inputs[n]);
+        x[stride + n] = relu_value<S>(-a.inputs[n]);
+      } else {
+        for (int f = 0; f < in; ++f) x[f * stride + n] = a.inputs[n * in + f];
       }
       for (int o = 0; o < out; ++o) t[o * stride + n] = a.targets[n * out + o];
     }
